@@ -1,0 +1,40 @@
+"""Errors the core raises for the user: each names where the problem is (file, line or row, field)."""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class of every error meant to be shown to the user as one clear message."""
+
+
+class NotAProjectError(WorkbenchError):
+    """The file is not an RLHF Workbench project (not SQLite, or SQLite without our metadata)."""
+
+
+class NewerSchemaError(WorkbenchError):
+    """The project was written by a newer version of the app than this one."""
+
+
+class ProjectLockedError(WorkbenchError):
+    """Another window already has the project open."""
+
+
+class InputError(WorkbenchError):
+    """Bad input data: carries the file and line/row so the message says exactly where."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None, field: str | None = None):
+        self.path = path
+        self.line = line
+        self.field = field
+        self.detail = message
+        where = []
+        if path:
+            where.append(str(path))
+        if line is not None:
+            where.append(f"line {line}")
+        if field:
+            where.append(f"field '{field}'")
+        prefix = ":".join(where[:2]) if where else ""
+        if field and prefix:
+            prefix = f"{prefix} ({where[-1]})" if len(where) == 3 else f"{prefix}, {where[-1]}"
+        super().__init__(f"{prefix}: {message}" if prefix else message)
