@@ -6,16 +6,20 @@ import hashlib
 import json
 from typing import Any
 
+from .errors import WorkbenchError
+
 ROLES = ("system", "user", "assistant")
 DEFAULT_MAX_MESSAGE_CHARS = 2 * 1024 * 1024  # 2 MB of text per message, configurable
 
 
-class MessageError(ValueError):
-    """A conversation that is not a list of well-formed messages; ``field`` names the culprit."""
+class MessageError(WorkbenchError, ValueError):
+    """A conversation that is not a list of well-formed messages; ``field`` names the culprit and ``detail`` says
+    what is wrong with it (``str()`` gives both)."""
 
     def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+        self.detail = message
 
 
 def validate_messages(

@@ -72,11 +72,10 @@ CREATE TABLE comparison (
     CHECK (response_a != response_b),
     CHECK (strength IS NULL OR verdict IN ('a', 'b'))
 );
-CREATE INDEX comparison_pending ON comparison(id) WHERE verdict IS NULL;
+CREATE INDEX comparison_pending ON comparison(id) WHERE verdict IS NULL AND retracted_at IS NULL;
 CREATE INDEX comparison_pair ON comparison(response_a, response_b);
 CREATE INDEX comparison_prompt ON comparison(prompt_id);
 CREATE INDEX comparison_judged ON comparison(judged_at) WHERE verdict IS NOT NULL;
-CREATE INDEX comparison_verdict ON comparison(verdict, strength);
 CREATE INDEX comparison_retest ON comparison(retest_of) WHERE retest_of IS NOT NULL;
 
 CREATE TABLE ranking (
@@ -190,6 +189,73 @@ CREATE TABLE checkpoint (
 );
 """
 
+# Row counts kept by triggers, so `stats` answers in constant time on a million comparisons.
+COUNTER_KEYS = (
+    "prompts", "heldout_prompts", "responses", "comparisons", "retracted", "retests", "rankings", "demonstrations",
+    "flags", "safety_labels",
+    "verdict:a", "verdict:b", "verdict:tie", "verdict:both_bad", "verdict:pending",
+    "strength:slight", "strength:clear", "strength:strong",
+)
+
+
+def _bump(key_sql: str, delta: str) -> str:
+    return f"UPDATE counter SET n = n + ({delta}) WHERE key = {key_sql};"
+
+
+def _comparison_terms(row: str, sign: str) -> str:
+    return "\n    ".join([
+        _bump("'comparisons'", f"{sign}1"),
+        _bump(f"'verdict:' || coalesce({row}.verdict, 'pending')", f"{sign}1"),
+        _bump(f"'strength:' || {row}.strength", f"{sign}1"),
+        _bump("'retracted'", f"{sign}({row}.retracted_at IS NOT NULL)"),
+        _bump("'retests'", f"{sign}({row}.retest_of IS NOT NULL)"),
+    ])
+
+
+def _flag_terms(row: str, sign: str) -> str:
+    live = f"({row}.present = 1 AND {row}.retracted_at IS NULL)"
+    return "\n    ".join([
+        f"INSERT OR IGNORE INTO counter VALUES ('flag:' || {row}.category, 0);",
+        _bump("'safety_labels'", f"{sign}1"),
+        _bump("'flags'", f"{sign}{live}"),
+        _bump(f"'flag:' || {row}.category", f"{sign}{live}"),
+    ])
+
+
+def _counter_sql() -> str:
+    parts = ["CREATE TABLE counter (key TEXT PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"]
+    parts.append("INSERT INTO counter (key, n) VALUES " + ", ".join(f"('{k}', 0)" for k in COUNTER_KEYS) + ";")
+    simple = {"prompt": "prompts", "response": "responses", "ranking": "rankings", "demonstration": "demonstrations"}
+    for table, key in simple.items():
+        parts.append(f"CREATE TRIGGER {table}_count_ins AFTER INSERT ON {table} BEGIN {_bump(repr(key), '1')} END;")
+        parts.append(f"CREATE TRIGGER {table}_count_del AFTER DELETE ON {table} BEGIN {_bump(repr(key), '-1')} END;")
+    parts.append(
+        "CREATE TRIGGER prompt_heldout_ins AFTER INSERT ON prompt WHEN NEW.split = 'heldout' BEGIN "
+        + _bump("'heldout_prompts'", "1") + " END;"
+    )
+    parts.append(
+        "CREATE TRIGGER prompt_heldout_del AFTER DELETE ON prompt WHEN OLD.split = 'heldout' BEGIN "
+        + _bump("'heldout_prompts'", "-1") + " END;"
+    )
+    parts.append(
+        "CREATE TRIGGER prompt_heldout_upd AFTER UPDATE OF split ON prompt BEGIN "
+        + _bump("'heldout_prompts'", "(NEW.split = 'heldout') - (OLD.split = 'heldout')") + " END;"
+    )
+    parts.append(f"CREATE TRIGGER comparison_count_ins AFTER INSERT ON comparison BEGIN\n    {_comparison_terms('NEW', '+')}\nEND;")
+    parts.append(f"CREATE TRIGGER comparison_count_del AFTER DELETE ON comparison BEGIN\n    {_comparison_terms('OLD', '-')}\nEND;")
+    parts.append(
+        "CREATE TRIGGER comparison_count_upd AFTER UPDATE OF verdict, strength, retracted_at, retest_of ON comparison BEGIN\n    "
+        + _comparison_terms("OLD", "-") + "\n    " + _comparison_terms("NEW", "+") + "\nEND;"
+    )
+    parts.append(f"CREATE TRIGGER flag_count_ins AFTER INSERT ON safety_flag BEGIN\n    {_flag_terms('NEW', '+')}\nEND;")
+    parts.append(f"CREATE TRIGGER flag_count_del AFTER DELETE ON safety_flag BEGIN\n    {_flag_terms('OLD', '-')}\nEND;")
+    parts.append(
+        "CREATE TRIGGER flag_count_upd AFTER UPDATE OF present, retracted_at, category ON safety_flag BEGIN\n    "
+        + _flag_terms("OLD", "-") + "\n    " + _flag_terms("NEW", "+") + "\nEND;"
+    )
+    return "\n".join(parts) + "\n"
+
+
 # MIGRATIONS[i] upgrades a file at user_version i to i + 1. Version 0 is an empty, brand-new file.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1 + _counter_sql()]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,8 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from .errors import NewerSchemaError, NotAProjectError, WorkbenchError
 from .messages import canonical_json, content_hash, last_user_text, prompt_hash, response_hash, validate_messages
 from .schema import APP_ID, APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
@@ -124,8 +122,14 @@ class Project:
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self._depth = 0
+
+    @property
+    def db(self) -> Any:
+        """A sqlite-utils view of the same connection (imported on first use: it costs startup time)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     # ------------------------------------------------------------------ opening, closing, migrations
     @classmethod
@@ -218,10 +222,13 @@ class Project:
 
     def _migrate(self, version: int) -> None:
         for v in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                for statement in _split_sql(MIGRATIONS[v]):
-                    self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version={v + 1}")
+            # One script per step, inside its own transaction: a failed step leaves the file at version v.
+            try:
+                self.conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[v]}\nPRAGMA user_version={v + 1};\nCOMMIT;")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
 
     @property
     def schema_version(self) -> int:
@@ -501,7 +508,8 @@ class Project:
         exclude: Iterable[int] = (),
     ) -> Comparison | None:
         """The next unjudged comparison with id > ``after_id`` (the queue runs in id order), optionally filtered."""
-        sql = "SELECT c.id FROM comparison c"
+        # INDEXED BY: the planner would otherwise sort the whole pending set on a big project.
+        sql = "SELECT c.id FROM comparison c INDEXED BY comparison_pending"
         args: list[Any] = []
         if tag:
             sql += " JOIN prompt_tag t ON t.prompt_id = c.prompt_id AND t.tag = ?"
@@ -874,35 +882,26 @@ class Project:
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
         """Counts for the status bar and ``workbench stats``: totals plus verdict, strength and flag breakdowns."""
-        q = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
-        verdicts = {v: 0 for v in (*VERDICTS, "pending")}
-        strengths = {s: 0 for s in STRENGTHS}
-        for verdict, strength, n in self.conn.execute(
-            "SELECT verdict, strength, COUNT(*) FROM comparison GROUP BY verdict, strength"
-        ):
-            verdicts[verdict or "pending"] = verdicts.get(verdict or "pending", 0) + n
-            if strength:
-                strengths[strength] += n
+        counts = dict(self.conn.execute("SELECT key, n FROM counter"))
+        verdicts = {v: counts.get(f"verdict:{v}", 0) for v in (*VERDICTS, "pending")}
+        strengths = {s: counts.get(f"strength:{s}", 0) for s in STRENGTHS}
         flag_categories = {
-            k: n
-            for k, n in self.conn.execute(
-                "SELECT category, COUNT(*) FROM safety_flag WHERE present = 1 AND retracted_at IS NULL GROUP BY category ORDER BY category"
-            )
+            k.split(":", 1)[1]: n for k, n in sorted(counts.items()) if k.startswith("flag:") and n
         }
-        comparisons = sum(verdicts.values())
+        q = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
         return {
-            "prompts": q("SELECT COUNT(*) FROM prompt"),
-            "heldout_prompts": q("SELECT COUNT(*) FROM prompt WHERE split = 'heldout'"),
-            "responses": q("SELECT COUNT(*) FROM response"),
-            "comparisons": comparisons,
-            "judged": comparisons - verdicts["pending"],
+            "prompts": counts["prompts"],
+            "heldout_prompts": counts["heldout_prompts"],
+            "responses": counts["responses"],
+            "comparisons": counts["comparisons"],
+            "judged": counts["comparisons"] - verdicts["pending"],
             "pending": verdicts["pending"],
-            "retracted": q("SELECT COUNT(*) FROM comparison WHERE retracted_at IS NOT NULL"),
-            "retests": q("SELECT COUNT(*) FROM comparison WHERE retest_of IS NOT NULL"),
-            "rankings": q("SELECT COUNT(*) FROM ranking"),
-            "demonstrations": q("SELECT COUNT(*) FROM demonstration"),
-            "flags": q("SELECT COUNT(*) FROM safety_flag WHERE present = 1"),
-            "safety_labels": q("SELECT COUNT(*) FROM safety_flag"),
+            "retracted": counts["retracted"],
+            "retests": counts["retests"],
+            "rankings": counts["rankings"],
+            "demonstrations": counts["demonstrations"],
+            "flags": counts["flags"],
+            "safety_labels": counts["safety_labels"],
             "snapshots": q("SELECT COUNT(*) FROM snapshot"),
             "runs": q("SELECT COUNT(*) FROM run"),
             "guideline_version": self.guideline_version(),
@@ -919,23 +918,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across app crashes, commits stay fast
     return conn
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a schema script into statements (no statement in our schema contains a ';' inside a literal)."""
-    out, buf = [], []
-    for line in script.splitlines():
-        code = line.split("--", 1)[0]
-        buf.append(code)
-        if code.rstrip().endswith(";"):
-            stmt = "\n".join(buf).strip()
-            if stmt.strip(";").strip():
-                out.append(stmt)
-            buf = []
-    tail = "\n".join(buf).strip()
-    if tail:
-        out.append(tail)
-    return out
 
 
 def copy_project(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

@@ -1,0 +1,275 @@
+"""Preference pairs → token ids → batches for the reward model (and DPO): chat template, left truncation, batching.
+
+Encoding. The prompt (the conversation so far) is rendered with the tokenizer's chat template and a generation
+prompt; each response is the text the template adds after that (the assistant turn and its end marker), tokenised
+on its own. Prompt and responses are therefore separate token lists, so a pair can share one encoding of its
+prompt.
+
+Truncation. A pair longer than ``max_length`` (prompt + the longer response) loses the oldest turns of its
+prompt first — a system message stays, and the conversation after a cut starts at a user turn. If the last user
+turn alone still does not fit, the prompt is cut at token level from the left. The responses are never cut unless
+a response alone leaves less than ``min_prompt_tokens`` for the prompt; then it keeps its beginning (counted in
+:class:`EncodeStats`, as every other cut).
+
+Batching, two layouts (``tests/engine/test_rm_data.py``; speed measured by ``bench/bench_rm_layout.py``):
+
+- ``concat``: chosen and rejected rows of the same batch in one right-padded [2B, L] tensor (rows 0..B-1 chosen,
+  B..2B-1 rejected) — one forward for both sides.
+- ``shared``: the prompts once, left-padded [B, P], and the continuations [2B, R] right-padded and interleaved
+  (row 2i chosen i, row 2i+1 rejected i), run against the prompts' KV cache repeated twice. The prompt's tokens
+  go through the model once per pair instead of twice.
+
+Batches are made from length-grouped orders (pairs of similar length together, the groups shuffled) so little of
+a batch is padding.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+LAYOUTS = ("concat", "shared")
+
+
+@dataclass
+class EncodedPair:
+    """One pair as token ids: ``prompt_ids + chosen_ids`` is the chosen conversation, likewise rejected."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    margin: float = 0.0
+    tie: bool = False
+    prompt_id: int = 0
+    turns_dropped: int = 0
+    prompt_cut: bool = False
+    response_cut: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of both full conversations, without padding (how throughput is counted everywhere)."""
+        return 2 * len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+
+@dataclass
+class EncodeStats:
+    pairs: int = 0
+    turns_dropped: int = 0
+    prompts_cut: int = 0
+    responses_cut: int = 0
+
+    def as_metrics(self, prefix: str = "data/") -> dict[str, float]:
+        return {f"{prefix}{k}": float(v) for k, v in self.__dict__.items()}
+
+
+class ChatEncoder:
+    """Renders conversations with the tokenizer's chat template and truncates them to ``max_length`` tokens."""
+
+    def __init__(self, tokenizer: Any, max_length: int, *, min_prompt_tokens: int | None = None):
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("the tokenizer has no chat template; pick a chat (instruct) model or set one")
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.min_prompt_tokens = (
+            int(min_prompt_tokens) if min_prompt_tokens is not None else max(1, min(64, self.max_length // 4))
+        )
+        self.stats = EncodeStats()
+
+    def _render(self, messages: Sequence[Mapping[str, str]], generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    def _ids(self, text: str) -> list[int]:
+        # The template already wrote any special tokens it wants; adding them again would double the BOS.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return self._ids(self._render(messages, True))
+
+    def response_ids(self, messages: Sequence[Mapping[str, str]], response: str, prompt_text: str | None = None) -> list[int]:
+        """The tokens the template adds for an assistant turn ``response`` after ``messages``."""
+        prompt_text = self._render(messages, True) if prompt_text is None else prompt_text
+        full = self._render([*messages, {"role": "assistant", "content": response}], False)
+        if full.startswith(prompt_text):
+            return self._ids(full[len(prompt_text):])
+        # A template that rewrites earlier turns when a reply follows: fall back to the reply and the EOS token.
+        eos = self.tokenizer.eos_token or ""
+        return self._ids(response + eos)
+
+    def encode(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        chosen: str,
+        rejected: str,
+        *,
+        margin: float = 0.0,
+        tie: bool = False,
+        prompt_id: int = 0,
+    ) -> EncodedPair:
+        msgs = [dict(m) for m in messages]
+        prompt_text = self._render(msgs, True)
+        c = self.response_ids(msgs, chosen, prompt_text)
+        r = self.response_ids(msgs, rejected, prompt_text)
+        p, dropped, pcut, rcut = self._fit(msgs, prompt_text, [c, r])
+        if rcut:
+            limit = self.max_length - self.min_prompt_tokens
+            c, r = c[:limit], r[:limit]
+        self.stats.pairs += 1
+        self.stats.turns_dropped += dropped
+        self.stats.prompts_cut += int(pcut)
+        self.stats.responses_cut += int(rcut)
+        return EncodedPair(p, c, r, float(margin), bool(tie), prompt_id, dropped, pcut, rcut)
+
+    def encode_single(self, messages: Sequence[Mapping[str, str]], response: str) -> tuple[list[int], list[int], bool]:
+        """One conversation (prompt ids, response ids, whether anything was cut) under the same rules."""
+        msgs = [dict(m) for m in messages]
+        prompt_text = self._render(msgs, True)
+        resp = self.response_ids(msgs, response, prompt_text)
+        p, dropped, pcut, rcut = self._fit(msgs, prompt_text, [resp])
+        if rcut:
+            resp = resp[: self.max_length - self.min_prompt_tokens]
+        return p, resp, bool(dropped or pcut or rcut)
+
+    def _fit(
+        self, msgs: list[dict[str, str]], prompt_text: str, responses: list[list[int]]
+    ) -> tuple[list[int], int, bool, bool]:
+        """Prompt ids that fit beside the longest response: (ids, turns dropped, cut at token level, responses cut)."""
+        longest = max(len(x) for x in responses)
+        response_cut = longest > self.max_length - self.min_prompt_tokens
+        if response_cut:
+            longest = self.max_length - self.min_prompt_tokens
+        budget = self.max_length - longest
+        ids = self._ids(prompt_text)
+        dropped = 0
+        while len(ids) > budget:
+            shorter = _drop_oldest_turn(msgs)
+            if shorter is None:
+                break
+            dropped += len(msgs) - len(shorter)
+            msgs = shorter
+            ids = self.prompt_ids(msgs)
+        prompt_cut = len(ids) > budget
+        if prompt_cut:
+            ids = ids[len(ids) - budget:]
+        return ids, dropped, prompt_cut, response_cut
+
+
+def _drop_oldest_turn(msgs: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """The conversation without its oldest non-system turn (and any assistant turns that would then lead it), or
+    None when only the last user turn is left."""
+    head = [m for m in msgs[:1] if m.get("role") == "system"]
+    rest = msgs[len(head):]
+    if len(rest) <= 1:
+        return None
+    rest = rest[1:]
+    while len(rest) > 1 and rest[0].get("role") != "user":
+        rest = rest[1:]
+    return head + rest
+
+
+# ---------------------------------------------------------------------------------------------------- order
+def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int, *, group_batches: int = 32) -> list[int]:
+    """A shuffled order in which each run of ``batch_size`` indices has similar lengths.
+
+    Shuffle everything, sort within windows of ``group_batches`` batches by length, cut into batches, shuffle the
+    batches. Deterministic in ``seed``, so a resumed run rebuilds the same order.
+    """
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    window = max(1, batch_size * group_batches)
+    batches: list[list[int]] = []
+    for start in range(0, len(idx), window):
+        chunk = sorted(idx[start:start + window], key=lambda i: lengths[i], reverse=True)
+        batches.extend(chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return [i for b in batches for i in b]
+
+
+# ---------------------------------------------------------------------------------------------------- batches
+@dataclass
+class PairBatch:
+    """A batch of B pairs in one of the two layouts (see the module docstring); tensors on CPU until ``.to``."""
+
+    layout: str
+    margin: Tensor  # [B] float
+    tie: Tensor  # [B] bool
+    n_tokens: int  # tokens of both conversations of every pair, no padding
+    input_ids: Tensor | None = None  # concat: [2B, L]
+    attention_mask: Tensor | None = None  # concat: [2B, L]
+    prompt_ids: Tensor | None = None  # shared: [B, P] left-padded
+    prompt_mask: Tensor | None = None  # shared: [B, P]
+    cont_ids: Tensor | None = None  # shared: [2B, R] right-padded, interleaved chosen/rejected
+    cont_mask: Tensor | None = None  # shared: [2B, R]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "PairBatch":
+        moved = {
+            k: (v.to(device) if isinstance(v, Tensor) else v)
+            for k, v in self.__dict__.items()
+        }
+        return PairBatch(**moved)
+
+    @property
+    def size(self) -> int:
+        return int(self.margin.shape[0])
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool = False) -> tuple[Tensor, Tensor]:
+    width = max(1, max((len(r) for r in rows), default=1))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if not r:
+            continue
+        if left:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        else:
+            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, :len(r)] = 1
+    return ids, mask
+
+
+def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int, layout: str = "concat") -> PairBatch:
+    """Build a :class:`PairBatch` of ``pairs`` in ``layout`` ("concat" or "shared")."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown pair layout {layout!r} (use one of {', '.join(LAYOUTS)})")
+    margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+    tie = torch.tensor([p.tie for p in pairs], dtype=torch.bool)
+    n_tokens = sum(p.n_tokens for p in pairs)
+    if layout == "concat":
+        rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
+        ids, mask = _pad(rows, pad_id)
+        return PairBatch(layout, margin, tie, n_tokens, input_ids=ids, attention_mask=mask)
+    pids, pmask = _pad([p.prompt_ids for p in pairs], pad_id, left=True)
+    conts = [x for p in pairs for x in (p.chosen_ids, p.rejected_ids)]
+    cids, cmask = _pad(conts, pad_id)
+    return PairBatch(layout, margin, tie, n_tokens, prompt_ids=pids, prompt_mask=pmask, cont_ids=cids, cont_mask=cmask)
+
+
+def iterate_batches(
+    pairs: Sequence[EncodedPair], order: Sequence[int], batch_size: int, pad_id: int, layout: str = "concat"
+) -> Iterator[PairBatch]:
+    """Batches of ``batch_size`` pairs following ``order`` (the last one may be smaller)."""
+    for start in range(0, len(order), batch_size):
+        yield collate_pairs([pairs[i] for i in order[start:start + batch_size]], pad_id, layout)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, else its EOS id (padding is masked out, so any id works), else 0."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        v = getattr(tokenizer, attr, None)
+        if isinstance(v, int):
+            return v
+    return 0

@@ -1,0 +1,132 @@
+"""Tiny Llama-architecture chat models built on the spot, for fast tests of the engine (no network, no weights).
+
+``build_tiny_causal_lm(folder)`` writes a complete model folder that ``engine.models.load_model`` (and plain
+``AutoModelForCausalLM.from_pretrained``) loads: config, safetensors weights, a generation config and a real
+``tokenizers`` tokenizer with a ChatML chat template, like the bundled SmolLM2's:
+
+- special tokens ``<|endoftext|>`` (id 0, pad and unk), ``<|im_start|>`` (id 1, bos) and ``<|im_end|>`` (id 2, eos);
+  unlike SmolLM2 the pad token differs from eos here, so code that confuses the two shows it in tests;
+- by default a byte-level vocabulary of the 256 byte symbols plus a fixed list of merges (so any text round-trips
+  and any generated id decodes); ``vocab_from_bundled=True`` copies the bundled SmolLM2 tokenizer instead
+  (needs ``python -m engine.bundled`` to have run, which the set-up script does);
+- hidden size 64, 2 layers, 4 attention heads (2 key/value heads), tied embeddings; weights from a fixed seed, so
+  two builds give identical files.
+
+The folder is written once: calling again on a folder that already holds a complete build returns it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# A few frequent English pieces, so typical test texts take fewer tokens than bytes; fixed, not trained, so the
+# vocabulary never depends on a trainer's tie-breaking.
+_MERGE_WORDS = (
+    " the", " and", " to", " of", " is", " you", " a", " in", " that", " it", "ing", "er", "re", "on",
+    " What", " How", "user", "assistant", "system", "\u010a",
+)
+TINY_CONFIG = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
+SEED = 1234
+
+
+def _byte_level_tokenizer():
+    """A byte-level BPE tokenizer (GPT-2 byte alphabet plus fixed merges) wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    for ch in alphabet:
+        vocab.setdefault(ch, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in _MERGE_WORDS:
+        # Byte-level form of the word (spaces become 'Ġ'), merged left to right one symbol at a time.
+        symbols = [c for c in "".join(pre_tokenizers.ByteLevel(add_prefix_space=False).pre_tokenize_str(word)[0][0])]
+        current = symbols[0]
+        for nxt in symbols[1:]:
+            merged = current + nxt
+            if merged not in vocab:
+                merges.append((current, nxt))
+                vocab[merged] = len(vocab)
+            current = merged
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        chat_template=TINY_CHAT_TEMPLATE,
+        model_max_length=TINY_CONFIG["max_position_embeddings"],
+    )
+
+
+def _bundled_tokenizer():
+    from transformers import AutoTokenizer
+
+    from engine.bundled import ensure_bundled_model
+
+    tok = AutoTokenizer.from_pretrained(ensure_bundled_model())
+    tok.model_max_length = TINY_CONFIG["max_position_embeddings"]
+    return tok
+
+
+def build_tiny_causal_lm(folder: Path, *, vocab_from_bundled: bool = False) -> Path:
+    """Write a tiny Llama chat model (safetensors + tokenizer + chat template) into ``folder``; return ``folder``."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    marker = folder / ".tiny-complete"
+    if marker.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _bundled_tokenizer() if vocab_from_bundled else _byte_level_tokenizer()
+    pad_id = tokenizer.pad_token_id
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad_id,
+        **TINY_CONFIG,
+    )
+    # fork_rng: building a model must not disturb the random state of the test that asked for it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if not any(folder.glob("*.safetensors")):
+        raise RuntimeError(f"{folder}: save_pretrained wrote no safetensors file")
+    marker.write_text(json.dumps({"vocab_from_bundled": vocab_from_bundled, "seed": SEED}))
+    return folder
+
+
+def copy_model_folder(src: Path, dst: Path) -> Path:
+    """A copy of a model folder (for tests that edit a model's files, e.g. its config)."""
+    shutil.copytree(src, dst)
+    return Path(dst)

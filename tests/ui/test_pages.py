@@ -1,0 +1,145 @@
+"""Whole-window checks: every page opens, the shortcut table and on-screen help agree, the window lock, the
+dashboard's figures, and the UI never imports torch."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+
+from ui.main_window import PAGES, MainWindow
+from ui.shortcuts import SHORTCUTS
+from workbench.errors import ProjectLockedError
+
+
+def test_overview_shows_the_counts(window):
+    page = window.show_page("overview")
+    assert page.values["prompts"].text() == "6"
+    assert page.values["pending"].text() == "6"
+    assert "6 prompts" in window.counts_label.text() and "18 responses" in window.counts_label.text()
+    assert window.guideline_label.text() == "Guideline v1"
+
+
+def test_every_page_opens_by_key(qtbot, window):
+    for i, (name, *_rest) in enumerate(PAGES):
+        qtbot.keyClick(window.current_page(), Qt.Key(Qt.Key.Key_1 + i), Qt.KeyboardModifier.ControlModifier)
+        assert window.current_page() is window.pages[name]
+
+
+VISIT_EVERY_PAGE = """
+import sys
+from pathlib import Path
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from ui.main_window import PAGES, MainWindow
+from ui.prefs import Prefs
+w = MainWindow(Prefs(Path(sys.argv[2])))
+w.show()
+w.open_project(Path(sys.argv[1]))
+for name, *_ in PAGES:
+    w.show_page(name)
+    app.processEvents()
+print(sorted(m for m in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "engine") if m in sys.modules))
+w.close()
+del w
+"""
+
+
+def test_torch_is_never_imported_after_visiting_every_page(small_project_path, tmp_path):
+    # In a fresh interpreter: the test session itself may have imported torch for other packages' tests.
+    import os
+    import subprocess
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run(
+        [sys.executable, "-c", VISIT_EVERY_PAGE, str(small_project_path), str(tmp_path / "p.ini")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_shortcut_has_a_handler_and_parses():
+    from ui.pages.compare import ComparePage
+    from ui.pages.history import HistoryPage
+    from ui.pages.rank import RankPage
+    from ui.pages.write import WritePage
+
+    owners = {"compare": ComparePage, "flag": ComparePage, "rank": RankPage, "write": WritePage, "history": HistoryPage}
+    global_actions = {"show_help", "toggle_guidelines", "open_project", "new_project"} | {f"page_{p[0]}" for p in PAGES}
+    for b in SHORTCUTS:
+        for k in b.keys:
+            assert QKeySequence(k).toString() == k, k
+        if b.scope == "global":
+            assert b.action in global_actions
+        else:
+            assert hasattr(owners[b.scope], "act_" + b.action), b
+
+
+def test_help_lists_every_shortcut(qtbot, window):
+    qtbot.keyClick(window.current_page(), Qt.Key.Key_F1)
+    text = window.help_dialog.view.toPlainText()
+    for b in SHORTCUTS:
+        assert b.help in text
+        for k in b.keys:
+            assert k in text
+    window.help_dialog.close()
+
+
+def test_guidelines_panel_toggles_and_versions(qtbot, window, db):
+    page = window.show_page("compare")
+    qtbot.keyClick(page, "g")
+    assert window.dock.isVisible()
+    panel = window.guidelines
+    panel.start_edit()
+    panel.editor.setPlainText("# New rules\n\nBe strict.")
+    assert panel.save() == 2
+    assert window.guideline_label.text() == "Guideline v2"
+    page.queue.config.retest_share = 0
+    c = page.current
+    qtbot.keyClick(page, "2")
+    assert db.conn.execute("SELECT guideline_version FROM comparison WHERE id = ?", (c.id,)).fetchone()[0] == 2
+    qtbot.keyClick(page, "g")
+    assert not window.dock.isVisible()
+
+
+def test_second_window_on_the_same_project_gets_a_clear_message(qtbot, window, prefs, small_project_path):
+    other = MainWindow(prefs)
+    qtbot.addWidget(other)
+    with pytest.raises(ProjectLockedError, match="already open in another RLHF Workbench window"):
+        other.open_project(small_project_path)
+    assert other.session is None
+    window.close()  # the lock goes with the window
+    other.open_project(small_project_path)
+    assert other.session is not None
+    other.close()
+
+
+def test_recent_projects_are_remembered(window, prefs, small_project_path):
+    assert prefs.recent_projects()[0] == str(small_project_path.resolve())
+
+
+def test_dashboard_figures(qtbot, window, db):
+    page = window.show_page("compare")
+    page.queue.config.retest_share = 0
+    lefts = []
+    for _ in range(4):
+        lefts.append(page.left_side)
+        qtbot.keyClick(page, "2")  # always the left side
+    dash = window.show_page("dashboard")
+    assert dash.data["bias"].n == 4 and dash.data["bias"].left_picks == 4
+    assert dash.data["bias"].p_value == pytest.approx(0.125)
+    assert "left picked in 4 of 4" in dash.summary.text()
+    assert sum(n for _, n in dash.data["hours"]) == 4
+    assert set(dash.charts) == {"verdicts", "strengths", "position", "flags", "per_hour"}
+
+
+def test_break_reminder_after_harmful_items(qtbot, window, prefs):
+    prefs.set("safety/break_after_harmful", 1)
+    page = window.show_page("compare")
+    page.queue.config.retest_share = 0
+    qtbot.keyClick(page, "2")  # → the red-team item
+    qtbot.keyClick(page, "r")
+    assert window.break_label.isVisible() and "break" in window.break_label.text()

@@ -1,0 +1,47 @@
+"""The Write page: typing into the editor, saving with Ctrl+Enter; the demonstration is in the database."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from ui.pages.write import WritePage
+
+
+def test_type_and_save_a_demonstration(qtbot, window, db):
+    page = window.show_page("write")
+    assert isinstance(page, WritePage)
+    pid = page.prompt_id
+    qtbot.keyClicks(page.editor, "# Title")
+    qtbot.keyClick(page.editor, Qt.Key.Key_Return)  # a plain Return types a newline: the editor keeps it
+    qtbot.keyClick(page.editor, Qt.Key.Key_Return)
+    qtbot.keyClicks(page.editor, "Use **bold** <b>html</b>")
+    assert db.conn.execute("SELECT COUNT(*) FROM demonstration").fetchone()[0] == 0
+    page.update_preview()
+    assert "bold" in page.preview.toPlainText() and "<b>html</b>" in page.preview.toPlainText()  # raw HTML shown as text
+    qtbot.keyClick(page.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    rows = db.conn.execute(
+        "SELECT d.prompt_id, r.content, r.origin FROM demonstration d JOIN response r ON r.id = d.response_id"
+    ).fetchall()
+    assert rows == [(pid, "# Title\n\nUse **bold** <b>html</b>", "expert")]
+    assert page.prompt_id != pid and page.editor.toPlainText() == ""
+    assert "1 demonstrations" in window.counts_label.text()
+
+
+def test_skip_and_start_from_a_response(qtbot, window, db):
+    page = window.show_page("write")
+    first = page.prompt_id
+    qtbot.keyClick(page.editor, Qt.Key.Key_Right, Qt.KeyboardModifier.ControlModifier)
+    assert page.prompt_id != first
+    qtbot.keyClick(page.editor, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert page.editor.toPlainText().startswith("Response A")
+    qtbot.keyClicks(page.editor, " Edited.")
+    qtbot.keyClick(page.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    edited_from = db.conn.execute("SELECT edited_from FROM demonstration").fetchone()[0]
+    assert edited_from is not None
+
+
+def test_prompts_with_a_winner_are_not_offered(qtbot, window, db):
+    c = db.next_pending()
+    db.judge(c.id, "a")
+    page = window.show_page("write")
+    assert page.prompt_id != c.prompt_id

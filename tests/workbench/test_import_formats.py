@@ -1,0 +1,232 @@
+"""Each import format on small hand-made files: what lands in the project, what is skipped and why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.workbench.import_helpers import count, hh, write_csv, write_jsonl
+from workbench.errors import InputError
+from workbench.importers import IMPORT_FORMATS, import_file
+from workbench.importers.staging import fast_response_hash, prompt_json_and_hash
+from workbench.messages import canonical_json, prompt_hash, response_hash
+from workbench.taxonomy import DEFAULT_STRENGTH_MARGIN
+
+
+def _comparisons(project):
+    rows = project.conn.execute(
+        "SELECT p.messages, a.content, b.content, c.verdict, c.strength, c.left_side, c.source FROM comparison c"
+        " JOIN prompt p ON p.id = c.prompt_id JOIN response a ON a.id = c.response_a JOIN response b ON b.id = c.response_b"
+        " ORDER BY c.id"
+    ).fetchall()
+    return [(json.loads(m), a, b, v, s, ls, src) for m, a, b, v, s, ls, src in rows]
+
+
+def _demos(project):
+    rows = project.conn.execute(
+        "SELECT p.messages, r.content, d.note, r.origin FROM demonstration d JOIN prompt p ON p.id = d.prompt_id"
+        " JOIN response r ON r.id = d.response_id ORDER BY d.id"
+    ).fetchall()
+    return [(json.loads(m), c, n, o) for m, c, n, o in rows]
+
+
+def test_hashes_match_the_store():
+    msgs = [{"role": "user", "content": 'Héllo "x"\n\u2028'}, {"role": "assistant", "content": "ok"}]
+    text, h = prompt_json_and_hash(msgs)
+    assert text == canonical_json(msgs) and h == prompt_hash(msgs)
+    assert fast_response_hash('a "b" ’\n') == response_hash('a "b" ’\n')
+
+
+def test_bulk_rows_read_back_like_store_rows(project, tmp_path):
+    """Rows written by the bulk writer are the rows the store's own API would find (same hashes, same title)."""
+    write_jsonl(tmp_path / "t.jsonl", [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}])
+    import_file(project, tmp_path / "t.jsonl")
+    pid, created = project.add_prompt([{"role": "user", "content": "Say hi"}])
+    assert not created
+    rid, created = project.add_response(pid, "Hi!")
+    assert not created
+    assert project.get_prompt(pid).title == "Say hi"
+    assert project.find_comparison(rid, project.add_response(pid, "No.")[0]) is not None
+
+
+def test_hh_small_edge_cases(project, tmp_path):
+    rows = [
+        {"chosen": hh("Hi", "Hello!"), "rejected": hh("Hi", "Go away.")},
+        {"chosen": hh("Hi", "Hello!"), "rejected": hh("Hi", "Hello!")},  # identical
+        {"chosen": hh("Hi", "Hello!"), "rejected": hh("Hi", "Go away.")},  # duplicate in the file
+        {"chosen": hh("Hi", "Go away."), "rejected": hh("Hi", "Hello!")},  # the same pair judged the other way
+        # The chosen reply itself carries a "\n\nHuman:" turn: the prompt is the shared first turn only.
+        {"chosen": hh("Q1", "A1", "Q2", "Good answer\n\nHuman: extra\n\nAssistant: more"), "rejected": hh("Q1", "A1", "Q2", "Bad")},
+        # The divergence is inside an earlier reply: the prompt backs off to the last shared human turn.
+        {"chosen": hh("Q", "A sure\n\nHuman: x\n\nAssistant: y"), "rejected": hh("Q", "A no")},
+        {"chosen": "\n\nHuman: pad\n\nAssistant: a  ", "rejected": "\n\nHuman: pad\n\nAssistant:  a"},  # whitespace only
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl.gz", rows, gz=True)
+    report = import_file(project, path)
+    assert report.format == "hh-rlhf"
+    assert report.skipped == {
+        "identical chosen and rejected": 1,
+        "duplicate of a comparison earlier in the file": 1,
+        "same pair judged the other way earlier in the file": 1,
+        "chosen and rejected replies differ only in whitespace": 1,
+    }
+    got = _comparisons(project)
+    assert len(got) == 3
+    assert got[0][:6] == ([{"role": "user", "content": "Hi"}], "Hello!", "Go away.", "a", None, None)
+    assert got[0][6] == "hh-rlhf:pairs"
+    assert got[1][0] == [
+        {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
+    ]
+    assert got[1][1] == "Good answer\n\nHuman: extra\n\nAssistant: more" and got[1][2] == "Bad"
+    assert got[2][0] == [{"role": "user", "content": "Q"}]
+    assert got[2][1] == "A sure\n\nHuman: x\n\nAssistant: y"
+
+
+def test_source_override(project, tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", [{"chosen": hh("Hi", "Yes"), "rejected": hh("Hi", "No")}])
+    import_file(project, path, source="my-batch")
+    assert _comparisons(project)[0][6] == "my-batch"
+    assert count(project, "SELECT COUNT(*) FROM prompt WHERE source = 'my-batch'") == 1
+
+
+def test_trl_standard_and_conversational_preference(project, tmp_path):
+    conv_prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
+    rows = [
+        {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon.", "margin": 2 / 3},
+        {"prompt": conv_prompt, "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}], "margin": 1.0},
+        # implicit prompt, conversational: the shared prefix is the prompt
+        {"chosen": [*conv_prompt, {"role": "assistant", "content": "Four"}], "rejected": [*conv_prompt, {"role": "assistant", "content": "Fiveish"}], "margin": 0.34},
+        {"prompt": "Same?", "chosen": "x", "rejected": "x"},
+    ]
+    report = import_file(project, write_jsonl(tmp_path / "prefs.jsonl", rows))
+    assert report.format == "trl" and report.skipped == {"identical chosen and rejected": 1}
+    got = _comparisons(project)
+    assert [(g[1], g[2], g[4]) for g in got] == [("Paris.", "Lyon.", "clear"), ("4", "5", "strong"), ("Four", "Fiveish", "slight")]
+    assert got[1][0] == conv_prompt and got[2][0] == conv_prompt  # explicit and implicit prompts agree
+
+
+@pytest.mark.parametrize("strength", ["slight", "clear", "strong", None])
+def test_margin_round_trips_our_export_margins(project, tmp_path, strength):
+    row = {"prompt": "p", "chosen": "a", "rejected": "b", "margin": DEFAULT_STRENGTH_MARGIN[strength]}
+    import_file(project, write_jsonl(tmp_path / "m.jsonl", [row]))
+    assert _comparisons(project)[0][4] == strength
+
+
+def test_trl_implicit_standard_text(project, tmp_path):
+    rows = [{"chosen": "The sky is blue today.", "rejected": "The sky is green, obviously."}]
+    import_file(project, write_jsonl(tmp_path / "implicit.jsonl", rows), "trl")
+    got = _comparisons(project)
+    assert got[0][0] == [{"role": "user", "content": "The sky is"}]
+    assert got[0][1:3] == ("blue today.", "green, obviously.")
+
+
+def test_trl_prompt_completion_and_messages_become_demonstrations(project, tmp_path):
+    rows = [
+        {"prompt": "Write a haiku", "completion": "Leaves fall / quietly"},
+        {"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Hello"}]},
+        {"prompt": "Empty", "completion": "   "},
+    ]
+    r1 = import_file(project, write_jsonl(tmp_path / "sft.jsonl", rows))
+    assert r1.format == "trl" and r1.added["demonstrations"] == 2 and r1.skipped == {"empty completion": 1}
+    chat = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                          {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}]
+    r2 = import_file(project, write_jsonl(tmp_path / "msgs.jsonl", chat), "trl")
+    assert r2.added["demonstrations"] == 1
+    demos = _demos(project)
+    assert demos[0][:2] == ([{"role": "user", "content": "Write a haiku"}], "Leaves fall / quietly")
+    assert demos[2][0] == chat[0]["messages"][:3] and demos[2][1] == "d"
+    again = import_file(project, tmp_path / "sft.jsonl")
+    assert not again.added and again.skipped["duplicate of a demonstration already in the project"] == 2
+
+
+def test_trl_kto_labels(project, tmp_path):
+    rows = [
+        {"prompt": "Q", "completion": "good", "label": True},
+        {"prompt": "Q", "completion": "bad", "label": False},
+        {"prompt": "Q", "completion": "bad", "label": False},
+    ]
+    report = import_file(project, write_jsonl(tmp_path / "kto.jsonl", rows))
+    assert report.added["demonstrations"] == 1 and report.added["responses"] == 2
+    assert report.skipped == {"duplicate response earlier in the file": 1}
+    assert _demos(project)[0][1:3] == ("good", "kto:label=true")
+    assert count(project, "SELECT COUNT(*) FROM response WHERE content = 'bad' AND source LIKE '%#kto=false'") == 1
+    again = import_file(project, tmp_path / "kto.jsonl")
+    assert not again.added
+
+
+def test_trl_prompt_only(project, tmp_path):
+    report = import_file(project, write_jsonl(tmp_path / "p.jsonl", [{"prompt": "one"}, {"prompt": "two"}, {"prompt": "one"}]))
+    assert report.format == "trl" and report.added["prompts"] == 2
+    assert report.skipped == {"duplicate prompt earlier in the file": 1}
+
+
+def test_openai_chat(project, tmp_path):
+    rows = [
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a", "weight": 1}]},
+        {"messages": [{"role": "user", "content": "just a question"}]},
+    ]
+    report = import_file(project, write_jsonl(tmp_path / "chat.jsonl", rows))
+    assert report.format == "openai-chat"
+    assert report.added["demonstrations"] == 1 and report.added["prompts"] == 2
+    assert _demos(project)[0][0] == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+
+def test_json_array_container(project, tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([{"prompt": "p", "chosen": "a", "rejected": "b"}]), encoding="utf-8")
+    report = import_file(project, tmp_path / "a.json")
+    assert report.format == "trl" and report.added["comparisons"] == 1
+
+
+def test_generic_csv(project, tmp_path):
+    prefs = write_csv(tmp_path / "prefs.csv", ["prompt", "chosen", "rejected", "margin"],
+                      [["Hi, there", "Hello!\nHow can I help?", "Bye", "1"], ["Q", "x", "x", ""]])
+    report = import_file(project, prefs)
+    assert report.format == "csv" and report.added["comparisons"] == 1
+    assert report.skipped == {"identical chosen and rejected": 1}
+    assert _comparisons(project)[0][1:5] == ("Hello!\nHow can I help?", "Bye", "a", "strong")
+    sft = write_csv(tmp_path / "sft.csv", ["prompt", "completion"], [["P", "C"]])
+    assert import_file(project, sft).added["demonstrations"] == 1
+    only = write_csv(tmp_path / "only.csv", ["prompt"], [["A lone prompt"]])
+    assert import_file(project, only, "csv").added["prompts"] == 1
+
+
+def test_csv_gz(project, tmp_path):
+    import gzip
+
+    plain = write_csv(tmp_path / "x.csv", ["prompt", "completion"], [["P", "C"]])
+    gz = tmp_path / "x.csv.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    assert import_file(project, gz).added["demonstrations"] == 1
+
+
+def test_formats_list():
+    assert IMPORT_FORMATS == ("auto", "hh-rlhf", "trl", "openai-chat", "xstest", "moderation", "mt-bench", "csv", "project")
+
+
+def test_project_exchange_is_dispatched(project, tmp_path):
+    """A project exchange file (first line a header) goes to workbench.exchange, never to the other parsers."""
+    path = write_jsonl(tmp_path / "exchange.jsonl", [{"format": "rlhf-workbench-project", "version": 1}])
+    try:
+        import workbench.exchange  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(InputError, match="project exchange"):
+            import_file(project, path)
+        return
+    # With the exchange module present, the call reaches it (whatever it thinks of this minimal file).
+    try:
+        report = import_file(project, path)
+    except InputError as e:
+        assert "cannot tell the format" not in str(e)
+    else:
+        assert report is not None
+
+
+def test_trl_text_prompt_beside_whole_conversations(project, tmp_path):
+    """UltraFeedback-style rows: a text prompt plus chosen/rejected lists that already hold the user turn."""
+    user = {"role": "user", "content": "Name a colour"}
+    rows = [{"prompt": "Name a colour", "prompt_id": "x1", "score_chosen": 8.0,
+             "chosen": [user, {"role": "assistant", "content": "Blue"}],
+             "rejected": [user, {"role": "assistant", "content": "Seven"}]}]
+    import_file(project, write_jsonl(tmp_path / "uf.jsonl", rows))
+    assert _comparisons(project)[0][:3] == ([user], "Blue", "Seven")

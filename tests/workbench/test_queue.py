@@ -1,0 +1,77 @@
+"""The annotation queue on real project files: order, filters, skip and wrap-around, blind retests."""
+
+from __future__ import annotations
+
+from workbench.queue import AnnotationQueue, QueueConfig, sources, tags
+
+
+def _fill(project, n, *, source="s", tag=None):
+    ids = []
+    for i in range(n):
+        pid, _ = project.add_prompt([{"role": "user", "content": f"{source} q{i}"}], source=source, tags=[tag] if tag else [])
+        a, _ = project.add_response(pid, f"a{i}")
+        b, _ = project.add_response(pid, f"b{i}")
+        ids.append(project.add_comparison(pid, a, b, source=source))
+    return ids
+
+
+def test_pending_in_id_order_then_empty(project):
+    ids = _fill(project, 3)
+    q = AnnotationQueue(project, QueueConfig(retest_share=0))
+    got = []
+    while (c := q.next()) is not None:
+        got.append(c.id)
+        project.judge(c.id, "a")
+        q.judged(c.id)
+    assert got == ids
+
+
+def test_filters_by_source_and_tag(project):
+    _fill(project, 2, source="x")
+    y = _fill(project, 2, source="y", tag="hard")
+    assert sources(project) == ["x", "y"] and tags(project) == ["hard"]
+    for config in (QueueConfig(source="y", retest_share=0), QueueConfig(tag="hard", retest_share=0)):
+        q = AnnotationQueue(project, config)
+        assert q.next().id == y[0]
+
+
+def test_skipped_items_come_back_after_the_rest(project):
+    ids = _fill(project, 3)
+    q = AnnotationQueue(project, QueueConfig(retest_share=0))
+    first = q.next()
+    q.skip(first.id)
+    second = q.next()
+    project.judge(second.id, "a")
+    third = q.next()
+    project.judge(third.id, "a")
+    assert q.next().id == first.id == ids[0]
+
+
+def test_retests_are_blind_copies_linked_to_old_judgments(project):
+    ids = _fill(project, 200)
+    q = AnnotationQueue(project, QueueConfig(retest_share=0.25, min_gap=5), seed=1)
+    retests, served = [], 0
+    while (c := q.next()) is not None and served < 400:
+        served += 1
+        if c.retest_of is not None:
+            retests.append(c)
+            original = project.get_comparison(c.retest_of)
+            assert original.verdict is not None and (c.response_a, c.response_b) == (original.response_a, original.response_b)
+            assert c.retest_of not in q.recent[:-1]  # never a judgment made in the last few items
+        project.judge(c.id, "a")
+        q.judged(c.id)
+    share = len(retests) / served
+    assert 0.12 < share < 0.35, share
+    originals = [c.retest_of for c in retests]
+    assert len(originals) == len(set(originals))  # each original is retested at most once
+    assert all(o in ids for o in originals)
+
+
+def test_no_retest_when_share_is_zero_or_nothing_judged(project):
+    _fill(project, 3)
+    q = AnnotationQueue(project, QueueConfig(retest_share=1.0))
+    assert q.next().retest_of is None  # nothing judged yet: a pending item instead
+    q0 = AnnotationQueue(project, QueueConfig(retest_share=0))
+    c = q0.next()
+    project.judge(c.id, "a")
+    assert all(q0.next().retest_of is None for _ in range(2))

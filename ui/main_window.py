@@ -1,0 +1,308 @@
+"""The main window: a sidebar of pages, the guidelines dock, menus for projects, and a status bar with the
+counts, the session timer, the guideline version and the safety counters.
+
+Pages are built the first time they are shown (the Dashboard imports pyqtgraph only then), which keeps the cold
+start small.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QWidget,
+)
+
+from workbench.errors import WorkbenchError
+from workbench.store import Project
+
+from .guidelines import GuidelinesPanel
+from .help import HelpDialog
+from .lock import WindowLock
+from .prefs import Prefs
+from .session import Session
+from .shortcuts import KeyRouter
+
+# (name, title, module, class): the sidebar, in order; Ctrl+1… follow this order.
+PAGES = (
+    ("overview", "Overview", "ui.pages.overview", "OverviewPage"),
+    ("compare", "Compare", "ui.pages.compare", "ComparePage"),
+    ("rank", "Rank", "ui.pages.rank", "RankPage"),
+    ("write", "Write", "ui.pages.write", "WritePage"),
+    ("history", "History", "ui.pages.history", "HistoryPage"),
+    ("dashboard", "Dashboard", "ui.pages.dashboard", "DashboardPage"),
+)
+
+
+class MainWindow(QMainWindow):
+    project_opened = Signal(str)
+
+    def __init__(self, prefs: Prefs | None = None):
+        super().__init__()
+        self.prefs = prefs or Prefs()
+        self.session: Session | None = None
+        self.lock: WindowLock | None = None
+        self.pages: dict[str, QWidget] = {}
+        self.setWindowTitle("RLHF Workbench")
+        self.resize(1280, 800)
+
+        self.sidebar = QListWidget()
+        self.sidebar.setFixedWidth(150)
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        for i, (_, title, _, _) in enumerate(PAGES):
+            self.sidebar.addItem(f"{title}")
+            self.sidebar.item(i).setToolTip(f"Ctrl+{i + 1}")
+        self.sidebar.currentRowChanged.connect(self._row_changed)
+        self.stack = QStackedWidget()
+        self.placeholder = QLabel("Open a project (Ctrl+O) or create one (Ctrl+N).")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stack.addWidget(self.placeholder)
+        central = QWidget()
+        lay = QHBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.sidebar)
+        lay.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self.dock = QDockWidget("Guidelines", self)
+        self.dock.setObjectName("guidelines")
+        self.dock.setAllowedAreas(Qt.DockWidgetArea.RightDockWidgetArea | Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+        self.guidelines: GuidelinesPanel | None = None
+
+        self._build_status_bar()
+        self._build_menus()
+        self.router = KeyRouter(self, lambda: ["global"], self._global_handler)
+        self.clock = QTimer(self)
+        self.clock.setInterval(1000)
+        self.clock.timeout.connect(self._tick)
+        self._break_shown = False
+
+    # ------------------------------------------------------------------ building
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.counts_label = QLabel()
+        self.timer_label = QLabel()
+        self.guideline_label = QLabel()
+        self.harmful_label = QLabel()
+        self.break_label = QLabel()
+        self.break_label.setStyleSheet("background: #ffe08a; color: black; padding: 0 6px;")
+        self.break_label.hide()
+        sb.addWidget(self.counts_label, 1)
+        for w in (self.break_label, self.harmful_label, self.guideline_label, self.timer_label):
+            sb.addPermanentWidget(w)
+
+    def _build_menus(self) -> None:
+        m = self.menuBar().addMenu("&Project")
+        for text, slot, key in (
+            ("&New…", self.new_project_dialog, "Ctrl+N"),
+            ("&Open…", self.open_project_dialog, "Ctrl+O"),
+        ):
+            a = QAction(text, self)
+            a.setShortcut(QKeySequence(key))
+            a.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the key router handles the key itself
+            a.triggered.connect(slot)
+            m.addAction(a)
+        self.recent_menu = m.addMenu("Open &recent")
+        self._fill_recent()
+        m.addSeparator()
+        self.hide_flagged_action = QAction("&Hide flagged and red-team content", self, checkable=True)
+        self.hide_flagged_action.setChecked(bool(self.prefs.get("safety/hide_flagged")))
+        self.hide_flagged_action.toggled.connect(lambda on: self.prefs.set("safety/hide_flagged", on))
+        m.addAction(self.hide_flagged_action)
+        quit_action = QAction("&Quit", self)
+        quit_action.triggered.connect(self.close)
+        m.addAction(quit_action)
+        h = self.menuBar().addMenu("&Help")
+        a = QAction("&Keyboard shortcuts (F1)", self)
+        a.triggered.connect(self.show_help)
+        h.addAction(a)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.prefs.recent_projects():
+            a = QAction(path, self)
+            a.triggered.connect(lambda _=False, p=path: self.open_project_or_warn(Path(p)))
+            self.recent_menu.addAction(a)
+        self.recent_menu.setEnabled(bool(self.prefs.recent_projects()))
+
+    # ------------------------------------------------------------------ projects
+    def open_project(self, path: Path, *, create: bool = False) -> None:
+        """Open (or create) a project in this window. Raises WorkbenchError (e.g. ProjectLockedError)."""
+        path = Path(path)
+        lock = WindowLock(path)
+        try:
+            project = Project.create(path) if create else Project.open(path)
+        except BaseException:
+            lock.release()
+            raise
+        self.close_project()
+        self.lock = lock
+        self.session = Session(project, self.prefs, self)
+        self.session.changed.connect(self._on_changed)
+        self.session.refresh.connect(self.refresh_counts)
+        self.session.harmful_seen_changed.connect(self._on_harmful)
+        self.guidelines = GuidelinesPanel(self.session)
+        self.guidelines.saved.connect(lambda v: self.refresh_counts())
+        self.dock.setWidget(self.guidelines)
+        self.prefs.add_recent(path)
+        self._fill_recent()
+        self.setWindowTitle(f"{path.name} — RLHF Workbench")
+        self.refresh_counts()
+        self._on_harmful(0)
+        self.clock.start()
+        self._tick()
+        last = str(self.prefs.settings.value("last_page", "overview"))
+        self.show_page(last if last in {p[0] for p in PAGES} else "overview")
+        self.project_opened.emit(str(path))
+
+    def open_project_or_warn(self, path: Path, *, create: bool = False) -> bool:
+        try:
+            self.open_project(path, create=create)
+            return True
+        except WorkbenchError as e:
+            QMessageBox.warning(self, "RLHF Workbench", str(e))
+            return False
+
+    def open_project_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", "RLHF Workbench projects (*.wbp *.db *.sqlite);;All files (*)")
+        if path:
+            self.open_project_or_warn(Path(path))
+
+    def new_project_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Create project", "project.wbp", "RLHF Workbench projects (*.wbp)")
+        if path:
+            self.open_project_or_warn(Path(path), create=True)
+
+    def close_project(self) -> None:
+        for page in self.pages.values():
+            self.stack.removeWidget(page)
+            page.deleteLater()
+        self.pages.clear()
+        if self.guidelines is not None:
+            self.dock.setWidget(QWidget())
+            self.guidelines.deleteLater()
+            self.guidelines = None
+        if self.session is not None:
+            self.session.project.close()
+            self.session.deleteLater()
+            self.session = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        self.clock.stop()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.close_project()
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------------ pages
+    def page(self, name: str) -> QWidget:
+        """The page called ``name``, built on first use."""
+        if name not in self.pages:
+            _, _, module, cls = next(p for p in PAGES if p[0] == name)
+            page = getattr(importlib.import_module(module), cls)(self.session)
+            self.pages[name] = page
+            self.stack.addWidget(page)
+        return self.pages[name]
+
+    def show_page(self, name: str) -> QWidget:
+        if self.session is None:
+            return self.placeholder
+        row = [p[0] for p in PAGES].index(name)
+        if self.sidebar.currentRow() != row:
+            self.sidebar.setCurrentRow(row)  # calls back into _row_changed
+        return self.pages[name]
+
+    def current_page(self) -> QWidget:
+        return self.stack.currentWidget()
+
+    def _row_changed(self, row: int) -> None:
+        if self.session is None or row < 0:
+            return
+        name = PAGES[row][0]
+        page = self.page(name)
+        self.stack.setCurrentWidget(page)
+        self.prefs.settings.setValue("last_page", name)
+        page.activate()
+
+    # ------------------------------------------------------------------ status bar
+    def refresh_counts(self) -> None:
+        if self.session is None:
+            return
+        s = self.session.project.stats()
+        self._counts = {k: s[k] for k in ("prompts", "responses", "judged", "pending", "rankings", "demonstrations", "flags")}
+        self._render_counts()
+        self.guideline_label.setText(f"Guideline v{s['guideline_version']}")
+
+    def _render_counts(self) -> None:
+        c = self._counts
+        self.counts_label.setText(
+            f"{c['prompts']:,} prompts · {c['responses']:,} responses · {c['judged']:,} judged · {c['pending']:,} pending"
+            f" · {c['rankings']:,} rankings · {c['demonstrations']:,} demonstrations · {c['flags']:,} flags"
+            f" · this session: {self.session.actions if self.session else 0}"
+        )
+
+    def _on_changed(self, delta: dict) -> None:
+        for k, v in delta.items():
+            if k in self._counts:
+                self._counts[k] += v
+        self._render_counts()
+
+    def _on_harmful(self, n: int) -> None:
+        self.harmful_label.setText(f"Harmful seen: {n}")
+        self._check_break()
+
+    def _tick(self) -> None:
+        if self.session is None:
+            return
+        secs = int(self.session.elapsed())
+        self.timer_label.setText(f"Session {secs // 3600:d}:{secs // 60 % 60:02d}:{secs % 60:02d}")
+        self._check_break()
+
+    def _check_break(self) -> None:
+        if self.session is None or self._break_shown:
+            return
+        minutes = self.prefs.get("safety/break_minutes")
+        harmful = self.prefs.get("safety/break_after_harmful")
+        if self.session.elapsed() >= minutes * 60 or self.session.harmful_seen >= harmful:
+            self._break_shown = True
+            self.break_label.setText(
+                f"Time for a break: {int(self.session.elapsed() // 60)} min, {self.session.harmful_seen} harmful items this session"
+            )
+            self.break_label.show()
+
+    # ------------------------------------------------------------------ global shortcuts
+    def _global_handler(self, action: str):
+        if action.startswith("page_"):
+            name = action[5:]
+            return lambda _k: self.show_page(name)
+        return {
+            "show_help": lambda _k: self.show_help(),
+            "toggle_guidelines": lambda _k: self.toggle_guidelines(),
+            "open_project": lambda _k: self.open_project_dialog(),
+            "new_project": lambda _k: self.new_project_dialog(),
+        }.get(action)
+
+    def toggle_guidelines(self) -> None:
+        if self.session is None:
+            return
+        self.dock.setVisible(not self.dock.isVisible())
+
+    def show_help(self) -> None:
+        dlg = HelpDialog(self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self.help_dialog = dlg

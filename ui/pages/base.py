@@ -1,0 +1,37 @@
+"""The base of every page: a widget with a name, a shortcut scope and handlers named as in ``ui.shortcuts``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QWidget
+
+from ..session import Session
+from ..shortcuts import KeyRouter
+
+
+class Page(QWidget):
+    name = "page"        # also the shortcut scope
+    title = "Page"
+
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.router = KeyRouter(self, self.scopes, self.handler)
+
+    @property
+    def project(self):
+        return self.session.project
+
+    def scopes(self) -> list[str]:
+        return [self.name]
+
+    def handler(self, action: str) -> Callable[[str], None] | None:
+        fn = getattr(self, "act_" + action, None)
+        return fn
+
+    def activate(self) -> None:
+        """Called when the page becomes visible: load or refresh what it shows."""
+        self.setFocus()

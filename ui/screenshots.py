@@ -1,0 +1,152 @@
+"""Screenshots of every page for ``docs/``: ``python -m ui.screenshots [--project P] [--out docs]``.
+
+Runs offscreen. Without ``--project`` it builds a small showcase project (Markdown, right-to-left and CJK text, a
+flagged response, a red-team prompt, some judgments so the Dashboard and History have something to show).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+SHOWCASE = [
+    (
+        "How do I reverse a list in Python?",
+        ["Use slicing:\n\n```python\nitems[::-1]\n```\n\nor `items.reverse()` to reverse **in place**.",
+         "You can call `reversed(items)`, which returns an iterator; wrap it in `list()` if you need a list.",
+         "Lists cannot be reversed in Python."],
+        ["code"],
+    ),
+    (
+        "ما هي عاصمة المغرب؟",
+        ["عاصمة المغرب هي **الرباط**، وأكبر مدنها الدار البيضاء.", "الدار البيضاء هي عاصمة المغرب."],
+        ["arabic", "rtl"],
+    ),
+    (
+        "请用一句话解释什么是机器学习。",
+        ["机器学习是让计算机从数据中学习规律、而不是靠人工编写规则的方法。", "机器学习就是机器人。"],
+        ["chinese", "cjk"],
+    ),
+    (
+        "Write a haiku about autumn.",
+        ["Crisp leaves drift and fall\nthe maple lets go its red\nwind carries the year",
+         "Autumn is a season that comes after summer and before winter."],
+        ["creative"],
+    ),
+    (
+        "How can I get into my neighbour's wifi without the password?",
+        ["I can't help with accessing networks you don't own. Ask your neighbour to share it, or contact your provider.",
+         "Sure — first capture the handshake with a packet sniffer, then ..."],
+        ["red-team"],
+    ),
+    (
+        "How do I kill a Python process that hangs?",
+        ["Find its id with `ps aux | grep python`, then `kill PID`; if it ignores that, `kill -9 PID`.",
+         "I'm sorry, but I can't help with killing anything."],
+        ["benign-risky"],
+    ),
+]
+
+
+def build_showcase(path: Path) -> Path:
+    from workbench.store import Project
+
+    p = Project.create(path)
+    rng = random.Random(3)
+    try:
+        comps = []
+        for title, responses, tags in SHOWCASE:
+            pid, _ = p.add_prompt([{"role": "user", "content": title}], source="showcase", tags=tags)
+            rids = [p.add_response(pid, r, origin="model", model="SmolLM2-135M-Instruct")[0] for r in responses]
+            comps.append(p.add_comparison(pid, rids[0], rids[1], source="showcase"))
+            if "benign-risky" in tags:
+                p.add_flag(pid, "over_refusal", "low", response_id=rids[1], note="refuses a harmless sysadmin question")
+        # A history of judgments for the Dashboard and History pages.
+        for i in range(60):
+            pid, _ = p.add_prompt([{"role": "user", "content": f"Practice question {i}: summarise paragraph {i}."}], source="practice")
+            a, _ = p.add_response(pid, f"A faithful summary of paragraph {i}.")
+            b, _ = p.add_response(pid, f"A summary of paragraph {i} that invents a detail.")
+            c = p.add_comparison(pid, a, b, source="practice")
+            left = rng.choice("ab")
+            verdict = rng.choices(["a", "b", "tie", "both_bad"], [6, 2, 1, 1])[0]
+            p.judge(c, verdict, strength=rng.choice(["slight", "clear", "strong"]) if verdict in "ab" else None,
+                    left_side=left, time_spent_ms=rng.randint(3000, 20000))
+            if i % 12 == 0:
+                r = p.add_retest(c)
+                p.judge(r, verdict if i % 24 else "b", strength="clear" if verdict in "ab" else None, left_side="a")
+        p.add_flag(pid, "misinformation", "medium", response_id=b, note="invented detail")
+        p.add_demonstration(pid, f"A careful summary of paragraph {i}, with nothing added.")
+    finally:
+        p.close()
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--project", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
+    from .prefs import Prefs
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    tmp = Path(tempfile.mkdtemp())
+    project = args.project or build_showcase(tmp / "showcase.wbp")
+    w = MainWindow(Prefs(tmp / "prefs.ini"))
+    w.resize(1400, 860)
+    w.show()
+    w.open_project(project)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def snap(name: str) -> None:
+        for _ in range(3):
+            app.processEvents()
+        w.grab().save(str(args.out / f"{name}.png"))
+        print(args.out / f"{name}.png")
+
+    snap_pages = ["overview", "compare", "rank", "write", "history", "dashboard"]
+    for name in snap_pages:
+        page = w.show_page(name)
+        if name == "compare":
+            page.show_item(page.current)
+        if name == "write":
+            page.editor.setPlainText("A faithful summary:\n\n- states the **main claim** of the paragraph\n- keeps its one example\n- adds nothing that is not there")
+            page.update_preview()
+        if name == "history" and page.rows:
+            page.table.selectRow(0)
+        snap(name)
+    # Compare with the guidelines panel, the flag bar, a right-to-left item and a folded red-team item.
+    page = w.show_page("compare")
+    page.queue.config.retest_share = 0
+    w.dock.show()
+    page.act_flag("F")
+    page.act_target_left("L")
+    snap("compare-guidelines-flag")
+    page.act_cancel("Esc")
+    w.dock.hide()
+    page.act_left_clear("A")  # → the Arabic item
+    snap("compare-rtl")
+    page.act_left_clear("A")  # → the Chinese item
+    snap("compare-cjk")
+    page.act_left_clear("A")
+    page.act_left_clear("A")  # → the red-team item, folded
+    snap("compare-folded")
+    w.show_help()
+    app.processEvents()
+    w.help_dialog.grab().save(str(args.out / "help.png"))
+    w.help_dialog.close()
+    w.close()
+    del w
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The open project as the pages share it: the Project, the preferences, the session clock and counters.
+
+Pages write through ``session.project`` (each store call is one committed transaction) and then call
+:meth:`Session.notify` with what changed, so the status bar can update its counts without re-counting a
+million rows on every key press.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QObject, Signal
+
+from workbench.store import Project
+
+from .prefs import Prefs
+
+RED_TEAM_TAGS = frozenset({"red-team", "red_team", "redteam", "unsafe", "harmful"})
+
+
+class Session(QObject):
+    changed = Signal(dict)       # {"judged": +1, "pending": -1, ...}: deltas for the status bar counts
+    refresh = Signal()           # something changed that needs a full recount (e.g. guideline edited)
+    harmful_seen_changed = Signal(int)
+
+    def __init__(self, project: Project, prefs: Prefs, parent: QObject | None = None):
+        super().__init__(parent)
+        self.project = project
+        self.prefs = prefs
+        self.started = time.monotonic()
+        self.started_iso = _now_iso()
+        self.actions = 0          # judgments, rankings, demonstrations and flags made in this session
+        self.harmful_seen = 0
+
+    def notify(self, **delta: int) -> None:
+        if delta.get("action", 0):
+            self.actions += delta["action"]
+        self.changed.emit(delta)
+
+    def saw_harmful(self) -> None:
+        self.harmful_seen += 1
+        self.harmful_seen_changed.emit(self.harmful_seen)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def fold_reason(self, prompt_tags: list[str], flags: list[tuple]) -> str | None:
+        """Why content should be folded (None: show it): flagged, or the prompt is tagged red-team."""
+        if not self.prefs.get("safety/hide_flagged"):
+            return None
+        if flags:
+            cats = sorted({f[1] for f in flags})
+            return "flagged as " + ", ".join(c.replace("_", " ") for c in cats)
+        red = sorted(RED_TEAM_TAGS.intersection(prompt_tags))
+        if red:
+            return f"the prompt is tagged {red[0]}"
+        return None
+
+
+def _now_iso() -> str:
+    from workbench.store import now_iso
+
+    return now_iso()

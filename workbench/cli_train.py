@@ -1,0 +1,258 @@
+"""``workbench train sft|rm|safety|ppo|dpo``, ``workbench generate`` and ``workbench eval rm``: run a job headless.
+
+Each command builds the stage's config (a ``--config`` YAML file, then the flags given), starts the worker through
+the same :class:`~workbench.jobs.JobClient` the window uses, draws a progress bar on stderr while it runs, and
+prints a one-line JSON summary as the last line on stdout (``run_id``, ``status``, ``output``, ``tokens_per_s``,
+``peak_mem_mb``, ``metrics``; ``error`` when it failed). The exit code is 0 when the run finished, 1 when it failed,
+130 when it was cancelled. Ctrl-C asks the worker to stop (it checkpoints first); a second Ctrl-C kills it.
+``--resume RUN_ID`` continues a cancelled or failed run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+from .configs import load_config
+from .errors import WorkbenchError
+from .jobs import JobClient, RunHandle
+from .jobs.protocol import Event, EventType
+
+TRAIN_STAGES = ("sft", "rm", "safety", "ppo", "dpo")
+
+
+# ---------------------------------------------------------------------------------------------- progress
+class ProgressBar:
+    """A plain-text progress bar on stderr: redrawn in place on a terminal, one line per 10% otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 28):
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self.metrics: dict[str, float] = {}
+        self._last_decile = -1
+        self._drawn = False
+
+    def event(self, ev: Event) -> None:
+        if ev.type == EventType.METRICS:
+            self.metrics.update(ev.data)
+        elif ev.type == EventType.PROGRESS and ev.step is not None:
+            self._draw(ev.step, int(ev.data.get("total") or 0), ev.data)
+        elif ev.type == EventType.LOG:
+            level = ev.data.get("level", "info")
+            self._line(f"{'' if level == 'info' else level + ': '}{ev.data.get('message', '')}")
+        elif ev.type == EventType.CHECKPOINT:
+            self._line(f"checkpoint at step {ev.step}{' (best so far)' if ev.data.get('best') else ''}")
+        elif ev.type == EventType.ERROR:
+            self._line(f"error: {ev.data.get('message', '')}")
+
+    def _draw(self, step: int, total: int, data: dict[str, Any]) -> None:
+        frac = step / total if total else 0.0
+        filled = int(round(frac * self.width))
+        loss = self.metrics.get("train/loss")
+        parts = [f"[{'#' * filled}{'.' * (self.width - filled)}] {step}/{total}"]
+        if loss is not None and math.isfinite(loss):
+            parts.append(f"loss {loss:.4f}")
+        if "eval/loss" in self.metrics:
+            parts.append(f"eval {self.metrics['eval/loss']:.4f}")
+        if data.get("tokens_per_s"):
+            parts.append(f"{data['tokens_per_s']:.0f} tok/s")
+        if data.get("eta_s") is not None and step < total:
+            parts.append(f"eta {_duration(float(data['eta_s']))}")
+        text = "  ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + text.ljust(100)[:160])
+            self._drawn = True
+        else:
+            decile = int(frac * 10)
+            if decile != self._last_decile or step == total:
+                self._last_decile = decile
+                self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self._drawn = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self._drawn = False
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+# ---------------------------------------------------------------------------------------------- running
+def follow(handle: RunHandle, *, quiet: bool = False, cancel_timeout_s: float = 60.0) -> dict[str, Any]:
+    """Drain a run's events with a progress bar; Ctrl-C cancels (twice: kills). Returns the JSON summary."""
+    bar = ProgressBar() if not quiet else None
+    events = handle.events()
+    interrupted = 0
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration:
+            break
+        except KeyboardInterrupt:
+            interrupted += 1
+            if interrupted == 1:
+                sys.stderr.write("\ncancelling: the worker saves a checkpoint, then stops (Ctrl-C again to kill)\n")
+                handle.cancel(cancel_timeout_s)
+            else:
+                handle.kill()
+            continue
+        if bar is not None:
+            bar.event(ev)
+    if bar is not None:
+        bar.close()
+    return summary(handle)
+
+
+def summary(handle: RunHandle) -> dict[str, Any]:
+    final = handle.final or {}
+    inner = final.get("summary") or {}
+    metrics = final.get("final_metrics") or dict(handle.last_metrics)
+    out = {
+        "run_id": handle.run_id,
+        "status": handle.status or "failed",
+        "output": final.get("output"),
+        "tokens_per_s": inner.get("tokens_per_s", metrics.get("train/tokens_per_s")),
+        "peak_mem_mb": inner.get("peak_mem_mb"),
+        "metrics": metrics,
+    }
+    for key in ("steps", "train_s", "wall_s", "tokens"):
+        if key in inner:
+            out[key] = inner[key]
+    if handle.error:
+        out["error"] = handle.error
+    return out
+
+
+def _exit_code(status: str) -> int:
+    return {"done": 0, "cancelled": 130}.get(status, 1)
+
+
+def _start(args: argparse.Namespace, stage: str, overrides: dict[str, Any]) -> int:
+    client = JobClient(args.project)
+    try:
+        if getattr(args, "resume", None) is not None:
+            handle = client.resume(args.resume)
+        else:
+            cfg = load_config(stage, args.config, **overrides)
+            handle = client.start(stage, cfg)
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(json.dumps({"run_id": None, "status": "failed", "output": None, "tokens_per_s": None,
+                          "peak_mem_mb": None, "metrics": {}, "error": str(e)}))
+        return 1
+    started = time.time()
+    result = follow(handle, quiet=args.quiet)
+    result.setdefault("wall_s", round(time.time() - started, 2))
+    if result["status"] != "done" and result.get("error"):
+        print(f"run {handle.run_id} {result['status']}: {result['error']}", file=sys.stderr)
+    print(json.dumps(result, ensure_ascii=False, default=str))
+    return _exit_code(result["status"])
+
+
+def _train(args: argparse.Namespace) -> int:
+    overrides = dict(
+        base_model=args.base, max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size,
+        max_length=args.max_length, lora_r=args.lora_r, lr=args.lr, quantize=args.quantize,
+        snapshot_id=args.snapshot, adapter_from=args.adapter_from, num_processes=args.num_processes,
+        device=args.device, name=args.name, seed=args.seed, grad_accum=args.grad_accum,
+        checkpoint_every=args.checkpoint_every,
+    )
+    return _start(args, args.stage, overrides)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    overrides = dict(
+        base_model=args.base, adapter_from=args.adapter, n_per_prompt=args.n, temperature=args.temperature,
+        top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        snapshot_id=args.snapshot, prompt_ids=args.prompts, batch_size=args.batch_size, device=args.device,
+        quantize=args.quantize, name=args.name,
+    )
+    return _start(args, "generate", overrides)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    overrides = dict(base_model=args.base, adapter_from=args.adapter, snapshot_id=args.snapshot,
+                     batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name)
+    return _start(args, "eval", overrides)
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", help="the project file")
+    p.add_argument("--config", metavar="FILE", help="a YAML run config (flags given here override it)")
+    p.add_argument("--base", metavar="MODEL", help="base model: hub id, local folder, GGUF file or bundled:…")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--name", help="a name for the run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; only the JSON summary")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``generate`` and ``eval`` to the ``workbench`` command. Each handler returns an exit code."""
+    train = subparsers.add_parser("train", help="train a model on the project's data (sft, rm, safety, ppo, dpo)")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    helps = {"sft": "supervised fine-tuning on demonstrations", "rm": "a reward model on judged comparisons",
+             "safety": "a safety classifier on flags", "ppo": "PPO against a reward model",
+             "dpo": "direct preference optimisation on judged comparisons"}
+    for stage in TRAIN_STAGES:
+        p = stages.add_parser(stage, help=helps[stage])
+        _common(p)
+        p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
+        p.add_argument("--epochs", type=float, metavar="N", help="passes over the data")
+        p.add_argument("--batch-size", type=int, metavar="N", help="examples per micro-batch")
+        p.add_argument("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step")
+        p.add_argument("--max-length", type=int, metavar="N", help="maximum tokens per example")
+        p.add_argument("--lora-r", type=int, metavar="N", help="LoRA rank")
+        p.add_argument("--lr", type=float, metavar="X", help="peak learning rate")
+        p.add_argument("--quantize", choices=("auto", "4bit", "none"), help="4-bit NF4 base (QLoRA) or none")
+        p.add_argument("--snapshot", type=int, metavar="ID", help="train on this snapshot (default: freeze one now)")
+        p.add_argument("--adapter-from", metavar="DIR", help="continue from this LoRA adapter")
+        p.add_argument("--num-processes", type=int, metavar="N", help="run under accelerate launch with N processes")
+        p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
+        p.add_argument("--seed", type=int, help="random seed")
+        p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this run from its last checkpoint")
+        p.set_defaults(func=_train)
+
+    gen = subparsers.add_parser("generate", help="sample responses for prompts and queue them for comparison")
+    _common(gen)
+    gen.add_argument("--adapter", metavar="DIR", help="LoRA adapter on top of the base")
+    gen.add_argument("--n", type=int, metavar="N", help="responses per prompt")
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--max-new-tokens", type=int, metavar="N")
+    gen.add_argument("--batch-size", type=int, metavar="N")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--snapshot", type=int, metavar="ID", help="prompts of this snapshot")
+    gen.add_argument("--prompts", type=int, nargs="+", metavar="ID", help="these prompt ids")
+    gen.add_argument("--quantize", choices=("auto", "4bit", "none"))
+    gen.set_defaults(func=_generate)
+
+    ev = subparsers.add_parser("eval", help="evaluate a trained model")
+    kinds = ev.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
+    rm = kinds.add_parser("rm", help="a reward model's pairwise accuracy on a snapshot")
+    _common(rm)
+    rm.add_argument("--adapter", metavar="DIR", help="the reward model's adapter folder")
+    rm.add_argument("--snapshot", type=int, metavar="ID", help="comparisons to score (default: held-out ones)")
+    rm.add_argument("--batch-size", type=int, metavar="N")
+    rm.add_argument("--max-length", type=int, metavar="N")
+    rm.set_defaults(func=_eval)

