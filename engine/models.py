@@ -72,9 +72,13 @@ class LoadedModel:
 
 # ---------------------------------------------------------------------------------------------- references
 def _looks_like_path(ref: str) -> bool:
+    """A reference that can only mean a file or folder (so a missing one is "no such path", not a hub lookup)."""
     return (
-        ref.startswith(("/", ".", "~")) or ref.lower().endswith(".gguf") or os.sep in ref.strip("/").replace("/", "", 1)
-        or (os.altsep is not None and os.altsep in ref) or re.match(r"^[A-Za-z]:[\\/]", ref) is not None
+        ref.startswith(("/", ".", "~", "\\"))
+        or ref.lower().endswith(".gguf")
+        or "\\" in ref
+        or ref.count("/") > 1  # hub ids have one slash at most
+        or re.match(r"^[A-Za-z]:", ref) is not None  # Windows drive
     )
 
 

@@ -261,29 +261,25 @@ class HeadedModel(nn.Module):
 
 
 def pair_rewards(model: HeadedModel, name: str, batch) -> tuple[Tensor, Tensor]:
-    """Rewards (chosen [B], rejected [B]) of a :class:`engine.rm_data.PairBatch` in either layout.
+    """Rewards (chosen [B], rejected [B]) of adapter ``name`` on a :class:`engine.rm_data.PairBatch`.
 
-    ``shared``: the prompts run once and their KV cache, repeated for the two continuations of each pair, serves
-    the chosen and rejected continuations in a second pass; gradients flow back through the cache into the
-    prompt's tokens, so the result and its gradients equal the ``concat`` layout's up to float rounding.
+    ``padded``: one forward over the [2B, L] rows. ``packed``: one forward over the packed row with the
+    ``wb_pairs`` attention (each pair's prompt encoded once), the rewards read at the last token of each response.
     """
-    if batch.layout == "concat":
+    if batch.layout == "padded":
         r = model.reward(name, batch.input_ids, batch.attention_mask)
         b = batch.size
         return r[:b], r[b:]
+    from .pair_attention import pairs_attention
+
     model.activate(name)
-    body = model.backbone()
-    pmask = batch.prompt_mask
-    ppos = (pmask.cumsum(1) - 1).clamp_min(0)
-    out = body(input_ids=batch.prompt_ids, attention_mask=pmask, position_ids=ppos, use_cache=True)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(2)
-    cmask = batch.cont_mask
-    full_mask = torch.cat([pmask.repeat_interleave(2, dim=0), cmask], dim=1)
-    start = pmask.sum(1).repeat_interleave(2)
-    cpos = start[:, None] + torch.arange(cmask.shape[1], device=cmask.device)[None, :]
-    out2 = body(
-        input_ids=batch.cont_ids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache, use_cache=True
-    )
-    r = model.head_at_last(name, out2.last_hidden_state, cmask).squeeze(-1)
-    return r[0::2], r[1::2]
+    with pairs_attention(model.transformer()):
+        out = model.backbone()(
+            input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, pair_segments=batch.segments
+        )
+    hidden = out.last_hidden_state[0]
+    head = model.heads[name]
+    h = torch.cat([hidden.index_select(0, batch.chosen_last), hidden.index_select(0, batch.rejected_last)])
+    r = head(h.to(head.weight.dtype)).squeeze(-1)
+    b = batch.size
+    return r[:b], r[b:]

@@ -11,16 +11,18 @@ turn alone still does not fit, the prompt is cut at token level from the left. T
 a response alone leaves less than ``min_prompt_tokens`` for the prompt; then it keeps its beginning (counted in
 :class:`EncodeStats`, as every other cut).
 
-Batching, two layouts (``tests/engine/test_rm_data.py``; speed measured by ``bench/bench_rm_layout.py``):
+Batching, two layouts (equal rewards up to float rounding; tests/engine/test_rm_data.py):
 
-- ``concat``: chosen and rejected rows of the same batch in one right-padded [2B, L] tensor (rows 0..B-1 chosen,
-  B..2B-1 rejected) — one forward for both sides.
-- ``shared``: the prompts once, left-padded [B, P], and the continuations [2B, R] right-padded and interleaved
-  (row 2i chosen i, row 2i+1 rejected i), run against the prompts' KV cache repeated twice. The prompt's tokens
-  go through the model once per pair instead of twice.
+- ``packed`` (the default): the pairs of a batch in one row without padding, each pair as
+  ``[prompt | chosen | rejected]`` with the ``wb_pairs`` attention (:mod:`engine.pair_attention`), so the prompt's
+  tokens are encoded once per pair, and attention runs per pair with no mask over the whole row;
+- ``padded``: chosen and rejected conversations as rows of one right-padded [2B, L] batch (rows 0..B-1 chosen,
+  B..2B-1 rejected), ordinary attention: the prompt runs twice and padding is computed too.
+
+Which is faster was measured on this CPU (``bench/bench_rm_layout.py``; figures in its docstring).
 
 Batches are made from length-grouped orders (pairs of similar length together, the groups shuffled) so little of
-a batch is padding.
+a padded batch is padding.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-LAYOUTS = ("concat", "shared")
+LAYOUTS = ("packed", "padded")
 
 
 @dataclass
@@ -199,67 +201,85 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int, *, 
 # ---------------------------------------------------------------------------------------------------- batches
 @dataclass
 class PairBatch:
-    """A batch of B pairs in one of the two layouts (see the module docstring); tensors on CPU until ``.to``."""
+    """A batch of B pairs in one of the two layouts (see the module docstring); tensors on CPU until ``.to``.
+
+    padded: ``input_ids``/``attention_mask`` [2B, L], rows 0..B-1 chosen, B..2B-1 rejected, right padding.
+    packed: ``input_ids``/``position_ids`` [1, T], ``segments`` one (prompt start, chosen start, rejected start,
+    end) per pair; ``chosen_last``/``rejected_last`` [B] the positions whose hidden state gives each reward.
+    """
 
     layout: str
     margin: Tensor  # [B] float
     tie: Tensor  # [B] bool
     n_tokens: int  # tokens of both conversations of every pair, no padding
-    input_ids: Tensor | None = None  # concat: [2B, L]
-    attention_mask: Tensor | None = None  # concat: [2B, L]
-    prompt_ids: Tensor | None = None  # shared: [B, P] left-padded
-    prompt_mask: Tensor | None = None  # shared: [B, P]
-    cont_ids: Tensor | None = None  # shared: [2B, R] right-padded, interleaved chosen/rejected
-    cont_mask: Tensor | None = None  # shared: [2B, R]
-    extra: dict[str, Any] = field(default_factory=dict)
+    input_ids: Tensor | None = None
+    attention_mask: Tensor | None = None
+    position_ids: Tensor | None = None
+    segments: list[tuple[int, int, int, int]] = field(default_factory=list)
+    chosen_last: Tensor | None = None
+    rejected_last: Tensor | None = None
 
     def to(self, device: torch.device | str) -> "PairBatch":
-        moved = {
-            k: (v.to(device) if isinstance(v, Tensor) else v)
-            for k, v in self.__dict__.items()
-        }
-        return PairBatch(**moved)
+        return PairBatch(**{k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()})
 
     @property
     def size(self) -> int:
         return int(self.margin.shape[0])
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool = False) -> tuple[Tensor, Tensor]:
+def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     width = max(1, max((len(r) for r in rows), default=1))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        if not r:
-            continue
-        if left:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-        else:
+        if r:
             ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
             mask[i, :len(r)] = 1
     return ids, mask
 
 
-def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int, layout: str = "concat") -> PairBatch:
-    """Build a :class:`PairBatch` of ``pairs`` in ``layout`` ("concat" or "shared")."""
+def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int = 0, layout: str = "packed", *, share_prompt: bool = True) -> PairBatch:
+    """Build a :class:`PairBatch` of ``pairs``. ``share_prompt=False`` (packed layout only, for measurements) packs
+    each conversation whole, so the prompt runs twice as it does in the padded layout."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown pair layout {layout!r} (use one of {', '.join(LAYOUTS)})")
     margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     tie = torch.tensor([p.tie for p in pairs], dtype=torch.bool)
     n_tokens = sum(p.n_tokens for p in pairs)
-    if layout == "concat":
+    if layout == "padded":
         rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
         ids, mask = _pad(rows, pad_id)
         return PairBatch(layout, margin, tie, n_tokens, input_ids=ids, attention_mask=mask)
-    pids, pmask = _pad([p.prompt_ids for p in pairs], pad_id, left=True)
-    conts = [x for p in pairs for x in (p.chosen_ids, p.rejected_ids)]
-    cids, cmask = _pad(conts, pad_id)
-    return PairBatch(layout, margin, tie, n_tokens, prompt_ids=pids, prompt_mask=pmask, cont_ids=cids, cont_mask=cmask)
+    ids: list[int] = []
+    pos: list[int] = []
+    segments: list[tuple[int, int, int, int]] = []
+    for p in pairs:
+        prompt, chosen, rejected = (
+            (p.prompt_ids, p.chosen_ids, p.rejected_ids) if share_prompt
+            else ([], p.prompt_ids + p.chosen_ids, p.prompt_ids + p.rejected_ids)
+        )
+        p0 = len(ids)
+        c0 = p0 + len(prompt)
+        r0 = c0 + len(chosen)
+        end = r0 + len(rejected)
+        ids.extend(prompt)
+        ids.extend(chosen)
+        ids.extend(rejected)
+        pos.extend(range(len(prompt) + len(chosen)))
+        pos.extend(range(len(prompt), len(prompt) + len(rejected)))
+        segments.append((p0, c0, r0, end))
+    return PairBatch(
+        layout, margin, tie, n_tokens,
+        input_ids=torch.tensor([ids], dtype=torch.long),
+        position_ids=torch.tensor([pos], dtype=torch.long),
+        segments=segments,
+        chosen_last=torch.tensor([s[2] - 1 for s in segments], dtype=torch.long),
+        rejected_last=torch.tensor([s[3] - 1 for s in segments], dtype=torch.long),
+    )
 
 
 def iterate_batches(
-    pairs: Sequence[EncodedPair], order: Sequence[int], batch_size: int, pad_id: int, layout: str = "concat"
+    pairs: Sequence[EncodedPair], order: Sequence[int], batch_size: int, pad_id: int = 0, layout: str = "packed"
 ) -> Iterator[PairBatch]:
     """Batches of ``batch_size`` pairs following ``order`` (the last one may be smaller)."""
     for start in range(0, len(order), batch_size):

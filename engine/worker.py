@@ -38,7 +38,7 @@ def peak_mem_mb() -> float:
     return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
 
 
-def _lower_priority(num_threads: int | None) -> None:
+def _lower_priority(num_threads: int | None, world_size: int = 1) -> None:
     try:
         os.nice(10)
     except OSError:
@@ -46,7 +46,8 @@ def _lower_priority(num_threads: int | None) -> None:
     import torch
 
     cores = os.cpu_count() or 1
-    torch.set_num_threads(num_threads or max(1, cores - 1))
+    # Leave one core to the window; several processes share the rest.
+    torch.set_num_threads(num_threads or max(1, (cores - 1) // max(1, world_size)))
 
 
 def _listen(ctx: JobContext, stream: Any) -> None:
@@ -97,12 +98,13 @@ def _run(run_dir: Path, *, resume: bool, stdout: Any, own_process: bool) -> int:
         threading.Thread(target=_listen, args=(ctx, sys.stdin), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: ctx.request_cancel())
     if own_process:
-        _lower_priority(getattr(config, "num_threads", None))
+        _lower_priority(getattr(config, "num_threads", None), world)
 
     started = time.time()
     project = ctx.project()
     if project is not None and ctx.run_id is not None:
-        project.update_run(ctx.run_id, status="running", pid=os.getpid(), started_at=now_iso(), error=None)
+        # The process group (the worker's own session, or the accelerate launcher's): what a client signals.
+        project.update_run(ctx.run_id, status="running", pid=os.getpgrp(), started_at=now_iso(), error=None)
     ctx.status("running", f"{stage} run {ctx.run_id} started" + (" (resuming)" if resume else ""))
     try:
         result: JobResult = get_job(stage)(ctx)

@@ -4,3 +4,7 @@ Imports only ``workbench`` (the Qt-free core), PySide6 and, lazily on the Dashbo
 the model libraries or ``engine`` (import-linter enforces it), so the window starts fast and cannot be crashed by
 them.
 """
+
+from ._none_refcount import make_none_immortal
+
+make_none_immortal()

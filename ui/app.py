@@ -7,7 +7,9 @@ is unavailable the window asks for a project instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             path = ensure_demo_project()
         except Exception as e:  # the demo is a convenience: any failure falls back to asking
             print(f"demo project unavailable ({e}); open or create a project", file=sys.stderr)
+            window.placeholder.message.setText(
+                f"The demo project could not be made ({e}).\nOpen a project (Ctrl+O) or create one (Ctrl+N)."
+            )
             path = None
     window.show()
     if path is not None:
@@ -48,4 +53,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.page and window.session is not None:
         window.show_page(args.page)
+    if os.environ.get("RLHF_WORKBENCH_STARTUP_PROBE"):
+        # For bench/bench_ui_startup.py: once the event loop runs (the window is painted and takes keys), print
+        # the wall-clock time and quit.
+        from PySide6.QtCore import QTimer
+
+        def probe() -> None:
+            window.repaint()
+            print(f"interactive {time.time():.6f}", flush=True)
+            app.quit()
+
+        QTimer.singleShot(0, probe)
     return app.exec()

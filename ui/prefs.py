@@ -25,8 +25,14 @@ DEFAULTS: dict[str, object] = {
 class Prefs:
     def __init__(self, ini_path: Path | None = None):
         self.settings = QSettings(str(ini_path), QSettings.IniFormat) if ini_path else QSettings(ORG, APP)
+        self._cache: dict[str, object] = {}  # pages read some keys on every item: keep QSettings off that path
 
     def get(self, key: str):
+        if key not in self._cache:
+            self._cache[key] = self._read(key)
+        return self._cache[key]
+
+    def _read(self, key: str):
         default = DEFAULTS.get(key)
         value = self.settings.value(key, default)
         # INI files give strings back: coerce to the default's type.
@@ -39,6 +45,7 @@ class Prefs:
         return value
 
     def set(self, key: str, value: object) -> None:
+        self._cache.pop(key, None)
         self.settings.setValue(key, value)
         self.settings.sync()
 

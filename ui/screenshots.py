@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     w = MainWindow(Prefs(tmp / "prefs.ini"))
     w.resize(1400, 860)
     w.show()
-    w.open_project(project)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def snap(name: str) -> None:
@@ -111,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             app.processEvents()
         w.grab().save(str(args.out / f"{name}.png"))
         print(args.out / f"{name}.png")
+
+    w.prefs.add_recent(project)
+    w.placeholder.set_recent(w.prefs.recent_projects())
+    snap("welcome")
+    w.open_project(project)
 
     snap_pages = ["overview", "compare", "rank", "write", "history", "dashboard"]
     for name in snap_pages:

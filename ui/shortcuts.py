@@ -66,7 +66,8 @@ SHORTCUTS: tuple[Binding, ...] = (
     _b("flag", "L", "target_left", "Flag the left response"),
     _b("flag", "R", "target_right", "Flag the right response"),
     _b("flag", "P", "target_prompt", "Flag the prompt"),
-    _b("flag", "1, 2, 3, 4, 5, 6, 7, 8, 9, 0", "choose_digit", "Category (first) or severity 1 low / 2 medium / 3 high (then)"),
+    _b("flag", "1, 2, 3, 4, 5, 6, 7, 8, 9, 0", "choose_digit",
+       "On Rank: the response to flag; then the category number; then severity 1 low / 2 medium / 3 high"),
     _b("flag", "Esc", "cancel", "Cancel flagging"),
     # ---- rank
     _b("rank", "1, 2, 3, 4, 5, 6, 7, 8, 9", "pick", "Put this response next in the order (best first)"),
@@ -76,6 +77,7 @@ SHORTCUTS: tuple[Binding, ...] = (
     _b("rank", "S", "skip", "Skip this prompt"),
     _b("rank", "U, Ctrl+Z", "undo", "Undo the last saved ranking"),
     _b("rank", "R", "reveal", "Reveal hidden content"),
+    _b("rank", "F", "flag", "Flag content: then a response number or P, a category number, a severity number"),
     # ---- write
     _b("write", "Ctrl+Return, Ctrl+Enter", "save", "Save the demonstration and go to the next prompt"),
     _b("write", "Ctrl+Right", "skip", "Skip this prompt"),
@@ -90,7 +92,7 @@ SHORTCUTS: tuple[Binding, ...] = (
 SCOPE_TITLES = {
     "global": "Anywhere",
     "compare": "Compare",
-    "flag": "Compare, while flagging (after F)",
+    "flag": "Compare and Rank, while flagging (after F)",
     "rank": "Rank",
     "write": "Write",
     "history": "History",

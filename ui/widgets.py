@@ -14,3 +14,33 @@ def conversation_markdown(messages: list[dict[str, str]]) -> str:
 
 def other(side: str) -> str:
     return "b" if side == "a" else "a"
+
+
+from collections.abc import Callable  # noqa: E402
+
+from PySide6.QtWidgets import QComboBox  # noqa: E402
+
+
+class LazyCombo(QComboBox):
+    """A filter combo box whose choices are loaded the first time it opens (a DISTINCT over a million rows
+    should not delay showing the page). Its first entry means "no filter" (data None)."""
+
+    def __init__(self, any_label: str, load: Callable[[], list[str]]):
+        super().__init__()
+        self._load = load
+        self._loaded = False
+        self.addItem(any_label, None)
+
+    def ensure_loaded(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for value in self._load():
+                self.addItem(value, value)
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt's name)
+        self.ensure_loaded()
+        super().showPopup()
+
+    def select(self, value: str) -> None:
+        self.ensure_loaded()
+        self.setCurrentIndex(self.findData(value))

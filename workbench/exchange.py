@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import zlib
@@ -469,7 +468,7 @@ class _Importer:
         tags = self.get(rec, "tags", (list,), required=False) or []
         if not all(isinstance(t, str) and t for t in tags):
             raise self.error("expected a list of non-empty texts", "tags")
-        row = self.conn.execute("SELECT id FROM prompt WHERE content_hash = ?", (h,)).fetchone()
+        row = self.conn.execute("SELECT id, split FROM prompt WHERE content_hash = ?", (h,)).fetchone()
         if row is None:
             cur = self.conn.execute(
                 "INSERT INTO prompt (messages, title, source, split, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -479,7 +478,10 @@ class _Importer:
             self.report.add("prompts")
         else:
             pid = row[0]
-            self.report.skip("prompt already in the project")
+            self.report.skip(
+                "prompt already in the project" if row[1] == split
+                else f"prompt already in the project as {row[1]} (kept its split, not {split})"
+            )
         self.prompts[h] = pid
         if tags:
             cur = self.conn.executemany("INSERT OR IGNORE INTO prompt_tag VALUES (?, ?)", [(pid, t) for t in dict.fromkeys(tags)])

@@ -71,9 +71,9 @@ class AnnotationQueue:
     def _retest_candidate(self) -> int | None:
         """A judged, non-retracted original without a retest yet, picked at a random point in judging time."""
         conn = self.project.conn
-        lo, hi = conn.execute(
-            "SELECT MIN(judged_at), MAX(judged_at) FROM comparison WHERE verdict IS NOT NULL"
-        ).fetchone()
+        # Two statements: SQLite answers a lone MIN or MAX from the index, but MIN and MAX together by a scan.
+        lo = conn.execute("SELECT MIN(judged_at) FROM comparison WHERE verdict IS NOT NULL").fetchone()[0]
+        hi = conn.execute("SELECT MAX(judged_at) FROM comparison WHERE verdict IS NOT NULL").fetchone()[0]
         if lo is None:
             return None
         from datetime import datetime

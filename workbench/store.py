@@ -11,6 +11,7 @@ because each of them is one statement whose plan we want to control.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -749,45 +750,48 @@ class Project:
     ) -> int:
         """Freeze a set of rows (item type → ids) with a content hash over them, so a run or export is reproducible."""
         frozen = {t: sorted(set(ids)) for t, ids in items.items()}
-        digest = content_hash([kind, self._snapshot_content(frozen)])
         counts = {t: len(ids) for t, ids in frozen.items()}
         with self.transaction():
             cur = self.conn.execute(
-                "INSERT INTO snapshot (kind, content_hash, counts, options, note, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, digest, canonical_json(counts), canonical_json(dict(options or {})), note, now_iso()),
+                "INSERT INTO snapshot (kind, content_hash, counts, options, note, created_at) VALUES (?, '', ?, ?, ?, ?)",
+                (kind, canonical_json(counts), canonical_json(dict(options or {})), note, now_iso()),
             )
             sid = int(cur.lastrowid)
             self.conn.executemany(
                 "INSERT INTO snapshot_item VALUES (?, ?, ?)", ((sid, t, i) for t, ids in frozen.items() for i in ids)
             )
+            self.conn.execute("UPDATE snapshot SET content_hash = ? WHERE id = ?", (self._snapshot_digest(sid, kind), sid))
         return sid
 
-    def _snapshot_content(self, frozen: Mapping[str, list[int]]) -> list[Any]:
-        """What a snapshot's hash covers: the ids and the judged content of each row (not volatile notes)."""
-        out: list[Any] = []
-        for t in sorted(frozen):
-            ids = frozen[t]
-            out.append([t, ids])
-            if t == "comparison" and ids:
-                rows = self._rows_by_id(
-                    "SELECT c.id, ra.content_hash, rb.content_hash, c.verdict, c.strength FROM comparison c "
-                    "JOIN response ra ON ra.id = c.response_a JOIN response rb ON rb.id = c.response_b WHERE c.id IN ({})",
-                    ids,
-                )
-                out.append(rows)
-            elif t == "demonstration" and ids:
-                out.append(self._rows_by_id(
-                    "SELECT d.id, r.content_hash FROM demonstration d JOIN response r ON r.id = d.response_id WHERE d.id IN ({})", ids
-                ))
-        return out
+    # What a snapshot's hash covers besides the ids: the judged content of each row (not volatile notes).
+    _SNAPSHOT_CONTENT_SQL = {
+        "comparison": "SELECT c.id, ra.content_hash, rb.content_hash, c.verdict, c.strength FROM snapshot_item s "
+        "JOIN comparison c ON c.id = s.item_id JOIN response ra ON ra.id = c.response_a "
+        "JOIN response rb ON rb.id = c.response_b WHERE s.snapshot_id = ? AND s.item_type = 'comparison' ORDER BY c.id",
+        "demonstration": "SELECT d.id, r.content_hash FROM snapshot_item s JOIN demonstration d ON d.id = s.item_id "
+        "JOIN response r ON r.id = d.response_id WHERE s.snapshot_id = ? AND s.item_type = 'demonstration' ORDER BY d.id",
+        "ranking": "SELECT e.ranking_id, r.content_hash, e.rank FROM snapshot_item s JOIN ranking_entry e ON e.ranking_id = s.item_id "
+        "JOIN response r ON r.id = e.response_id WHERE s.snapshot_id = ? AND s.item_type = 'ranking' ORDER BY e.ranking_id, r.content_hash",
+        "flag": "SELECT f.id, f.category, f.present, f.severity FROM snapshot_item s JOIN safety_flag f ON f.id = s.item_id "
+        "WHERE s.snapshot_id = ? AND s.item_type = 'flag' ORDER BY f.id",
+    }
 
-    def _rows_by_id(self, sql: str, ids: list[int]) -> list[list[Any]]:
-        rows: list[list[Any]] = []
-        for start in range(0, len(ids), 900):
-            chunk = ids[start:start + 900]
-            rows.extend(list(r) for r in self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk))
-        rows.sort(key=lambda r: r[0])
-        return rows
+    def _snapshot_digest(self, snapshot_id: int, kind: str) -> str:
+        """SHA-256 over the snapshot's kind, item ids and the content they point at, streamed from SQL."""
+        digest = hashlib.sha256(kind.encode())
+        types = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT item_type FROM snapshot_item WHERE snapshot_id = ? ORDER BY item_type", (snapshot_id,))]
+        for t in types:
+            digest.update(f"\x00{t}\x00".encode())
+            for (i,) in self.conn.execute(
+                "SELECT item_id FROM snapshot_item WHERE snapshot_id = ? AND item_type = ? ORDER BY item_id", (snapshot_id, t)
+            ):
+                digest.update(b"%d," % i)
+            sql = self._SNAPSHOT_CONTENT_SQL.get(t)
+            if sql:
+                for row in self.conn.execute(sql, (snapshot_id,)):
+                    digest.update(repr(row).encode())
+        return digest.hexdigest()
 
     def snapshot_items(self, snapshot_id: int, item_type: str) -> list[int]:
         return [

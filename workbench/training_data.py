@@ -23,8 +23,9 @@ Turning rows into examples:
   expands into every pair of responses with different ranks (better rank chosen, margin 0); equal ranks make tie
   pairs only under ``include_ties``.
 - **SFT examples**: every demonstration; with ``include_winners`` also the winning response of each ``clear`` or
-  ``strong`` A/B judgment (slight wins are too weak to imitate), unless that response lost any other judgment in
-  the selection or carries a present, unretracted safety flag. One example per response.
+  ``strong`` A/B judgment (slight wins are too weak to imitate), unless that response lost any other unretracted,
+  non-retest judgment or carries a present, unretracted safety flag. One example per response (a demonstration
+  wins over a duplicate winner).
 - **KTO examples** (unpaired): chosen responses and demonstrations are desirable (``label=True``), rejected ones
   undesirable; with ``include_both_bad`` both sides of a both-bad verdict are undesirable; a ranking's best
   rank is desirable and its worst rank undesirable (middle ranks say nothing absolute). One example per
@@ -46,7 +47,6 @@ from .errors import WorkbenchError
 from .store import Project
 from .taxonomy import DEFAULT_STRENGTH_MARGIN, SEVERITIES
 
-SNAPSHOT_KINDS = ("preference", "sft", "kto", "safety")
 WINNER_STRENGTHS = ("clear", "strong")
 
 

@@ -166,7 +166,7 @@ def test_red_team_content_is_folded_until_revealed(qtbot, window, db):
 def test_filters_by_source_and_tag(qtbot, window, db):
     page = _compare(window)
     page.queue.config.retest_share = 0
-    page.source_box.setCurrentIndex(page.source_box.findData("beta"))
+    page.source_box.select("beta")
     page._filters_changed()
     page.queue.config.retest_share = 0
     seen = set()

@@ -143,3 +143,67 @@ def test_break_reminder_after_harmful_items(qtbot, window, prefs):
     qtbot.keyClick(page, "2")  # → the red-team item
     qtbot.keyClick(page, "r")
     assert window.break_label.isVisible() and "break" in window.break_label.text()
+
+
+def test_preferences_dialog_saves_to_settings(qtbot, window, prefs):
+    window.show_prefs()
+    dlg = window.prefs_dialog
+    dlg.hide_flagged.setChecked(False)
+    dlg.break_minutes.setValue(25)
+    dlg.retest_share.setValue(10)
+    dlg.accept()
+    assert prefs.get("safety/hide_flagged") is False
+    assert prefs.get("safety/break_minutes") == 25
+    assert prefs.get("queue/retest_share") == 0.1
+    assert not window.hide_flagged_action.isChecked()
+    # Folding is off now: the red-team item shows its text at once.
+    page = window.show_page("compare")
+    page.queue.config.retest_share = 0
+    qtbot.keyClick(page, "2")
+    assert not page.left_pane.folded
+
+
+def test_welcome_screen_opens_a_recent_project(qtbot, prefs, small_project_path):
+    prefs.add_recent(small_project_path)
+    w = MainWindow(prefs)
+    qtbot.addWidget(w)
+    w.show()
+    assert w.current_page() is w.placeholder
+    assert w.placeholder.recent.item(0).text() == str(small_project_path.resolve())
+    w.placeholder.recent.setFocus()
+    qtbot.keyClick(w.placeholder.recent, Qt.Key.Key_Return)
+    assert w.session is not None and w.session.project.path == small_project_path.resolve()
+    w.close()
+
+
+def test_python_m_ui_refuses_a_project_open_in_another_window(small_project_path):
+    import os
+    import subprocess
+
+    from ui.lock import WindowLock
+
+    lock = WindowLock(small_project_path)
+    try:
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+        out = subprocess.run([sys.executable, "-m", "ui", str(small_project_path)], capture_output=True, text=True, timeout=60, env=env)
+    finally:
+        lock.release()
+    assert out.returncode == 2
+    assert f"{small_project_path}: already open in another RLHF Workbench window" in out.stderr
+
+
+def test_opening_another_project_in_the_same_window(qtbot, window, tmp_path):
+    from tests.ui.conftest import build_small_project
+
+    page = window.show_page("compare")
+    first_path = window.session.project.path
+    other = build_small_project(tmp_path / "other.wbp", n=2)
+    window.open_project(other)
+    page2 = window.current_page()
+    assert page2 is not page and window.session.project.path == other
+    assert page2.current is not None and window.session.project.get_comparison(page2.current.id)
+    assert "2 prompts" in window.counts_label.text()
+    # The first project's lock was released with it.
+    from ui.lock import WindowLock
+
+    WindowLock(first_path).release()

@@ -54,3 +54,14 @@ def test_drag_reorder_is_what_gets_saved(qtbot, window, db):
     qtbot.keyClick(page, Qt.Key.Key_Return)
     (_, entries), = _ranks(db).items()
     assert entries == {ids[2]: 1, ids[0]: 2, ids[1]: 3}
+
+
+def test_flag_a_response_by_number(qtbot, window, db):
+    page = window.show_page("rank")
+    ids = page.response_ids
+    for k in ("f", "2", "9", "1"):  # flag → response [2] → category 9 (over-refusal) → low
+        qtbot.keyClick(page, k)
+    assert db.conn.execute("SELECT response_id, category, severity FROM safety_flag").fetchall() == [(ids[1], "over_refusal", "low")]
+    assert page.flag_state is None
+    qtbot.keyClick(page, "1")  # back to ranking keys
+    assert page.placed == 1

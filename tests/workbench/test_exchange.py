@@ -332,3 +332,19 @@ def test_size_cap_is_configurable(tmp_path):
         assert fresh.stats()["prompts"] == 0
     finally:
         fresh.close()
+
+
+def test_existing_prompt_keeps_its_split_and_gains_tags(tmp_path):
+    src = Project.create(tmp_path / "src.wbp")
+    dst = Project.create(tmp_path / "dst.wbp")
+    try:
+        src.add_prompt([{"role": "user", "content": "shared"}], split="heldout", tags=["from-src"])
+        dst.add_prompt([{"role": "user", "content": "shared"}], tags=["mine"])
+        export_project(src, tmp_path / "src.jsonl")
+        report = import_project(dst, tmp_path / "src.jsonl")
+        assert report.skipped == {"prompt already in the project as train (kept its split, not heldout)": 1}
+        assert report.added["prompt tags"] == 1
+        assert dst.get_prompt(1).split == "train" and dst.get_prompt(1).tags == ["from-src", "mine"]
+    finally:
+        src.close()
+        dst.close()

@@ -257,3 +257,42 @@ def test_preference_round_trip_through_trl_import(annotated, project, tmp_path):
         assert report.records == 6 and sum(report.skipped.values()) == 1
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("fmt", ["trl-preference", "trl-sft", "trl-kto", "safety"])
+def test_empty_project_exports_empty_data(project, tmp_path, fmt):
+    assert export(project, tmp_path / "e.jsonl", fmt).rows == 0
+    assert (tmp_path / "e.jsonl").read_text() == ""
+    report = export(project, tmp_path / "e", fmt)
+    ds = datasets.load_from_disk(str(tmp_path / "e"))
+    assert report.rows == ds.num_rows == 0 and ds.column_names
+
+
+def test_bad_target_records_no_snapshot(annotated, project, tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path):  # a file where a folder goes; a folder of other things
+        with pytest.raises(InputError):
+            export(project, out, "trl-preference")
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(InputError, match="folder"):
+        export(project, tmp_path / "dir.jsonl", "safety")
+    assert project.snapshots() == []
+
+
+def test_exported_files_get_ordinary_permissions(annotated, project, tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    report = export(project, tmp_path / "p.jsonl", "trl-preference")
+    assert Path(report.out).stat().st_mode & 0o777 == 0o666 & ~mask
+    folder = export(project, tmp_path / "p", "trl-preference")
+    assert Path(folder.out).stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_options_that_do_not_apply_are_refused(annotated, project, tmp_path):
+    for fmt, option in (("trl-kto", "include_ties"), ("trl-preference", "include_winners"), ("safety", "include_eval"),
+                        ("project", "include_retests")):
+        with pytest.raises(InputError, match=option):
+            export(project, tmp_path / "x.jsonl", fmt, **{option: True})
+    assert project.snapshots() == [] and not (tmp_path / "x.jsonl").exists()

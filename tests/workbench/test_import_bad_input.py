@@ -216,3 +216,19 @@ def test_missing_file(seeded, tmp_path):
 def test_more_structural_errors(seeded, tmp_path, writer: Callable[[Path], Path]):
     err = refuse(seeded, writer(tmp_path))
     assert err.line == 1 and err.field
+
+
+def test_reference_answers_without_their_question_file(seeded, tmp_path, real_data):
+    folder = tmp_path / "mt_bench" / "reference_answer"
+    folder.mkdir(parents=True)
+    path = folder / "gpt-4.jsonl"
+    shutil.copy(real_data / "lmsys-fastchat-llm-judge" / "mt_bench" / "reference_answer" / "gpt-4.jsonl", path)
+    err = refuse(seeded, path)
+    assert err.line == 1 and "question.jsonl" in str(err)
+
+
+def test_unpaired_surrogate_escape(seeded, tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"prompt": "fine \\ud83d\\ude00"}\n{"prompt": "broken \\ud83d here"}\n', encoding="utf-8")
+    err = refuse(seeded, path)
+    assert (err.line, err.field) == (2, "prompt")

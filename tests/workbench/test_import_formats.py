@@ -7,7 +7,6 @@ import json
 import pytest
 
 from tests.workbench.import_helpers import count, hh, write_csv, write_jsonl
-from workbench.errors import InputError
 from workbench.importers import IMPORT_FORMATS, import_file
 from workbench.importers.staging import fast_response_hash, prompt_json_and_hash
 from workbench.messages import canonical_json, prompt_hash, response_hash
@@ -31,8 +30,12 @@ def _demos(project):
     return [(json.loads(m), c, n, o) for m, c, n, o in rows]
 
 
-def test_hashes_match_the_store():
-    msgs = [{"role": "user", "content": 'Héllo "x"\n\u2028'}, {"role": "assistant", "content": "ok"}]
+@pytest.mark.parametrize("msgs", [
+    [{"role": "user", "content": 'Héllo "x"\n\u2028\\ \x00\x1f 你好 😀'}, {"role": "assistant", "content": "ok"}],
+    [{"role": "system", "content": ""}, {"role": "user", "content": "a"}],
+    [{"content": "keys in another order", "role": "user"}],
+])
+def test_hashes_match_the_store(msgs):
     text, h = prompt_json_and_hash(msgs)
     assert text == canonical_json(msgs) and h == prompt_hash(msgs)
     assert fast_response_hash('a "b" ’\n') == response_hash('a "b" ’\n')
@@ -145,14 +148,43 @@ def test_trl_kto_labels(project, tmp_path):
         {"prompt": "Q", "completion": "good", "label": True},
         {"prompt": "Q", "completion": "bad", "label": False},
         {"prompt": "Q", "completion": "bad", "label": False},
+        {"prompt": "Q", "completion": "worse", "label": "false"},
+        {"prompt": "R", "completion": "meh", "label": 0},
+        {"prompt": "R", "completion": "nope", "label": 0},
+        {"prompt": "S", "completion": "alone", "label": False},
     ]
     report = import_file(project, write_jsonl(tmp_path / "kto.jsonl", rows))
-    assert report.added["demonstrations"] == 1 and report.added["responses"] == 2
+    assert report.added["demonstrations"] == 1 and report.added["responses"] == 6
     assert report.skipped == {"duplicate response earlier in the file": 1}
     assert _demos(project)[0][1:3] == ("good", "kto:label=true")
-    assert count(project, "SELECT COUNT(*) FROM response WHERE content = 'bad' AND source LIKE '%#kto=false'") == 1
+    assert count(project, "SELECT COUNT(*) FROM response WHERE source LIKE '%#kto=false'") == 5
+    # Undesirable completions paired so that winners / losers / both-bad give the labels back.
+    got = {(g[0][0]["content"], g[1], g[2], g[3]) for g in _comparisons(project)}
+    assert got == {("Q", "good", "bad", "a"), ("Q", "good", "worse", "a"), ("R", "meh", "nope", "both_bad")}
     again = import_file(project, tmp_path / "kto.jsonl")
     assert not again.added
+
+
+def test_kto_round_trip_through_our_export(project, tmp_path):
+    exporters = pytest.importorskip("workbench.exporters")
+    rows = [
+        {"prompt": "Q", "completion": "good", "label": True},
+        {"prompt": "Q", "completion": "bad", "label": False},
+        {"prompt": "R", "completion": "meh", "label": False},
+        {"prompt": "R", "completion": "nope", "label": False},
+        {"prompt": "T", "completion": "fine", "label": True},
+    ]
+    import_file(project, write_jsonl(tmp_path / "kto.jsonl", rows))
+    out = tmp_path / "out.jsonl"
+    exporters.export(project, out, "trl-kto", include_both_bad=True)  # both-bad pairs are opt-in
+    back = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def key(r):
+        prompt = r["prompt"] if isinstance(r["prompt"], str) else r["prompt"][-1]["content"]
+        completion = r["completion"] if isinstance(r["completion"], str) else r["completion"][-1]["content"]
+        return prompt, completion, bool(r["label"])
+
+    assert sorted(map(key, back)) == sorted(map(key, rows))
 
 
 def test_trl_prompt_only(project, tmp_path):
@@ -204,24 +236,6 @@ def test_formats_list():
     assert IMPORT_FORMATS == ("auto", "hh-rlhf", "trl", "openai-chat", "xstest", "moderation", "mt-bench", "csv", "project")
 
 
-def test_project_exchange_is_dispatched(project, tmp_path):
-    """A project exchange file (first line a header) goes to workbench.exchange, never to the other parsers."""
-    path = write_jsonl(tmp_path / "exchange.jsonl", [{"format": "rlhf-workbench-project", "version": 1}])
-    try:
-        import workbench.exchange  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(InputError, match="project exchange"):
-            import_file(project, path)
-        return
-    # With the exchange module present, the call reaches it (whatever it thinks of this minimal file).
-    try:
-        report = import_file(project, path)
-    except InputError as e:
-        assert "cannot tell the format" not in str(e)
-    else:
-        assert report is not None
-
-
 def test_trl_text_prompt_beside_whole_conversations(project, tmp_path):
     """UltraFeedback-style rows: a text prompt plus chosen/rejected lists that already hold the user turn."""
     user = {"role": "user", "content": "Name a colour"}
@@ -230,3 +244,14 @@ def test_trl_text_prompt_beside_whole_conversations(project, tmp_path):
              "rejected": [user, {"role": "assistant", "content": "Seven"}]}]
     import_file(project, write_jsonl(tmp_path / "uf.jsonl", rows))
     assert _comparisons(project)[0][:3] == ([user], "Blue", "Seven")
+
+
+def test_trl_tie_and_both_bad_columns(project, tmp_path):
+    """Our trl-preference export adds bool tie / both_bad columns when asked to keep those verdicts."""
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b", "margin": 0.0, "tie": True, "both_bad": False},
+        {"prompt": "p2", "chosen": "a", "rejected": "b", "margin": 0.0, "tie": False, "both_bad": True},
+        {"prompt": "p3", "chosen": "a", "rejected": "b", "margin": 1.0, "tie": False, "both_bad": False},
+    ]
+    import_file(project, write_jsonl(tmp_path / "flags.jsonl", rows))
+    assert [(g[3], g[4]) for g in _comparisons(project)] == [("tie", None), ("both_bad", None), ("a", "strong")]

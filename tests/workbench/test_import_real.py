@@ -45,6 +45,13 @@ def test_hh_rlhf_counts(project, real_data, name):
     ) == 0
     assert report.added["comparisons"] == pairs and report.added["prompts"] == count(project, "SELECT COUNT(*) FROM prompt")
 
+    # The store's counters (kept by triggers) agree with the rows the bulk writer inserted.
+    stats = project.stats()
+    assert stats["comparisons"] == stats["verdicts"]["a"] == pairs and stats["responses"] == 2 * pairs
+    assert stats["prompts"] == count(project, "SELECT COUNT(*) FROM prompt")
+
+    _check_replies_with_turn_markers(project, real_data, name)
+
     again = import_file(project, real_data / HH_FILES[name])
     assert sum(again.added.values()) == 0
     assert again.skipped["duplicate of a comparison already in the project"] == pairs
@@ -73,18 +80,17 @@ def _hh_reference_prompts(chosen: str, rejected: str) -> tuple[list[dict], str, 
     raise AssertionError("no split")
 
 
-@pytest.mark.parametrize("name", ["harmless-base", "helpful-base"])
-def test_hh_replies_with_turn_markers_get_the_shared_prompt(project, real_data, name):
+def _check_replies_with_turn_markers(project, real_data, name):
     """The README's edge case: splitting at the last "\\n\\nAssistant:" gives two different prompts (harmless-base 5,
     helpful-base 9); our prompt is the shared prefix and each reply keeps its embedded turns as text."""
-    import_file(project, real_data / HH_FILES[name])
     rows = [json.loads(line) for line in gzip.open(real_data / HH_FILES[name], "rt", encoding="utf-8")]
     tricky = [
         r for r in rows
         if r["chosen"] != r["rejected"]
         and r["chosen"][: r["chosen"].rfind("\n\nAssistant:")] != r["rejected"][: r["rejected"].rfind("\n\nAssistant:")]
     ]
-    assert len(tricky) == {"harmless-base": 5, "helpful-base": 9}[name]
+    # README counts for the Anthropic files; the third-party copy documents 0 and 3.
+    assert len(tricky) == {"harmless-base": 5, "helpful-base": 9, "helpful-online": 0, "helpful-rejection-sampled": 3}[name]
     for r in tricky:
         prompt, reply_c, reply_r = _hh_reference_prompts(r["chosen"], r["rejected"])
         row = project.conn.execute(
@@ -98,13 +104,6 @@ def test_hh_replies_with_turn_markers_get_the_shared_prompt(project, real_data, 
         # The reply that carries turn markers keeps them, so the stored prompt is shorter than a last-marker split.
         longer = reply_c if "Human:" in reply_c or "Assistant:" in reply_c else reply_r
         assert "Human:" in longer or "Assistant:" in longer
-
-
-def test_hh_all_four_files_share_one_project(project, real_data):
-    reports = [import_file(project, real_data / HH_FILES[n]) for n in sorted(HH_FILES)]
-    pairs = sum(HH_RECORDS.values()) - sum(HH_IDENTICAL.values())
-    assert sum(r.added["comparisons"] for r in reports) + sum(r.skipped.get("duplicate of a comparison already in the project", 0) for r in reports) == pairs
-    assert project.stats()["comparisons"] == sum(r.added["comparisons"] for r in reports)
 
 
 def test_xstest_prompts(project, real_data):
@@ -145,7 +144,8 @@ def test_xstest_completions_over_refusal_flags(project, real_data, model):
         "SELECT severity, COUNT(*) FROM safety_flag WHERE category = 'over_refusal' AND present = 1 GROUP BY severity"
     ))
     assert present.get("medium", 0) == safe_full and present.get("low", 0) == safe_partial
-    assert project.stats()["flags"] == safe_full + safe_partial
+    assert project.stats()["flags"] == safe_full + safe_partial == report.added["flags"]
+    assert report.added["labels marked absent"] == 450 - safe_full - safe_partial
     assert count(project, "SELECT COUNT(*) FROM safety_flag WHERE present = 0 AND severity IS NULL") == 450 - safe_full - safe_partial
     again = import_file(project, path)
     assert not again.added and again.skipped == {"duplicate of a flag already in the project": 450}
@@ -197,6 +197,8 @@ def test_moderation(project, real_data):
     got = {(c, bool(p)): n for c, p, n in project.conn.execute("SELECT category, present, COUNT(*) FROM safety_flag GROUP BY 1, 2")}
     assert got == expected
     assert count(project, "SELECT COUNT(*) FROM safety_flag WHERE present = 1 AND severity != 'medium'") == 0
+    assert report.added["flags"] == project.stats()["flags"]
+    assert report.added["flags"] + report.added["labels marked absent"] == count(project, "SELECT COUNT(*) FROM safety_flag")
     assert count(project, "SELECT COUNT(*) FROM safety_flag WHERE note NOT LIKE 'openai-moderation %'") == 0
     # Positive S count from the README (237) survives: every S=1 text has a present sexual flag.
     s_pos_texts = {r["prompt"] for r in rows if r.get("S") == 1}

@@ -12,7 +12,6 @@ import time
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QComboBox,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -25,17 +24,18 @@ from PySide6.QtWidgets import (
 
 from workbench.queue import AnnotationQueue, QueueConfig, sources, tags
 from workbench.store import Comparison
-from workbench.taxonomy import CRITERIA, SEVERITIES
+from workbench.taxonomy import CRITERIA
 
+from ..flagging import FlaggingMixin
 from ..render import TextPane
-from ..widgets import conversation_markdown, other
+from ..widgets import LazyCombo, conversation_markdown, other
 from .base import Page
 
 STRENGTH_WORDS = {"slight": "slightly better", "clear": "better", "strong": "much better"}
 CRITERION_CYCLE = (None, "left", "right", "tie")
 
 
-class ComparePage(Page):
+class ComparePage(FlaggingMixin, Page):
     name = "compare"
     title = "Compare"
 
@@ -54,8 +54,8 @@ class ComparePage(Page):
         self._harm_counted: set[int] = set()
 
         # ---- filters and item line
-        self.source_box = QComboBox()
-        self.tag_box = QComboBox()
+        self.source_box = LazyCombo("all sources", lambda: sources(self.project))
+        self.tag_box = LazyCombo("all tags", lambda: tags(self.project))
         for box in (self.source_box, self.tag_box):
             box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
             box.setMinimumWidth(140)
@@ -135,26 +135,12 @@ class ComparePage(Page):
         self._loaded = False
 
     # ------------------------------------------------------------------ loading
-    def scopes(self) -> list[str]:
-        return ["flag"] if self.flag_state is not None else ["compare"]
-
     def activate(self) -> None:
         super().activate()
         if not self._loaded:
             self._loaded = True
-            self._fill_filters()
             self._new_queue()
             self.show_next()
-
-    def _fill_filters(self) -> None:
-        self.source_box.clear()
-        self.source_box.addItem("all sources", None)
-        for s in sources(self.project):
-            self.source_box.addItem(s, s)
-        self.tag_box.clear()
-        self.tag_box.addItem("all tags", None)
-        for t in tags(self.project):
-            self.tag_box.addItem(t, t)
 
     def _new_queue(self) -> None:
         config = QueueConfig(
@@ -381,59 +367,18 @@ class ComparePage(Page):
             self._harm_counted.add(self.current.id)
             self.session.saw_harmful()
 
-    def act_flag(self, _k: str) -> None:
-        if self.current is None:
-            return
-        self.flag_state = {"step": "target"}
-        self.flag_bar.setText("Flag what?  <b>L</b> left response · <b>R</b> right response · <b>P</b> the prompt · Esc cancels")
-        self.flag_bar.show()
+    # ------------------------------------------------------------------ flagging (keys in ui.flagging)
+    def flag_targets(self) -> dict[str, tuple[str, int | None]]:
+        return {"L": ("the left response", self.side_ids["left"]), "R": ("the right response", self.side_ids["right"]), "P": ("the prompt", None)}
 
-    def _flag_target(self, target: str) -> None:
-        if self.flag_state is None or self.flag_state["step"] != "target":
-            return
-        self.flag_state = {"step": "category", "target": target}
-        self.categories = self.project.categories()[:10]
-        items = " · ".join(f"<b>{(i + 1) % 10}</b> {label}" for i, (_, label, _, _) in enumerate(self.categories))
-        self.flag_bar.setText(f"Flag the {target} — category: {items} · Esc cancels")
+    def flag_prompt_id(self) -> int | None:
+        return self.current.prompt_id if self.current is not None else None
 
-    def act_target_left(self, _k: str) -> None:
-        self._flag_target("left")
-
-    def act_target_right(self, _k: str) -> None:
-        self._flag_target("right")
-
-    def act_target_prompt(self, _k: str) -> None:
-        self._flag_target("prompt")
-
-    def act_choose_digit(self, key: str) -> None:
-        st = self.flag_state
-        if st is None or not key.isdigit():
-            return
-        n = int(key)
-        if st["step"] == "category":
-            i = (n - 1) % 10
-            if i >= len(self.categories):
-                return
-            st["category"] = self.categories[i][0]
-            st["step"] = "severity"
-            self.flag_bar.setText(
-                f"Flag the {st['target']} as <b>{self.categories[i][1]}</b> — severity: <b>1</b> low · <b>2</b> medium · <b>3</b> high · Esc cancels"
-            )
-        elif st["step"] == "severity" and 1 <= n <= 3:
-            target = st["target"]
-            rid = None if target == "prompt" else self.side_ids[target]
-            fid = self.project.add_flag(self.current.prompt_id, st["category"], SEVERITIES[n - 1], response_id=rid)
-            self.undo_stack.append(("flag", fid))
-            self.session.notify(flags=1, action=1)
-            self._count_harmful()
-            self.flag_state = None
-            self.flag_bar.hide()
-            self.feedback.setText(f"Flagged the {target}: {st['category'].replace('_', ' ')}, {SEVERITIES[n - 1]}. U undoes.")
-            self._refresh_badges()
-
-    def act_cancel(self, _k: str) -> None:
-        self.flag_state = None
-        self.flag_bar.hide()
+    def flag_done(self, flag_id: int, target: str) -> None:
+        self.undo_stack.append(("flag", flag_id))
+        self._count_harmful()
+        self.feedback.setText(f"Flagged {target}. U undoes.")
+        self._refresh_badges()
 
     def _refresh_badges(self) -> None:
         for side, head in (("left", self.left_head), ("right", self.right_head)):

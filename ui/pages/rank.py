@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from workbench.queue import next_rank_prompt
 
+from ..flagging import FlaggingMixin
 from ..render import TextPane
 from ..widgets import conversation_markdown
 from .base import Page
@@ -32,7 +33,7 @@ from .base import Page
 MAX_RESPONSES = 9
 
 
-class RankPage(Page):
+class RankPage(FlaggingMixin, Page):
     name = "rank"
     title = "Rank"
 
@@ -82,12 +83,17 @@ class RankPage(Page):
         vsplit.setSizes([140, 600])
         self.body = vsplit
         self.feedback = QLabel()
+        self.flag_bar = QLabel()
+        self.flag_bar.setWordWrap(True)
+        self.flag_bar.setStyleSheet("background: #fde2e2; color: black; padding: 6px;")
+        self.flag_bar.hide()
         self.empty_label = QLabel("Nothing to rank: no prompt with three or more responses is left unranked.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.hide()
         lay = QVBoxLayout(self)
         lay.addWidget(vsplit, 1)
         lay.addWidget(self.empty_label, 1)
+        lay.addWidget(self.flag_bar)
         lay.addWidget(self.feedback)
         self._loaded = False
 
@@ -112,6 +118,8 @@ class RankPage(Page):
             w.deleteLater()
         self.panes, self.heads = [], []
         self.groups, self.placed, self.tie_next = [], 0, False
+        self.flag_state = None
+        self.flag_bar.hide()
         if pid is None:
             self.body.hide()
             self.empty_label.show()
@@ -222,6 +230,21 @@ class RankPage(Page):
         self.session.notify(rankings=-1, action=-1)
         self.feedback.setText(f"Undone: ranking {rid} {how}.")
         self.show_prompt(pid)
+
+    # ------------------------------------------------------------------ flagging (keys in ui.flagging)
+    def flag_targets(self) -> dict[str, tuple[str, int | None]]:
+        targets = {str(i + 1): (f"response [{i + 1}]", rid) for i, rid in enumerate(self.response_ids)}
+        targets["P"] = ("the prompt", None)
+        return targets
+
+    def flag_prompt_id(self) -> int | None:
+        return self.prompt_id
+
+    def flag_done(self, flag_id: int, target: str) -> None:
+        self.feedback.setText(f"Flagged {target}. (History retracts flags.)")
+        if self.prompt_id not in self._harm_counted:
+            self._harm_counted.add(self.prompt_id)
+            self.session.saw_harmful()
 
     def act_reveal(self, _k: str) -> None:
         folded = [p for p in self.panes if p.folded]

@@ -16,9 +16,18 @@ from ..errors import InputError, WorkbenchError
 from ..reports import ExportReport
 from ..store import Project
 from . import safety, trl
-from .output import is_jsonl, write_dataset, write_jsonl, write_lines
+from .output import check_out, is_jsonl, write_dataset, write_jsonl, write_lines
 
 EXPORT_FORMATS = ("trl-preference", "trl-sft", "trl-kto", "safety", "project")
+# Which include_* options mean something for each format (a tie has no absolute label for KTO, a winner only
+# matters to SFT, safety labels have no verdicts): any other option is refused rather than silently ignored.
+APPLIES = {
+    "trl-preference": {"include_ties", "include_both_bad", "include_retests", "include_eval"},
+    "trl-sft": {"include_winners", "include_eval"},
+    "trl-kto": {"include_both_bad", "include_retests", "include_eval"},
+    "safety": set(),
+    "project": set(),
+}
 # The kind of snapshot each format reads (trl-kto also accepts a preference snapshot: pairs unpaired).
 SNAPSHOT_KINDS = {"trl-preference": ("preference",), "trl-sft": ("sft",), "trl-kto": ("kto", "preference"), "safety": ("safety",)}
 
@@ -45,15 +54,22 @@ def export(
         include_ties=include_ties, include_both_bad=include_both_bad, include_retests=include_retests,
         include_eval=include_eval, include_winners=include_winners,
     )
+    wrong = sorted(k for k, v in flags.items() if v and k not in APPLIES[fmt])
+    if wrong:
+        raise InputError(
+            f"{', '.join(wrong)} does not apply to {fmt} (it takes: {', '.join(sorted(APPLIES[fmt])) or 'no include options'})",
+            field="--format",
+        )
     if fmt == "project":
         from ..exchange import export_project
 
-        if snapshot_id is not None or any(flags.values()):
-            raise InputError("the project format writes every row; it takes no snapshot or include options", field="--format")
+        if snapshot_id is not None:
+            raise InputError("the project format writes every row; it takes no snapshot", field="snapshot")
         if not is_jsonl(out):
             raise InputError("the project format is JSON Lines: give an OUT ending in .jsonl or .jsonl.gz", str(out))
         return export_project(project, out)
 
+    check_out(out)  # before anything is recorded: a bad target changes nothing
     report = ExportReport(out=str(out), format=fmt)
     if snapshot_id is not None:
         set_flags = [k for k, v in flags.items() if v]
@@ -72,13 +88,26 @@ def export(
     else:
         sid = _take_snapshot(project, fmt, report.left_out, **flags)
     report.snapshot_id = sid
+    try:
+        _write(project, out, fmt, sid, report, include_ties=include_ties, include_both_bad=include_both_bad)
+    except BaseException:
+        if snapshot_id is None:
+            # nothing was written, so nothing was exported: drop the snapshot taken for it (items cascade)
+            with project.transaction():
+                project.conn.execute("DELETE FROM snapshot WHERE id = ?", (sid,))
+        raise
+    return report
 
+
+def _write(
+    project: Project, out: Path, fmt: str, sid: int, report: ExportReport, *, include_ties: bool, include_both_bad: bool
+) -> None:
     if fmt == "trl-preference":
         with_flags = include_ties or include_both_bad
         how = dict(with_flags=with_flags, include_both_bad=include_both_bad, left_out=report.left_out)
         if is_jsonl(out):
             report.rows = write_lines(out, trl.preference_lines(project, sid, **how))
-            return report
+            return
         rows = trl.preference_rows(project, sid, **how)
         features = lambda: trl.preference_features(with_flags)  # noqa: E731
     elif fmt == "trl-sft":
@@ -88,7 +117,6 @@ def export(
     else:
         rows, features = safety.safety_rows(project, sid), safety.safety_features
     report.rows = write_jsonl(out, rows) if is_jsonl(out) else write_dataset(out, list(rows), features)
-    return report
 
 
 def _take_snapshot(project: Project, fmt: str, left_out: Counter[str], *, include_winners: bool, **filters: bool) -> int:

@@ -13,8 +13,8 @@ import gzip
 import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,20 @@ class RowEncoder:
         return '{"prompt":' + cached[1] + ("," + rest[1:] if len(rest) > 2 else "}")
 
 
+def check_out(out: Path) -> None:
+    """Refuse a target that cannot take this export, before any work: a folder where a .jsonl file should go, a
+    file where a data set folder should go, or a folder of other things (never replaced)."""
+    if is_jsonl(out):
+        if out.is_dir():
+            raise InputError("is a folder; a .jsonl export needs a file name", str(out))
+        return
+    if out.exists():
+        if not out.is_dir():
+            raise InputError("a file is in the way; give a folder name (or an OUT ending in .jsonl)", str(out))
+        if any(out.iterdir()) and not _is_saved_dataset(out):
+            raise InputError("folder exists and is not a saved data set; refusing to replace it", str(out))
+
+
 def write_jsonl(out: Path, rows: Iterable[Mapping[str, Any]]) -> int:
     """Stream rows to ``out`` as JSON Lines through a temporary file renamed into place. Returns the row count."""
     encode = RowEncoder()
@@ -56,10 +70,11 @@ def write_jsonl(out: Path, rows: Iterable[Mapping[str, Any]]) -> int:
 
 def write_lines(out: Path, lines: Iterable[str]) -> int:
     """Write pre-encoded JSON lines to ``out`` (gzip when it ends in ``.gz``) atomically. Returns the line count."""
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.is_dir():
-        raise InputError("is a folder; a .jsonl export needs a file name", str(out))
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    tmp = _temp_name(out)
+    # os.open with 0o666 rather than mkstemp (0o600): the export gets the same permissions as any file the user makes
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     n = 0
     try:
         raw = os.fdopen(fd, "wb")
@@ -77,6 +92,11 @@ def write_lines(out: Path, lines: Iterable[str]) -> int:
     return n
 
 
+def _temp_name(out: Path) -> Path:
+    """A fresh hidden name beside ``out``, so the final rename stays on one file system."""
+    return out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+
+
 def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file()
 
@@ -86,19 +106,21 @@ def write_dataset(out: Path, rows: list[dict[str, Any]], features: Callable[[], 
     imported). An existing folder is replaced only if it is itself a saved data set."""
     import datasets  # only here: the core stays importable without it (DESIGN.md)
 
-    if out.exists():
-        if not out.is_dir():
-            raise InputError("a file is in the way; give a folder name (or an OUT ending in .jsonl)", str(out))
-        if any(out.iterdir()) and not _is_saved_dataset(out):
-            raise InputError("folder exists and is not a saved data set; refusing to replace it", str(out))
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
+    tmp = _temp_name(out)
+    tmp.mkdir(0o777)  # umask applies, unlike mkdtemp's 0o700
     old: Path | None = None
     bars_were_off = datasets.is_progress_bar_enabled() is False
     datasets.disable_progress_bars()  # callers (CLI, window) report progress their own way
     try:
-        ds = datasets.Dataset.from_list(rows, features=features())
-        ds.save_to_disk(str(tmp))
+        schema = features()
+        ds = (
+            datasets.Dataset.from_list(rows, features=schema) if rows
+            else datasets.Dataset.from_dict({name: [] for name in schema}, features=schema)
+        )
+        # datasets writes no shard at all for 0 rows and then cannot load the folder: ask for one (empty) shard
+        ds.save_to_disk(str(tmp), num_shards=1 if not rows else None)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)

@@ -3,8 +3,23 @@
 :func:`import_file` reads and validates the whole file first (any structural error raises
 :class:`~workbench.errors.InputError` naming the file, the line or row, and the field, before anything is
 written), then writes everything in one transaction; valid but redundant records are skipped and counted by reason
-in the returned :class:`~workbench.reports.ImportReport`. The lossless project exchange (``--format project``)
-is read by :func:`workbench.exchange.import_project`.
+in the returned :class:`~workbench.reports.ImportReport`.
+
+Formats (each module's docstring says exactly what lands where):
+
+- ``hh-rlhf`` (:mod:`.hh_rlhf`): chosen/rejected transcripts → comparisons judged for the chosen reply.
+- ``trl`` (:mod:`.trl`): preference (with ``margin``, ``tie``, ``both_bad``), prompt/completion, messages, KTO
+  prompt/completion/label, prompt-only.
+- ``openai-chat`` (:mod:`.openai_chat`): demonstrations, or prompts when the last turn is not the assistant's.
+- ``xstest`` (:mod:`.xstest`): the prompts CSV and the completions CSVs (human label kept on an ``over_refusal``
+  flag row per response).
+- ``moderation`` (:mod:`.moderation`): texts with per-category safety labels on the prompt.
+- ``mt-bench`` (:mod:`.mt_bench`): MT-Bench / Vicuna-Bench questions and reference answers.
+- ``csv`` (:mod:`.generic_csv`): prompt,chosen,rejected / prompt,completion / prompt.
+- ``project``: the lossless exchange, read by :func:`workbench.exchange.import_project`.
+- ``auto`` (:mod:`.detect`): from the container and the first records' keys or the CSV header.
+
+Containers (:mod:`.reading`): ``.jsonl``, ``.json`` (an array of objects), ``.csv``, each optionally gzipped.
 """
 
 from __future__ import annotations
@@ -81,10 +96,13 @@ def import_file(
     loaded = load(p, max_chars=max_chars)
     if fmt == "auto":
         fmt = detect(loaded)
+        if fmt == "project":
+            return _import_project(project, p, max_chars)
     report = ImportReport(str(p), fmt, records=len(loaded.records))
     staging = Staging(report)
     ctx = Context(
-        p, source if source else _default_source(fmt, p), max_chars, staging, report, explicit_source=bool(source)
+        p, source if source else _default_source(fmt, p), max_chars, staging, report,
+        explicit_source=bool(source), container=loaded.container,
     )
     _parsers()[fmt](loaded, ctx)
     # Everything is validated and staged: now write it as one transaction.

@@ -28,9 +28,15 @@ class Context:
     staging: Staging
     report: ImportReport
     explicit_source: bool = False  # the user named the source: use it as is, add no model suffix
+    container: str = "jsonl"  # what a record's number counts: JSONL lines, CSV rows or JSON array items
 
     def error(self, message: str, record: Record | int | None = None, field: str | None = None) -> NoReturn:
         line = record.line if isinstance(record, Record) else record
+        # InputError says "line N"; say what N counts when it is not a physical line.
+        if line is not None and self.container == "csv":
+            message = f"{message} (CSV row {line}, counting the header as row 1)"
+        elif line is not None and self.container == "json":
+            message = f"{message} (JSON array item [{line}])"
         raise InputError(message, str(self.path), line, field)
 
     def require(self, record: Record, *fields: str) -> None:
@@ -55,14 +61,14 @@ class Context:
         try:
             check_size(text, field, self.max_chars)
         except MessageError as e:
-            self.error(str(e), record, e.field)
+            self.error(getattr(e, "detail", str(e)), record, e.field)
 
     def messages(self, value: Any, record: Record, field: str, *, allow_empty: bool = False) -> Messages:
         """A list of {role, content} messages, validated (roles, text, size cap)."""
         try:
             return validate_messages(value, field=field, max_chars=self.max_chars, allow_empty=allow_empty)
         except MessageError as e:
-            self.error(str(e), record, e.field)
+            self.error(getattr(e, "detail", str(e)), record, e.field)
 
 
 def _kind(value: Any) -> str:

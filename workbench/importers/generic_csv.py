@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from . import trl
 from .common import Context
-from .reading import LoadedFile
+from .reading import LoadedFile, Record
 
 ACCEPTED = (
     ("prompt", "chosen", "rejected", "margin"),
@@ -28,6 +28,6 @@ def parse(loaded: LoadedFile, ctx: Context) -> None:
         field = missing_or_extra[0] if missing_or_extra else None
         accepted = "; ".join(",".join(a) for a in ACCEPTED)
         ctx.error(f"unexpected columns {','.join(loaded.header)}; expected one of: {accepted}", 1, field)
-    records = [type(r)(r.line, {k.lower(): v for k, v in r.data.items()}) for r in loaded.records]
+    records = [Record(r.line, {k.lower(): v for k, v in r.data.items()}) for r in loaded.records]
     kind = trl.kind_of(header)
     trl.parse(records, ctx, kind=kind)

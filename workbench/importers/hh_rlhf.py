@@ -85,7 +85,9 @@ def split_pair(chosen: str, rejected: str, ctx: Context, record: Record) -> tupl
     return prompt, reply_c, reply_r
 
 
-def stage_pair(chosen: str, rejected: str, ctx: Context, record: Record, *, strength: str | None = None) -> None:
+def stage_pair(
+    chosen: str, rejected: str, ctx: Context, record: Record, *, strength: str | None = None, verdict: str = "a"
+) -> None:
     split = split_pair(chosen, rejected, ctx, record)
     if split is None:
         return
@@ -94,7 +96,7 @@ def stage_pair(chosen: str, rejected: str, ctx: Context, record: Record, *, stre
     p = st.prompt(prompt, source=ctx.source)
     a = st.response(p, reply_c, source=ctx.source)
     b = st.response(p, reply_r, source=ctx.source)
-    st.comparison(p, a, b, verdict="a", strength=strength, source=ctx.source)
+    st.comparison(p, a, b, verdict=verdict, strength=strength, source=ctx.source)
 
 
 def parse(records: Iterable[Record], ctx: Context) -> None:

@@ -91,7 +91,7 @@ def _answers(records: list[Record], ctx: Context) -> None:
     if not qpath.is_file():
         ctx.error(f"reference answers need their question file, {qpath}, which is missing", records[0], "question_id")
     qfile = load(qpath, max_chars=ctx.max_chars)  # its errors name the question file itself
-    qctx = Context(qpath, ctx.source, ctx.max_chars, ctx.staging, ctx.report, ctx.explicit_source)
+    qctx = Context(qpath, ctx.source, ctx.max_chars, ctx.staging, ctx.report, ctx.explicit_source, qfile.container)
     questions = _questions(qfile.records, qctx)
     st = ctx.staging
     for rec in records:

@@ -116,6 +116,34 @@ def _oversized(value: Any, max_chars: int, where: str) -> tuple[str, int] | None
     return None
 
 
+def _lone_surrogate(value: Any, where: str) -> str | None:
+    """The field path of the first text holding an unpaired UTF-16 surrogate (a JSON ``\\udXXX`` escape without
+    its pair): such text cannot be stored as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for path, v in items:
+        found = _lone_surrogate(v, path)
+        if found:
+            return found
+    return None
+
+
+def _check_surrogates(data: dict[str, Any], path: Path, line: int) -> None:
+    field = _lone_surrogate(data, "")
+    if field:
+        raise InputError("text holds an unpaired \\ud800-\\udfff escape, which is not valid Unicode", str(path), line, field)
+
+
 def _check_record_size(data: dict[str, Any], size: int, path: Path, line: int, max_chars: int) -> None:
     """Refuse an oversized record: a text over the message cap anywhere in it (named by its field path), or a
     record over the record cap as a whole (named by its largest field)."""
@@ -136,11 +164,10 @@ def _read_jsonl(text: str, path: Path, max_chars: int) -> list[Record]:
     records = []
     # split("\n") and not splitlines(): JSON strings may hold raw U+2028 and similar, which are not line ends.
     for number, line in enumerate(text.split("\n"), 1):
-        line = line.strip()
-        if not line:
+        if not line or line.isspace():
             continue
         try:
-            data = json.loads(line)
+            data = json.loads(line)  # tolerates surrounding whitespace and a trailing "\r"
         except json.JSONDecodeError as e:
             raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", str(path), number) from e
         except RecursionError as e:
@@ -149,6 +176,8 @@ def _read_jsonl(text: str, path: Path, max_chars: int) -> list[Record]:
             raise InputError(f"expected a JSON object on each line, got {type(data).__name__}", str(path), number)
         if len(line) > max_chars:
             _check_record_size(data, len(line), path, number, max_chars)
+        if "\\u" in line and ("\\ud" in line or "\\uD" in line):
+            _check_surrogates(data, path, number)
         records.append(Record(number, data))
     return records
 
@@ -167,12 +196,15 @@ def _read_json_array(text: str, path: Path, max_chars: int) -> list[Record]:
     if not value:
         raise InputError("the file is empty (the JSON array has no records)", str(path))
     records = []
+    maybe_surrogates = "\\ud" in text or "\\uD" in text
     for index, data in enumerate(value):
         if not isinstance(data, dict):
-            raise InputError(f"array item [{index}]: expected an object, got {type(data).__name__}", str(path), index)
+            raise InputError(f"expected an object, got {type(data).__name__} (JSON array item [{index}])", str(path), index)
         size = sum(len(v) for v in data.values() if isinstance(v, str))
         if size > max_chars or any(not isinstance(v, (str, int, float, bool, type(None))) for v in data.values()):
             _check_record_size(data, len(json.dumps(data, ensure_ascii=False)), path, index, max_chars)
+        if maybe_surrogates:
+            _check_surrogates(data, path, index)
         records.append(Record(index, data))
     return records
 
@@ -201,7 +233,8 @@ def _read_csv(text: str, path: Path, max_chars: int) -> tuple[list[str], list[Re
                 continue
             if len(row) != len(header):
                 raise InputError(
-                    f"row has {len(row)} fields but the header has {len(header)} ({', '.join(header)})",
+                    f"row has {len(row)} fields but the header has {len(header)} ({', '.join(header)})"
+                    f" (CSV row {row_number}, counting the header as row 1)",
                     str(path), row_number,
                     header[len(row)] if len(row) < len(header) else None,
                 )

@@ -19,6 +19,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # what JSONEncoder(ensure_ascii=False) uses for a str (C code)
 from typing import Any
 
 from ..messages import last_user_text
@@ -41,6 +42,8 @@ DUP_DEMO_PROJECT = "duplicate of a demonstration already in the project"
 DUP_FLAG_FILE = "duplicate of a flag earlier in the file"
 DUP_FLAG_PROJECT = "duplicate of a flag already in the project"
 
+ABSENT_LABELS = "labels marked absent"  # report key for safety_flag rows with present = 0
+
 _CHUNK = 500  # bound parameters per IN (…) query, well under SQLite's limit
 
 # The same bytes as messages.canonical_json / prompt_hash / response_hash (a test checks it), without building a
@@ -51,13 +54,20 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",",
 
 def prompt_json_and_hash(messages: list[dict[str, str]]) -> tuple[str, str]:
     """(canonical JSON of the messages as stored, ``prompt_hash(messages)``)."""
-    text = _ENCODER.encode(messages)
+    if all(len(m) == 2 and "role" in m and "content" in m for m in messages):
+        # The usual {role, content} messages, laid out as sort_keys would: no generic encoder needed.
+        text = "[" + ",".join(
+            '{"content":' + encode_basestring(m["content"]) + ',"role":' + encode_basestring(m["role"]) + "}"
+            for m in messages
+        ) + "]"
+    else:
+        text = _ENCODER.encode(messages)
     return text, hashlib.sha256(('["prompt",' + text + "]").encode("utf-8")).hexdigest()
 
 
 def fast_response_hash(content: str) -> str:
     """``response_hash(content)``."""
-    return hashlib.sha256(('["response",' + _ENCODER.encode(content) + "]").encode("utf-8")).hexdigest()
+    return hashlib.sha256(('["response",' + encode_basestring(content) + "]").encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -343,4 +353,6 @@ def write_staged(project: Project, st: Staging) -> None:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        _added(report, "flags", len(rows))
+        # Counted as ``stats()`` counts them: "flags" are present ones; a present = 0 row is a negative label.
+        _added(report, "flags", sum(1 for r in rows if r[3]))
+        _added(report, ABSENT_LABELS, sum(1 for r in rows if not r[3]))

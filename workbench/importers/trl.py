@@ -6,13 +6,20 @@
   go through the HH-RLHF splitter; other standard implicit rows use TRL's own rule (the longest common leading
   text is the prompt). Each row becomes a comparison judged ``a`` (chosen = response_a). An optional ``margin``
   maps back to a strength: the nearest of our export's margins (0 none, 1/3 slight, 2/3 clear, 1 strong).
+  Optional bool columns ``tie`` and ``both_bad`` (written by our ``trl-preference`` export when ties or both-bad
+  verdicts are asked for) turn the row into that verdict, with response A = ``chosen``, B = ``rejected``.
 - ``prompt``/``completion``: a demonstration of the completion.
 - ``messages``: as OpenAI chat (see :mod:`.openai_chat`): a demonstration when the last turn is the assistant's.
-- ``prompt``/``completion``/``label`` (KTO, unpaired): every completion is stored as an imported response.
-  Label ``true`` (desirable) also makes it a demonstration, with note ``kto:label=true``. Label ``false``
-  (undesirable) leaves just the response, whose ``source`` ends in ``#kto=false``: the project has no
-  unpaired-judgment table, so the provenance field keeps the label, and a ``trl-kto`` export reads the label back
-  from demonstrations (true) and from that source suffix (false).
+- ``prompt``/``completion``/``label`` (KTO, unpaired): every completion is stored as an imported response; label
+  ``true`` (desirable) also makes it a demonstration (note ``kto:label=true``); an undesirable response's
+  ``source`` ends in ``#kto=false``. So that a ``trl-kto`` export gives the labels back (it reads demonstrations
+  as desirable, comparison winners as desirable and losers or both-bad pairs as undesirable), undesirable
+  completions are also paired within their prompt: each with a desirable one (round robin) in a comparison the
+  desirable one wins (no strength), or, when the prompt has no desirable completion, with the next undesirable
+  one in a ``both_bad`` comparison (exported with ``--include-both-bad``). Those comparisons carry the note
+  ``from KTO labels`` and are implied by the labels (a desirable answer beats an undesirable one to the same
+  prompt). A prompt's lone undesirable completion cannot be paired: it stays a response marked only by its
+  source, and a ``trl-kto`` export leaves it out.
 - ``prompt`` alone: prompts.
 
 Extra columns are ignored (many published sets carry ids and scores), except beside a lone ``prompt``.
@@ -36,6 +43,7 @@ KINDS = {
 }
 KTO_FALSE_SUFFIX = "#kto=false"
 KTO_TRUE_NOTE = "kto:label=true"
+KTO_PAIR_NOTE = "from KTO labels"
 SKIP_IDENTICAL = hh_rlhf.SKIP_IDENTICAL
 SKIP_EMPTY = "empty completion"
 
@@ -52,6 +60,8 @@ def _conversation(value: Any, ctx: Context, rec: Record, field: str) -> Messages
     if isinstance(value, str):
         ctx.check_size(value, rec, field)
         return user(value)
+    if not isinstance(value, list):
+        ctx.error(f"expected text or a list of messages, got {type(value).__name__}", rec, field)
     return ctx.messages(value, rec, field)
 
 
@@ -66,10 +76,15 @@ def _one_reply(rest: Messages, ctx: Context, rec: Record, field: str) -> str:
 
 def _text_prefix_split(chosen: str, rejected: str) -> tuple[str, str, str]:
     """TRL's rule for standard implicit prompts: the longest common leading text, not cutting inside a word."""
-    n = 0
-    limit = min(len(chosen), len(rejected))
-    while n < limit and chosen[n] == rejected[n]:
-        n += 1
+    lo, limit = 0, min(len(chosen), len(rejected))
+    hi = limit
+    while lo < hi:  # binary search on slice equality: the comparisons run in C
+        mid = (lo + hi + 1) // 2
+        if chosen[:mid] == rejected[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    n = lo
     if n < limit or len(chosen) != len(rejected):
         while n > 0 and not chosen[n - 1].isspace():
             n -= 1
@@ -80,11 +95,17 @@ def _preference(rec: Record, ctx: Context) -> None:
     d = rec.data
     chosen, rejected = d.get("chosen"), d.get("rejected")
     strength = strength_from_margin(d.get("margin"), ctx, rec)
+    verdict = "a"
+    flags = {k: parse_bool(d[k], ctx, rec, k) for k in ("tie", "both_bad") if d.get(k) not in (None, "")}
+    if flags.get("tie") and flags.get("both_bad"):
+        ctx.error("a row cannot be both a tie and both bad", rec, "both_bad")
+    if flags.get("tie") or flags.get("both_bad"):
+        verdict, strength = ("tie" if flags.get("tie") else "both_bad"), None
     prompt = d.get("prompt")
     st = ctx.staging
     if isinstance(chosen, str) and isinstance(rejected, str) and prompt is None:
         if hh_rlhf.looks_like_transcript(chosen):
-            hh_rlhf.stage_pair(chosen, rejected, ctx, rec, strength=strength)
+            hh_rlhf.stage_pair(chosen, rejected, ctx, rec, strength=strength, verdict=verdict)
             return
         if chosen == rejected:
             ctx.report.skip(SKIP_IDENTICAL)
@@ -129,7 +150,7 @@ def _preference(rec: Record, ctx: Context) -> None:
     p = st.prompt(messages, source=ctx.source)
     a = st.response(p, reply_c, source=ctx.source)
     b = st.response(p, reply_r, source=ctx.source)
-    st.comparison(p, a, b, verdict="a", strength=strength, source=ctx.source)
+    st.comparison(p, a, b, verdict=verdict, strength=strength, source=ctx.source)
 
 
 def _completion(rec: Record, ctx: Context) -> tuple[Messages, str] | None:
@@ -159,17 +180,33 @@ def _sft(rec: Record, ctx: Context) -> None:
     st.demonstration(p, st.response(p, got[1], source=ctx.source), source=ctx.source)
 
 
-def _kto(rec: Record, ctx: Context) -> None:
-    label = parse_bool(rec.data["label"], ctx, rec, "label")
-    got = _completion(rec, ctx)
-    if got is None:
-        return
+def _kto(records: list[Record], ctx: Context) -> None:
     st = ctx.staging
-    p = st.prompt(got[0], source=ctx.source)
-    if label:
-        st.demonstration(p, st.response(p, got[1], source=ctx.source), source=ctx.source, note=KTO_TRUE_NOTE)
-    else:
-        st.response(p, got[1], source=ctx.source + KTO_FALSE_SUFFIX, standalone=True)
+    desirable: dict[str, list] = {}
+    undesirable: dict[str, list] = {}
+    for rec in records:
+        ctx.require(rec, *KINDS["kto"])
+        label = parse_bool(rec.data["label"], ctx, rec, "label")
+        got = _completion(rec, ctx)
+        if got is None:
+            continue
+        p = st.prompt(got[0], source=ctx.source)
+        if label:
+            r = st.response(p, got[1], source=ctx.source)
+            if st.demonstration(p, r, source=ctx.source, note=KTO_TRUE_NOTE):
+                desirable.setdefault(p, []).append(r)
+        else:
+            r = st.response(p, got[1], source=ctx.source + KTO_FALSE_SUFFIX, standalone=True)
+            if r not in undesirable.setdefault(p, []):
+                undesirable[p].append(r)
+    for p, bad in undesirable.items():
+        good = desirable.get(p, [])
+        if good:
+            for i, r in enumerate(bad):
+                st.comparison(p, good[i % len(good)], r, verdict="a", strength=None, source=ctx.source, note=KTO_PAIR_NOTE)
+        else:
+            for r1, r2 in zip(bad, bad[1:]):
+                st.comparison(p, r1, r2, verdict="both_bad", strength=None, source=ctx.source, note=KTO_PAIR_NOTE)
 
 
 def _prompt_only(rec: Record, ctx: Context) -> None:
@@ -179,7 +216,7 @@ def _prompt_only(rec: Record, ctx: Context) -> None:
     ctx.staging.prompt(_conversation(value, ctx, rec, "prompt"), source=ctx.source, standalone=True)
 
 
-_HANDLERS = {"preference": _preference, "kto": _kto, "sft": _sft, "prompt": _prompt_only}
+_HANDLERS = {"preference": _preference, "sft": _sft, "prompt": _prompt_only}
 
 
 def parse(records: list[Record], ctx: Context, *, kind: str | None = None) -> None:
@@ -199,6 +236,9 @@ def parse(records: list[Record], ctx: Context, *, kind: str | None = None) -> No
         extra = sorted(set(records[0].data) - {"prompt"})
         if extra:
             ctx.error(f"unexpected column {extra[0]!r} beside a lone prompt column", records[0], extra[0])
+    if kind == "kto":
+        _kto(records, ctx)
+        return
     handler = _HANDLERS[kind]
     for rec in records:
         ctx.require(rec, *KINDS[kind])

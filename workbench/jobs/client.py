@@ -307,17 +307,21 @@ class JobClient:
         (run_dir / JOB_FILE).write_text(json.dumps(job, indent=1) + "\n", encoding="utf-8")
 
     def _spawn(self, run_id: int, run_dir: Path, *, resume: bool, num_processes: int = 1) -> RunHandle:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
         if num_processes > 1:
-            cmd = [self.python, "-m", "accelerate.commands.launch", "--cpu" if _cpu_only() else "--multi_gpu",
-                   "--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no",
-                   "--dynamo_backend", "no", "-m", "engine.worker", str(run_dir)]
+            # accelerate's multi-process launcher (torch elastic); on a machine without CUDA it runs CPU processes
+            # that talk over gloo (accelerate's MULTI_CPU), which ACCELERATE_USE_CPU selects.
+            cmd = [self.python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "-m", "engine.worker", str(run_dir)]
+            if _cpu_only():
+                env["ACCELERATE_USE_CPU"] = "true"
         else:
             cmd = [self.python, "-m", "engine.worker", str(run_dir)]
         if resume:
             cmd.append("--resume")
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
         with open(run_dir / STDERR_LOG, "ab") as err:
             process = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,

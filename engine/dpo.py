@@ -1,0 +1,457 @@
+"""Direct preference optimisation: the ``dpo`` job.
+
+Data: a ``preference`` snapshot (the config's ``snapshot_id``, or one frozen from the current judgments when the run
+starts; too small a snapshot is rolled back and the project left unchanged); each pair's margin comes from the
+judged strength (``margins``, subtracted inside the sigmoid as for the reward model); ties are left out (DPO has no
+target for them). A fraction of the prompts is held out for the eval metrics (implicit-reward accuracy).
+
+Model: one base with the trained adapter ``policy`` (fresh, or continued from ``adapter_from``) and the frozen
+reference: the adapter ``reference`` (``reference_adapter``, else ``adapter_from``) on the same base, or the bare
+base through ``disable_adapter()`` when there is none. No second copy of the model exists. The reference never
+changes, so its log-probabilities of every pair are computed once, before training, in one no-grad pass.
+
+Speed: pairs are encoded as prompt + two continuations (``engine.rm_data``) and batched in the ``shared`` layout:
+the prompt runs once per pair and its KV cache serves both continuations; only the response positions go through
+the LM head (no [B, L, vocab] logits over the prompt). Batches group pairs of similar length.
+
+Losses (``engine.losses.dpo_loss``): ``sigmoid`` (DPO, summed log-probabilities, optional label smoothing),
+``ipo`` (mean per-token log-probabilities), and ``hinge`` (SLiC: ``relu(1 − β·h)``, here). Metrics: loss, implicit
+rewards β·(logπ − logπ_ref) of chosen and rejected, their accuracy and margin; the same on the held-out pairs.
+
+Checkpoints, exact resume (data order, RNG, optimizer, scheduler), cancel, output folder and model card as SFT.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from workbench.configs import DpoConfig
+from workbench.store import Project
+
+from . import checkpoints as ckpt
+from .jobs import JobError, JobResult
+from .jobs.context import JobContext
+from .losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
+from .reward_model import HeadedModel
+from .ppo.padding import pad_rows
+from .rm_data import ChatEncoder, EncodedPair, length_grouped_order, pad_token_id
+from .training import check_finite, warmup_cosine
+
+POLICY, REFERENCE = "policy", "reference"
+SNAPSHOT_FILE = "snapshot_id"
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+
+
+def peak_mem_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+# ---------------------------------------------------------------------------------------------- batches
+@dataclass
+class SharedPairBatch:
+    """B pairs with each prompt once: prompts [B, P] left-padded, continuations [2B, R] right-padded and
+    interleaved (row 2i chosen of pair i, row 2i+1 rejected), margins [B]."""
+
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    cont_ids: Tensor
+    cont_mask: Tensor
+    margin: Tensor
+    n_tokens: int  # tokens of both conversations of every pair, no padding
+
+    def to(self, device: torch.device | str) -> "SharedPairBatch":
+        return SharedPairBatch(self.prompt_ids.to(device), self.prompt_mask.to(device), self.cont_ids.to(device),
+                               self.cont_mask.to(device), self.margin.to(device), self.n_tokens)
+
+
+def collate_shared(pairs: Sequence[EncodedPair], pad_id: int) -> SharedPairBatch:
+    pids, pmask = pad_rows([p.prompt_ids for p in pairs], pad_id, left=True)
+    cids, cmask = pad_rows([x for p in pairs for x in (p.chosen_ids, p.rejected_ids)], pad_id)
+    margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+    n_tokens = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    return SharedPairBatch(pids, pmask, cids, cmask, margin, n_tokens)
+
+
+# ---------------------------------------------------------------------------------------------- log-probabilities
+def pair_logprobs(hm: HeadedModel, name: str | None, batch: SharedPairBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Summed log-probabilities of the chosen and rejected continuations [B] each, and their token counts [B] each,
+    under adapter ``name`` (``None``: the bare base). ``batch`` is in the ``shared`` layout."""
+    body = hm.backbone()
+    lm_head = hm.transformer().get_output_embeddings()
+
+    def run() -> tuple[Tensor, Tensor]:
+        pmask = batch.prompt_mask
+        ppos = (pmask.cumsum(1) - 1).clamp_min(0)
+        out = body(input_ids=batch.prompt_ids, attention_mask=pmask, position_ids=ppos, use_cache=True)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(2)
+        cmask = batch.cont_mask
+        full_mask = torch.cat([pmask.repeat_interleave(2, dim=0), cmask], dim=1)
+        start = pmask.sum(1).repeat_interleave(2)
+        cpos = start[:, None] + torch.arange(cmask.shape[1], device=cmask.device)[None, :]
+        out2 = body(input_ids=batch.cont_ids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache,
+                    use_cache=True)
+        # Token 0 of a continuation is predicted by the prompt's last position, token j by continuation position j−1.
+        first = out.last_hidden_state[:, -1:].repeat_interleave(2, dim=0)
+        return torch.cat([first, out2.last_hidden_state[:, :-1]], dim=1), cmask
+
+    hm.activate(name)
+    if name is None:
+        with hm.peft.disable_adapter():
+            hidden, cmask = run()
+    else:
+        hidden, cmask = run()
+    logits = lm_head(hidden).float()
+    lp = logits.gather(-1, batch.cont_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    m = cmask.to(lp.dtype)
+    sums, counts = (lp * m).sum(1), m.sum(1)
+    return sums[0::2], sums[1::2], counts[0::2], counts[1::2]
+
+
+def preference_loss(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tensor, nr: Tensor, *, beta: float,
+                    loss_type: str, margin: Tensor | None, label_smoothing: float) -> DPOOutput:
+    """The configured loss from summed log-probabilities (IPO on per-token means, as it is defined)."""
+    if loss_type == "ipo":
+        out = dpo_loss(pc / nc.clamp_min(1), pr / nr.clamp_min(1), rc / nc.clamp_min(1), rr / nr.clamp_min(1),
+                       beta=beta, loss_type="ipo")
+        # Report the implicit rewards on the summed scale, like the other losses.
+        return DPOOutput(out.losses, (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach())
+    if loss_type == "hinge":
+        z = beta * ((pc - rc) - (pr - rr))
+        if margin is not None:
+            z = z - margin.to(z.dtype)
+        return DPOOutput(F.relu(1.0 - z), (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach())
+    return dpo_loss(pc, pr, rc, rr, beta=beta, loss_type="sigmoid", margin=margin, label_smoothing=label_smoothing)
+
+
+# ---------------------------------------------------------------------------------------------- data
+class GroupedOrder:
+    """Pair indices epoch after epoch, each epoch a length-grouped shuffle (``length_grouped_order``) seeded by the
+    run's seed and the epoch; its state is the number of indices taken, so a resume rebuilds it exactly."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, consumed: int = 0):
+        self.lengths, self.batch_size, self.seed, self.consumed = list(lengths), batch_size, seed, consumed
+        self._epoch, self._order = -1, []
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch != self._epoch:
+            self._order = length_grouped_order(self.lengths, self.batch_size, self.seed * 1_000_003 + epoch)
+            self._epoch = epoch
+        return self._order
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        n = len(self.lengths)
+        for _ in range(k):
+            epoch, i = divmod(self.consumed, n)
+            out.append(self._perm(epoch)[i])
+            self.consumed += 1
+        return out
+
+    @property
+    def epoch(self) -> float:
+        return self.consumed / len(self.lengths)
+
+
+def freeze_or_read_snapshot(ctx: JobContext, cfg: DpoConfig) -> int:
+    from workbench.training_data import preference_pairs, preference_snapshot, snapshot_options
+
+    project = ctx.project()
+    assert project is not None
+
+    def usable(sid: int) -> int:
+        return sum(1 for p in preference_pairs(project, sid) if not p.tie)
+
+    if cfg.snapshot_id is not None:
+        snapshot_options(project, cfg.snapshot_id, "preference")
+        n = usable(cfg.snapshot_id)
+        if n < cfg.min_examples:
+            raise JobError(f"snapshot {cfg.snapshot_id} holds {n} preference pair(s); DPO needs at least {cfg.min_examples}")
+        return cfg.snapshot_id
+    with project.transaction():
+        sid = preference_snapshot(project, note=f"dpo run {ctx.run_id}")
+        n = usable(sid)
+        if n < cfg.min_examples:
+            raise JobError(f"the project has {n} judged preference pair(s); DPO needs at least {cfg.min_examples} "
+                           "(judge more comparisons)")
+        if ctx.run_id is not None:
+            project.update_run(ctx.run_id, snapshot_id=sid)
+    return sid
+
+
+def encode_pairs(project_path: Path, sid: int, tokenizer, cfg: DpoConfig) -> tuple[list[EncodedPair], ChatEncoder]:
+    from workbench.training_data import preference_pairs
+
+    margins = getattr(cfg, "margins", None) or DEFAULT_MARGINS
+    with Project.open(project_path, migrate=False) as project:
+        pairs = [p for p in preference_pairs(project, sid) if not p.tie]
+    encoder = ChatEncoder(tokenizer, cfg.max_length)
+    table = {**DEFAULT_MARGINS, **margins}
+    return [encoder.encode(p.prompt, p.chosen, p.rejected, margin=float(table.get(p.strength, table.get(None, 0.0)))
+                           if getattr(cfg, "use_margins", True) else 0.0, prompt_id=p.prompt_id) for p in pairs], encoder
+
+
+def split_by_prompt(pairs: list[EncodedPair], fraction: float, seed: int, min_train: int) -> tuple[list[int], list[int]]:
+    prompt_ids = sorted({p.prompt_id for p in pairs})
+    n_eval = int(round(len(prompt_ids) * fraction))
+    if fraction > 0 and n_eval == 0 and len(prompt_ids) >= 10:
+        n_eval = 1
+    rng = random.Random(seed)
+    rng.shuffle(prompt_ids)
+    held: set[int] = set()
+    for pid in prompt_ids[:n_eval]:
+        if sum(1 for p in pairs if p.prompt_id not in held | {pid}) < min_train:
+            break
+        held.add(pid)
+    train = [i for i, p in enumerate(pairs) if p.prompt_id not in held]
+    evals = [i for i, p in enumerate(pairs) if p.prompt_id in held]
+    return train, evals
+
+
+@torch.no_grad()
+def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[EncodedPair], batch_size: int, pad_id: int,
+                       device: torch.device) -> tuple[Tensor, Tensor]:
+    """Summed reference log-probabilities of every pair's chosen and rejected continuation, [N] each."""
+    rc, rr = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        batch = collate_shared([pairs[i] for i in idx], pad_id).to(device)
+        c, r, _, _ = pair_logprobs(hm, reference, batch)
+        rc[idx], rr[idx] = c.float().cpu(), r.float().cpu()
+    return rc, rr
+
+
+# ---------------------------------------------------------------------------------------------- the job
+def build_model(cfg: DpoConfig, device: torch.device) -> tuple[HeadedModel, Any, str | None]:
+    from .lora import LoraSettings, check_adapter_folder
+    from .models import load_model
+
+    reference_from = cfg.reference_adapter or cfg.adapter_from
+    for what, path in (("adapter_from", cfg.adapter_from), ("reference_adapter", cfg.reference_adapter)):
+        if path:
+            try:
+                check_adapter_folder(path)
+            except Exception as e:
+                raise JobError(f"{what}: {e}") from e
+    loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
+                        trust_remote_code=cfg.trust_remote_code)
+    loaded.model.config.use_cache = False
+    hm = HeadedModel(loaded.model)
+    targets = cfg.lora_targets
+    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                        target_modules="all-linear" if targets in (["all-linear"], "all-linear") else list(targets))
+    if cfg.adapter_from:
+        hm.load_adapter(POLICY, cfg.adapter_from, trainable=True)
+    else:
+        hm.add_adapter(POLICY, lora.peft_config(), head=False, seed=cfg.seed)
+    if reference_from:
+        hm.load_adapter(REFERENCE, reference_from, trainable=False)
+    if cfg.gradient_checkpointing:
+        hm.transformer().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return hm, loaded.tokenizer, (REFERENCE if reference_from else None)
+
+
+class _Saver:
+    def __init__(self, hm: HeadedModel):
+        self.hm = hm
+
+    def save_pretrained(self, path: Path) -> None:
+        self.hm.save_adapter(POLICY, path)
+
+
+def run_job(ctx: JobContext) -> JobResult:
+    from .devices import resolve_device
+
+    cfg: DpoConfig = ctx.config  # type: ignore[assignment]
+    if cfg.loss_type not in LOSS_TYPES:
+        raise JobError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {cfg.loss_type!r}")
+    if ctx.world_size > 1:
+        raise JobError("DPO runs in a single process in this version (set num_processes: 1)")
+    torch.manual_seed(cfg.seed)
+    if ctx.project_path is None:
+        raise JobError("DPO needs a project")
+    sid = freeze_or_read_snapshot(ctx, cfg)
+    (ctx.run_dir / SNAPSHOT_FILE).write_text(str(sid))
+
+    device = resolve_device(cfg.device)
+    hm, tokenizer, reference = build_model(cfg, device)
+    pairs, encoder = encode_pairs(ctx.project_path, sid, tokenizer, cfg)
+    train_idx, eval_idx = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed, cfg.min_examples)
+    if len(train_idx) < cfg.min_examples:
+        raise JobError(f"snapshot {sid}: only {len(train_idx)} usable training pair(s); DPO needs at least {cfg.min_examples}")
+    stats = encoder.stats
+    if stats.turns_dropped or stats.prompts_cut or stats.responses_cut:
+        ctx.log(f"max_length {cfg.max_length}: {stats.turns_dropped} turn(s) dropped, {stats.prompts_cut} prompt(s) "
+                f"and {stats.responses_cut} response(s) cut")
+    train = [pairs[i] for i in train_idx]
+    evals = [pairs[i] for i in eval_idx]
+    pad_id = pad_token_id(tokenizer)
+
+    t_ref = time.perf_counter()
+    hm.eval()
+    ref_c, ref_r = reference_logprobs(hm, reference, train, cfg.batch_size, pad_id, device)
+    eval_ref = reference_logprobs(hm, reference, evals, cfg.batch_size, pad_id, device) if evals else None
+    ref_seconds = time.perf_counter() - t_ref
+
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps_per_epoch = max(1, math.ceil(len(train) / per_step))
+    total_steps = cfg.max_steps or max(1, int(round(cfg.epochs * steps_per_epoch)))
+    params = hm.trainable_parameters(POLICY)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = warmup_cosine(optimizer, total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
+    order = GroupedOrder([p.length for p in train], cfg.batch_size, cfg.seed)
+    step, tokens_seen, train_time, best = 0, 0, 0.0, float("inf")
+    if ctx.resume:
+        last = ckpt.latest_checkpoint(ctx.checkpoint_dir)
+        if last is None:
+            raise JobError(f"nothing to resume: no checkpoint in {ctx.checkpoint_dir}")
+        state, _ = ckpt.load_checkpoint(last, model=hm.peft, optimizer=optimizer, scheduler=scheduler,
+                                        adapter_name=POLICY)
+        if state["n_train"] != len(train):
+            raise JobError("the checkpoint was made on another set of pairs; resume needs the same snapshot and settings")
+        step, tokens_seen, train_time = int(state["step"]), int(state["tokens"]), float(state["train_time"])
+        best = float(state.get("best", best))
+        order.consumed = int(state["consumed"])
+        ctx.log(f"resumed from {last.name} at step {step}")
+
+    ctx.log(f"DPO ({cfg.loss_type}, beta {cfg.beta}) on {len(train)} pairs ({len(evals)} held out), {total_steps} "
+            f"steps of {per_step} pairs, {sum(p.numel() for p in params):,} trainable parameters, reference = "
+            f"{'adapter ' + str(cfg.reference_adapter or cfg.adapter_from) if reference else 'the bare base'}")
+    last_metrics: dict[str, float] = {}
+    eval_every = cfg.eval_every or cfg.checkpoint_every
+
+    def evaluate() -> dict[str, float]:
+        assert eval_ref is not None
+        hm.eval()
+        sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0, "chosen": 0.0, "rejected": 0.0}
+        with torch.no_grad():
+            for s in range(0, len(evals), cfg.batch_size):
+                chunk = evals[s : s + cfg.batch_size]
+                batch = collate_shared(chunk, pad_id).to(device)
+                pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
+                rc, rr = eval_ref[0][s : s + len(chunk)].to(device), eval_ref[1][s : s + len(chunk)].to(device)
+                out = preference_loss(pc, pr, rc, rr, nc, nr, beta=cfg.beta, loss_type=cfg.loss_type,
+                                      margin=batch.margin, label_smoothing=cfg.label_smoothing)
+                sums["loss"] += float(out.losses.sum())
+                sums["accuracy"] += float((out.chosen_rewards > out.rejected_rewards).float().sum())
+                sums["margin"] += float((out.chosen_rewards - out.rejected_rewards).sum())
+                sums["chosen"] += float(out.chosen_rewards.sum())
+                sums["rejected"] += float(out.rejected_rewards.sum())
+        return {f"eval/{k}": v / len(evals) for k, v in sums.items()}
+
+    def save(step: int, metric: float) -> None:
+        nonlocal best
+        is_best = metric < best
+        if is_best:
+            best = metric
+        state = {"tokens": tokens_seen, "train_time": train_time, "best": best, "consumed": order.consumed,
+                 "n_train": len(train), "total_steps": total_steps, "snapshot_id": sid}
+        path = ckpt.save_checkpoint(ctx.checkpoint_dir, step, model=_Saver(hm), optimizer=optimizer,
+                                    scheduler=scheduler, state=state)
+        if is_best:
+            ckpt.mark_best(ctx.checkpoint_dir, path, metric, "eval/loss" if evals else "train/loss")
+        ckpt.prune(ctx.checkpoint_dir, cfg.keep_checkpoints)
+        ctx.checkpoint(step, path, {k: v for k, v in last_metrics.items() if k.startswith("eval/")} or None, is_best)
+
+    # Eval mode: LoRA dropout only if asked (lora_dropout > 0 keeps it, as peft applies it in train mode).
+    hm.train(cfg.lora_dropout > 0)
+    while step < total_steps:
+        t0 = time.perf_counter()
+        indices = order.take(per_step)
+        sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0, "chosen": 0.0, "rejected": 0.0}
+        step_tokens = 0
+        for m in range(cfg.grad_accum):
+            idx = indices[m * cfg.batch_size : (m + 1) * cfg.batch_size]
+            if not idx:
+                continue
+            batch = collate_shared([train[i] for i in idx], pad_id).to(device)
+            pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
+            out = preference_loss(pc, pr, ref_c[idx].to(device), ref_r[idx].to(device), nc, nr, beta=cfg.beta,
+                                  loss_type=cfg.loss_type, margin=batch.margin, label_smoothing=cfg.label_smoothing)
+            (out.losses.sum() / len(indices)).backward()
+            sums["loss"] += float(out.losses.detach().sum())
+            sums["accuracy"] += float((out.chosen_rewards > out.rejected_rewards).float().sum())
+            sums["margin"] += float((out.chosen_rewards - out.rejected_rewards).sum())
+            sums["chosen"] += float(out.chosen_rewards.sum())
+            sums["rejected"] += float(out.rejected_rewards.sum())
+            step_tokens += batch.n_tokens
+        check_finite(sums["loss"], step + 1)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += step_tokens
+        train_time += time.perf_counter() - t0
+        n = len(indices)
+        metrics = {"train/loss": sums["loss"] / n, "rewards/chosen": sums["chosen"] / n,
+                   "rewards/rejected": sums["rejected"] / n, "rewards/accuracy": sums["accuracy"] / n,
+                   "rewards/margin": sums["margin"] / n, "train/lr": lr, "train/epoch": order.epoch,
+                   "train/tokens_per_s": tokens_seen / train_time, "train/tokens": float(tokens_seen),
+                   "perf/peak_mem_mb": peak_mem_mb()}
+        if grad_norm is not None:
+            metrics["train/grad_norm"] = float(grad_norm)
+        last_metrics.update(metrics)
+        if step % cfg.log_every == 0 or step == total_steps:
+            ctx.metrics(step, metrics)
+        ctx.progress(step, total_steps, epoch=round(order.epoch, 4), tokens=tokens_seen,
+                     tokens_per_s=round(tokens_seen / train_time, 1),
+                     eta_s=round((total_steps - step) * train_time / step, 1))
+        stop = ctx.should_stop()
+        at_checkpoint = cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps
+        if evals and eval_every and step % eval_every == 0 and step < total_steps:
+            last_metrics.update(evaluate())
+            ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith("eval/")})
+            hm.train(cfg.lora_dropout > 0)
+        if at_checkpoint or stop:
+            save(step, last_metrics.get("eval/loss", metrics["train/loss"]))
+        if stop:
+            ctx.log(f"cancelled at step {step}; checkpoint saved")
+            return JobResult("cancelled", None, dict(last_metrics), _summary(tokens_seen, train_time, step, total_steps, ref_seconds))
+
+    if evals:
+        last_metrics.update(evaluate())
+        ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith("eval/")})
+    output = ctx.output_dir
+    write_output(output, hm, tokenizer, cfg, ctx, sid, last_metrics)
+    return JobResult("done", str(output), dict(last_metrics), _summary(tokens_seen, train_time, step, total_steps, ref_seconds))
+
+
+def _summary(tokens: int, seconds: float, step: int, total: int, ref_seconds: float) -> dict[str, Any]:
+    return {"tokens": tokens, "train_s": round(seconds, 2), "reference_s": round(ref_seconds, 2), "steps": step,
+            "total_steps": total, "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
+            "peak_mem_mb": round(peak_mem_mb(), 1)}
+
+
+def write_output(output: Path, hm: HeadedModel, tokenizer, cfg: DpoConfig, ctx: JobContext, snapshot_id: int,
+                 metrics: dict[str, float]) -> None:
+    from .ppo.job import model_card
+
+    output.mkdir(parents=True, exist_ok=True)
+    hm.save_adapter(POLICY, output)
+    tokenizer.save_pretrained(output)
+    cfg.save(output / "config.yaml")
+    snap: dict[str, Any] = {}
+    project = ctx.project()
+    if project is not None:
+        snap = next((s for s in project.snapshots() if s["id"] == snapshot_id), {})
+    ref = cfg.reference_adapter or cfg.adapter_from
+    notes = [f"Trained with the {cfg.loss_type} preference loss (beta {cfg.beta}) against a frozen reference: "
+             f"{'the adapter `' + str(ref) + '`' if ref else 'the bare base model'}."]
+    (output / "README.md").write_text(model_card("DPO", cfg, snapshot_id, snap, metrics, ctx.run_id, notes),
+                                      encoding="utf-8")

@@ -1,0 +1,73 @@
+"""The :class:`Experience` record: one rollout of PPO, every tensor documented with its shape.
+
+Shapes: ``B`` = sequences in the rollout, ``P`` = prompt width (prompts are left-padded to it), ``R`` = response
+width (responses are right-padded to it), ``L = P + R``. Per-token tensors ([B, R]) are aligned with the response
+tokens: column ``t`` is about response token ``t`` (its log-probability under the policy that sampled it, the value
+of the state just before it, its reward, its advantage). ``response_mask`` is 1 on real response tokens (including
+the end-of-sequence token when one was produced) and 0 on padding; it is a prefix of each row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Experience:
+    sequences: Tensor  # [B, L] long: prompt (left-padded to P) then response (right-padded to R)
+    attention_mask: Tensor  # [B, L] long: 1 on real prompt and response tokens
+    response_mask: Tensor  # [B, R] float: 1 on real response tokens (a prefix of each row)
+    logprobs: Tensor  # [B, R] float: log π_old(token) of the policy that sampled it
+    ref_logprobs: Tensor  # [B, R] float: log π_ref(token) of the frozen reference
+    values: Tensor  # [B, R] float: V_old(state before the token), value adapter + head
+    rewards: Tensor  # [B, R] float: −β·(logπ − logπ_ref) per token, plus the sequence reward at the last token
+    advantages: Tensor  # [B, R] float: GAE(γ, λ) advantages (whitened by the trainer before use)
+    returns: Tensor  # [B, R] float: advantages + values, the value targets
+    score: Tensor  # [B] float: raw score of the reward model (or rule) for the whole response
+    cost: Tensor  # [B] float: safety cost in [0, 1] (0 without a safety classifier)
+    reward: Tensor  # [B] float: the sequence reward put at the last token (normalised, clipped, minus cost and
+    #                             the penalty for a response cut off before end-of-sequence)
+    kl: Tensor  # [B] float: Σ_t (logπ − logπ_ref) over the response: KL estimate in nats per response
+    entropy: Tensor  # [B] float: mean per-token entropy of the policy's distribution over the response
+    finished: Tensor  # [B] bool: the response ended with an end-of-sequence token
+    prompt_index: Tensor  # [B] long: which prompt of the rollout batch each row answers
+    prompt_width: int = 0  # P
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.sequences.shape[0])
+
+    @property
+    def response_width(self) -> int:
+        return int(self.response_mask.shape[1])
+
+    @property
+    def response_length(self) -> Tensor:
+        """[B] long: real response tokens per row."""
+        return self.response_mask.sum(1).long()
+
+    def select(self, index: Tensor | list[int]) -> "Experience":
+        """The rows ``index``, with the response columns trimmed to the longest selected response (less padding in
+        a mini-batch means less compute)."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        width = max(1, int(self.response_mask[idx].sum(1).max().item()))
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, Tensor):
+                out[f.name] = v
+                continue
+            v = v[idx]
+            if f.name in ("sequences", "attention_mask"):
+                v = v[:, : self.prompt_width + width]
+            elif v.dim() == 2:
+                v = v[:, :width]
+            out[f.name] = v
+        return Experience(**out)
+
+    def to(self, device: torch.device | str) -> "Experience":
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), Tensor)})

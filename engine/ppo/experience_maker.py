@@ -1,0 +1,251 @@
+"""Rollouts → :class:`~engine.ppo.experience.Experience`: sampling, scoring, reward shaping, GAE.
+
+1. **Sampling**: batched nucleus sampling from the policy (temperature, top-k, top-p) with a KV cache, drawing from
+   a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples exactly the same responses.
+2. **Scoring**, in chunks of ``forward_batch_size`` rows: log-probabilities (and entropy) under the policy,
+   log-probabilities under the reference, values, the reward model's score of the whole response, and the safety
+   cost.
+3. **Shaping**: the score is normalised by running moments (:class:`RunningMoments`) and clipped; the safety cost
+   times its weight and a penalty for a response cut off before end-of-sequence are subtracted; the per-token
+   reward is ``−β·(logπ − logπ_ref)`` with the sequence reward added at the last response token.
+4. **GAE** (``engine.losses.gae``) gives advantages and returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..losses import gae
+from .experience import Experience
+from .rewards import RewardSource
+from .roles import POLICY, PpoRoles, position_ids_of
+
+Messages = list[dict[str, str]]
+
+
+class RunningMoments:
+    """Running mean and standard deviation of every score seen (Chan et al.'s parallel update)."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 0.0
+
+    def update(self, x: Tensor) -> None:
+        x = x.double()
+        n = float(x.numel())
+        if n == 0:
+            return
+        b_mean, b_var = float(x.mean()), float(x.var(unbiased=False))
+        total = self.count + n
+        delta = b_mean - self.mean
+        if self.count == 0:
+            self.mean, self.var = b_mean, b_var
+        else:
+            m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
+            self.mean, self.var = self.mean + delta * n / total, m2 / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 0.0))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
+
+
+@dataclass
+class Sampled:
+    sequences: Tensor  # [B, P + R]
+    attention_mask: Tensor  # [B, P + R]
+    response_mask: Tensor  # [B, R]
+    finished: Tensor  # [B] bool
+    prompt_width: int
+
+
+def _filter(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    logits = logits / temperature
+    if top_k > 0:
+        logits = TopKLogitsWarper(top_k=top_k)(None, logits)
+    if top_p < 1.0:
+        logits = TopPLogitsWarper(top_p=top_p)(None, logits)
+    return logits
+
+
+@torch.no_grad()
+def sample_responses(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    generator: torch.Generator,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> Sampled:
+    """Sample one response per prompt (token id lists) from ``model`` (a causal LM, adapter already active)."""
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    b = len(prompts)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    eos = torch.tensor(list(eos_ids), device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    finished = torch.zeros(b, dtype=torch.bool, device=device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask), use_cache=True,
+                logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1].float()
+    positions = mask.sum(1, keepdim=True) - 1
+    new_tokens, new_mask = [], []
+    for _ in range(max_new_tokens):
+        if temperature == 0:
+            token = logits.argmax(-1)
+        else:
+            probs = torch.softmax(_filter(logits, temperature, top_k, top_p), dim=-1)
+            gen_dev = generator.device
+            token = torch.multinomial(probs.to(gen_dev), 1, generator=generator).squeeze(-1).to(device)
+        live = ~done
+        token = torch.where(live, token, torch.full_like(token, pad_id))
+        new_tokens.append(token)
+        new_mask.append(live.long())
+        is_eos = torch.isin(token, eos) & live
+        finished |= is_eos
+        done |= is_eos
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, live.long().unsqueeze(1)], dim=1)
+        positions = positions + 1
+        out = model(input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=positions,
+                    past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1].float()
+    resp = torch.stack(new_tokens, dim=1)
+    rmask = torch.stack(new_mask, dim=1)
+    full_ids = torch.cat([ids, resp], dim=1)
+    full_mask = torch.cat([mask[:, :width], rmask], dim=1)
+    return Sampled(full_ids, full_mask, rmask.float(), finished, width)
+
+
+class ExperienceMaker:
+    """Makes one :class:`Experience` from a batch of prompts (token ids + their conversations)."""
+
+    def __init__(
+        self,
+        roles: PpoRoles,
+        tokenizer: Any,
+        reward: RewardSource,
+        *,
+        cost: RewardSource | None = None,
+        cost_weight: float = 1.0,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        forward_batch_size: int = 8,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        normalize_reward: bool = True,
+        reward_clip: float = 5.0,
+        missing_eos_penalty: float = 1.0,
+        eos_ids: Sequence[int] | None = None,
+    ):
+        self.roles, self.tokenizer, self.reward, self.cost = roles, tokenizer, reward, cost
+        self.cost_weight = cost_weight
+        self.max_new_tokens, self.temperature, self.top_k, self.top_p = max_new_tokens, temperature, top_k, top_p
+        self.forward_batch_size = forward_batch_size
+        self.gamma, self.lam = gamma, lam
+        self.normalize_reward, self.reward_clip, self.missing_eos_penalty = normalize_reward, reward_clip, missing_eos_penalty
+        self.moments = RunningMoments()
+        if eos_ids is None:
+            from ..generation import _eos_ids
+
+            eos_ids = _eos_ids(roles.transformer, tokenizer)
+        self.eos_ids = list(eos_ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    # ------------------------------------------------------------------ pieces
+    def decode(self, sampled: Sampled) -> list[str]:
+        texts = []
+        for row, m in zip(sampled.sequences[:, sampled.prompt_width:].tolist(), sampled.response_mask.tolist()):
+            kept = [t for t, k in zip(row, m) if k and t not in self.eos_ids]
+            texts.append(self.tokenizer.decode(kept, skip_special_tokens=True).strip())
+        return texts
+
+    def shape_rewards(self, score: Tensor, cost: Tensor, finished: Tensor) -> Tensor:
+        """Sequence reward [B]: normalised and clipped score, minus weighted cost and the missing-EOS penalty."""
+        r = score.float()
+        if self.normalize_reward:
+            self.moments.update(r)
+            r = (r - self.moments.mean) / max(self.moments.std, 1e-3)
+        if self.reward_clip > 0:
+            r = r.clamp(-self.reward_clip, self.reward_clip)
+        r = r - self.cost_weight * cost.float()
+        return r - self.missing_eos_penalty * (~finished).float()
+
+    @staticmethod
+    def token_rewards(reward: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
+        """Per-token rewards [B, R]: −β·(logπ − logπ_ref) on each response token, plus ``reward`` [B] at the last."""
+        kl = (logprobs - ref_logprobs) * mask
+        rewards = -kl_coef * kl
+        last = (mask.sum(1).long() - 1).clamp_min(0)
+        rewards[torch.arange(rewards.shape[0]), last] += reward.to(rewards.dtype)
+        return rewards * mask
+
+    # ------------------------------------------------------------------ the whole rollout
+    @torch.no_grad()
+    def make(self, prompt_ids: Sequence[Sequence[int]], conversations: Sequence[Messages], kl_coef: float,
+             generator: torch.Generator) -> tuple[Experience, list[str]]:
+        roles = self.roles
+        roles.hm.activate(POLICY)
+        sampled = sample_responses(
+            roles.transformer, prompt_ids, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids,
+            pad_id=self.pad_id, generator=generator, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+        )
+        texts = self.decode(sampled)
+        P, mask = sampled.prompt_width, sampled.response_mask
+        temp = self.temperature if self.temperature > 0 else 1.0
+        lps, refs, vals, ents = [], [], [], []
+        for i in range(0, len(prompt_ids), self.forward_batch_size):
+            seq = sampled.sequences[i : i + self.forward_batch_size]
+            att = sampled.attention_mask[i : i + self.forward_batch_size]
+            lp, ent = roles.logprobs(POLICY, seq, att, P, temp, with_entropy=True)
+            lps.append(lp)
+            ents.append(ent)
+            refs.append(roles.reference_logprobs(seq, att, P, temp))
+            vals.append(roles.values(seq, att, P).float())
+        logprobs, ref_logprobs = torch.cat(lps) * mask, torch.cat(refs) * mask
+        values, entropy_tok = torch.cat(vals) * mask, torch.cat(ents)
+        score = self.reward(conversations, texts).to(mask.device)
+        cost = self.cost(conversations, texts).to(mask.device) if self.cost is not None else torch.zeros_like(score)
+        reward = self.shape_rewards(score, cost, sampled.finished)
+        rewards = self.token_rewards(reward, logprobs, ref_logprobs, mask, kl_coef)
+        advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
+        lengths = mask.sum(1).clamp_min(1.0)
+        exp = Experience(
+            sequences=sampled.sequences, attention_mask=sampled.attention_mask, response_mask=mask,
+            logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards, advantages=advantages,
+            returns=returns, score=score.float(), cost=cost.float(), reward=reward,
+            kl=((logprobs - ref_logprobs) * mask).sum(1), entropy=(entropy_tok * mask).sum(1) / lengths,
+            finished=sampled.finished, prompt_index=torch.arange(len(prompt_ids), device=mask.device), prompt_width=P,
+        )
+        return exp, texts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"moments": self.moments.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.moments.load_state_dict(state["moments"])

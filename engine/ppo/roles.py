@@ -1,0 +1,155 @@
+"""The four (or five) PPO roles on one frozen base, as named LoRA adapters of a single peft model.
+
+==========  =========================================  =========  =====================================
+role        weights                                    trained    forward
+==========  =========================================  =========  =====================================
+policy      base + adapter ``policy`` (+ the LM head)  yes        logits → log-probs of response tokens
+reference   base + adapter ``reference`` (the SFT      no         same; or the bare base with every
+            adapter the policy started from)                      adapter disabled when there was no SFT
+value       base + adapter ``value`` + scalar head     yes        head on every response position
+reward      base + adapter ``reward`` + scalar head    no         head at the last token (engine.ppo.rewards)
+safety      base + adapter ``safety`` + label head     no         max label probability = the cost
+==========  =========================================  =========  =====================================
+
+How roles switch: :class:`engine.reward_model.HeadedModel` keeps the adapters on one ``PeftModel``; running a role
+is ``activate(name)`` (peft's ``set_adapter``, then the trainable adapters get their gradients back) followed by a
+forward of the shared backbone; the reference without an adapter runs under ``disable_adapter()``. The base's
+weights exist once in memory whatever the number of roles, which is what lets PPO fit where four full copies do
+not (bench/bench_ppo_memory.py).
+
+Dropout: every role runs in eval mode, so the policy that computes the PPO ratio is exactly the one that sampled
+(the ratio is 1 on the first mini-batch) and the reference is deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..reward_model import HeadedModel
+
+POLICY, REFERENCE, VALUE, REWARD, SAFETY = "policy", "reference", "value", "reward", "safety"
+
+
+def position_ids_of(attention_mask: Tensor) -> Tensor:
+    """Positions counting real tokens only, so a left-padded prompt starts at 0 (as in generation)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp_min(0)
+
+
+class PpoRoles:
+    """One base model, its adapters and heads, and the forward passes PPO needs from each role.
+
+    ``model``: a causal LM (not yet a ``PeftModel``) on its device. ``lora_config``: the peft ``LoraConfig`` for
+    fresh adapters (policy without ``policy_from``, value without ``value_from``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lora_config,
+        *,
+        policy_from: str | os.PathLike[str] | None = None,
+        reference_from: str | os.PathLike[str] | None = None,
+        value_from: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+    ):
+        self.hm = HeadedModel(model)
+        if policy_from:
+            self.hm.load_adapter(POLICY, policy_from, trainable=True)
+        else:
+            self.hm.add_adapter(POLICY, lora_config, head=False, seed=seed)
+        self.reference: str | None = None
+        if reference_from:
+            self.hm.load_adapter(REFERENCE, reference_from, trainable=False)
+            self.reference = REFERENCE
+        if value_from:
+            # e.g. the reward model: a value function that starts out knowing what is rewarded.
+            self.hm.load_adapter(VALUE, value_from, trainable=True)
+            self.hm.head_kind[VALUE] = "value"
+        else:
+            self.hm.add_adapter(VALUE, lora_config, head=True, kind="value", seed=seed + 1)
+        if VALUE not in self.hm.heads:
+            raise ValueError(f"{value_from}: the value adapter needs a scalar head (head.safetensors)")
+        self.hm.eval()
+
+    # ------------------------------------------------------------------ adapters
+    def load_frozen(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Add a frozen adapter (reward model, safety classifier) with its head."""
+        self.hm.load_adapter(name, Path(path), trainable=False)
+        self.hm.eval()
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.hm.transformer()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hm.parameters()).device
+
+    def parameters_of(self, name: str) -> list[torch.nn.Parameter]:
+        return self.hm.trainable_parameters(name)
+
+    # ------------------------------------------------------------------ forwards
+    def _hidden(self, name: str | None, sequences: Tensor, attention_mask: Tensor) -> Tensor:
+        out = self.hm.run_backbone(name, input_ids=sequences, attention_mask=attention_mask,
+                                   position_ids=position_ids_of(attention_mask), use_cache=False)
+        return out.last_hidden_state
+
+    def response_logits(self, name: str | None, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
+                        temperature: float = 1.0) -> Tensor:
+        """Logits [B, R, V] predicting each response token (positions P−1 … L−2), from role ``name`` (``None``: the
+        bare base). Only the response positions go through the LM head: no [B, L, V] tensor is made."""
+        hidden = self._hidden(name, sequences, attention_mask)[:, prompt_width - 1 : -1]
+        logits = self.transformer.get_output_embeddings()(hidden).float()
+        return logits / temperature if temperature not in (0.0, 1.0) else logits
+
+    def logprobs(self, name: str | None, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
+                 temperature: float = 1.0, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+        """(log-probabilities [B, R] of the response tokens, per-token entropy [B, R] or None)."""
+        logits = self.response_logits(name, sequences, attention_mask, prompt_width, temperature)
+        targets = sequences[:, prompt_width:]
+        lse = torch.logsumexp(logits, dim=-1)
+        lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        return lp, entropy
+
+    def values(self, sequences: Tensor, attention_mask: Tensor, prompt_width: int) -> Tensor:
+        """V(state before each response token) [B, R] from the value adapter and its head."""
+        hidden = self._hidden(VALUE, sequences, attention_mask)[:, prompt_width - 1 : -1]
+        head = self.hm.heads[VALUE]
+        return head(hidden.to(head.weight.dtype)).squeeze(-1)
+
+    def reference_logprobs(self, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
+                           temperature: float = 1.0) -> Tensor:
+        return self.logprobs(self.reference, sequences, attention_mask, prompt_width, temperature)[0]
+
+    # ------------------------------------------------------------------ saving
+    def save_policy(self, path: str | os.PathLike[str]) -> Path:
+        return self.hm.save_adapter(POLICY, path)
+
+    def save_value(self, path: str | os.PathLike[str]) -> Path:
+        return self.hm.save_adapter(VALUE, path)
+
+    def load_trainable_state(self, policy_dir: Path, value_dir: Path) -> None:
+        """Put saved policy and value weights (a checkpoint's) into the existing adapters, in place, so an optimizer
+        built on them keeps pointing at the right tensors."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        for name, folder in ((POLICY, policy_dir), (VALUE, value_dir)):
+            weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
+            result = set_peft_model_state_dict(self.hm.peft, weights, adapter_name=name)
+            unexpected = getattr(result, "unexpected_keys", None)
+            if unexpected:
+                raise ValueError(f"{folder}: checkpoint does not match the {name} adapter (unexpected {unexpected[:3]})")
+        tensors = load_file(str(Path(value_dir) / "head.safetensors"))
+        head = self.hm.heads[VALUE]
+        with torch.no_grad():
+            head.weight.copy_(tensors["weight"])
+            head.bias.copy_(tensors["bias"])

@@ -1,0 +1,42 @@
+"""PPO settings the job reads beyond ``workbench.configs.PpoConfig``'s fields.
+
+``PpoConfig`` (owned by the jobs' config module) carries the core settings; the ones below are read from it with
+``getattr`` and these defaults, so they take effect as soon as the config class grows the same field names, and the
+job works meanwhile. Every field has help text, like the config classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PpoExtras:
+    """PPO settings not (yet) in PpoConfig."""
+
+    reward_base: str | None = _f(None, "Base model of a reward model trained on another base (its adapter then runs on "
+                                 "its own copy of that base); none: the reward adapter shares the policy's base.")
+    safety_model: str | None = _f(None, "Safety classifier: an adapter folder with a label head (a `train safety` "
+                                  "run's output); none: no safety cost.")
+    safety_weight: float = _f(1.0, "Weight of the safety cost subtracted from the reward (Safe-RLHF style).")
+    reference_adapter: str | None = _f(None, "Adapter forming the frozen reference (none: adapter_from, else the bare "
+                                       "base).")
+    value_from_reward: bool = _f(False, "Start the value adapter and head from the reward model's (shared base only).")
+    normalize_reward: bool = _f(True, "Normalise scores by their running mean and spread before clipping.")
+    reward_clip: float = _f(5.0, "Clip the (normalised) score to ±this (0: no clipping).")
+    missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")
+    whiten_advantages: bool = _f(True, "Whiten advantages over each rollout.")
+    kl_horizon: float = _f(10000.0, "Horizon (in responses) of the adaptive KL controller.")
+    top_k: int = _f(0, "Sample among the k likeliest tokens in rollouts (0: no limit).")
+    sample_every: int = _f(10, "Store sample responses in the project every N PPO steps (0: never).")
+    samples_per_store: int = _f(4, "How many responses to store each time.")
+    max_prompt_tokens: int | None = _f(None, "Longest prompt in tokens (none: max_length − max_new_tokens).")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "PpoExtras":
+        return cls(**{f.name: getattr(cfg, f.name, f.default) for f in fields(cls)})

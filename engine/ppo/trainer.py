@@ -1,0 +1,118 @@
+"""PPO updates on one :class:`~engine.ppo.experience.Experience`: epochs over shuffled mini-batches, advantage
+whitening, the clipped policy and value losses (``engine.losses``), gradient clipping per role, and the KL
+controller that sets β for the next rollout.
+
+A mini-batch is ``mini_batch_size`` sequences, processed as micro-batches of ``micro_batch_size`` whose losses are
+weighted by their share of the mini-batch's response tokens, so accumulation gives the token mean of the whole
+mini-batch. Policy and value are separate adapters, so their losses add without interfering; each role's gradient
+is clipped on its own (the value's is often much larger early on).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from ..losses import AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, whiten
+from .experience import Experience
+from .roles import POLICY, VALUE, PpoRoles
+
+
+def make_kl_controller(kl_coef: float, adaptive: bool, target: float, horizon: float):
+    if adaptive and target > 0:
+        return AdaptiveKLController(kl_coef, target, horizon)
+    return FixedKLController(kl_coef)
+
+
+class PpoTrainer:
+    def __init__(
+        self,
+        roles: PpoRoles,
+        optimizer: torch.optim.Optimizer,
+        *,
+        ppo_epochs: int = 4,
+        mini_batch_size: int = 8,
+        micro_batch_size: int = 8,
+        clip_range: float = 0.2,
+        value_clip: float = 0.2,
+        value_coef: float = 0.1,
+        max_grad_norm: float = 1.0,
+        temperature: float = 1.0,
+        whiten_advantages: bool = True,
+    ):
+        self.roles, self.optimizer = roles, optimizer
+        self.ppo_epochs, self.mini_batch_size, self.micro_batch_size = ppo_epochs, mini_batch_size, micro_batch_size
+        self.clip_range, self.value_clip, self.value_coef = clip_range, value_clip, value_coef
+        self.max_grad_norm, self.temperature, self.whiten_advantages = max_grad_norm, temperature or 1.0, whiten_advantages
+        self.policy_params = roles.parameters_of(POLICY)
+        self.value_params = roles.parameters_of(VALUE)
+
+    def step(self, exp: Experience, generator: torch.Generator) -> dict[str, float]:
+        """PPO epochs over ``exp``; returns averaged metrics (``ppo/…``). ``generator`` shuffles the mini-batches."""
+        mask = exp.response_mask
+        if self.whiten_advantages:
+            exp.advantages = whiten(exp.advantages, mask)
+        sums: dict[str, float] = defaultdict(float)
+        n = 0
+        B = exp.batch_size
+        for _ in range(self.ppo_epochs):
+            perm = torch.randperm(B, generator=generator)
+            for start in range(0, B, self.mini_batch_size):
+                mini = perm[start : start + self.mini_batch_size]
+                tokens = float(exp.response_mask[mini].sum().clamp_min(1.0))
+                for m0 in range(0, len(mini), self.micro_batch_size):
+                    micro = exp.select(mini[m0 : m0 + self.micro_batch_size])
+                    share = float(micro.response_mask.sum()) / tokens
+                    stats = self._micro_step(micro, share)
+                    for k, v in stats.items():
+                        sums[k] += v * share
+                gp = torch.nn.utils.clip_grad_norm_(self.policy_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
+                gv = torch.nn.utils.clip_grad_norm_(self.value_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
+                sums["ppo/grad_norm_policy"] += float(gp)
+                sums["ppo/grad_norm_value"] += float(gv)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                n += 1
+        out = {k: v / max(1, n) for k, v in sums.items()}
+        out["ppo/explained_variance"] = explained_variance(exp.values, exp.returns, mask)
+        out["ppo/updates"] = float(n)
+        return out
+
+    def _micro_step(self, exp: Experience, weight: float) -> dict[str, float]:
+        roles, P = self.roles, exp.prompt_width
+        mask = exp.response_mask
+        logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature)
+        pol = clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, mask, self.clip_range)
+        values = roles.values(exp.sequences, exp.attention_mask, P).float()
+        val = clipped_value_loss(values, exp.values, exp.returns, mask, self.value_clip)
+        loss = pol.loss + self.value_coef * val.loss
+        (loss * weight).backward()
+        return {
+            "ppo/policy_loss": float(pol.loss.detach()), "ppo/value_loss": float(val.loss.detach()),
+            "ppo/loss": float(loss.detach()), "ppo/clip_frac": float(pol.clip_frac),
+            "ppo/approx_kl": float(pol.approx_kl), "ppo/value_clip_frac": float(val.clip_frac),
+        }
+
+
+def rollout_metrics(exp: Experience, texts: list[str], kl_coef: float) -> dict[str, float]:
+    """What a rollout looked like: reward, cost, KL, entropy, length (``rollout/…``)."""
+    lengths = exp.response_length.float()
+    return {
+        "rollout/score_mean": float(exp.score.mean()),
+        "rollout/score_std": float(exp.score.std()) if exp.batch_size > 1 else 0.0,
+        "rollout/reward_mean": float(exp.reward.mean()),
+        "rollout/reward_std": float(exp.reward.std()) if exp.batch_size > 1 else 0.0,
+        "rollout/cost_mean": float(exp.cost.mean()),
+        "rollout/kl": float(exp.kl.mean()),
+        "rollout/kl_coef": float(kl_coef),
+        "rollout/entropy": float(exp.entropy.mean()),
+        "rollout/response_length": float(lengths.mean()),
+        "rollout/truncated_frac": float((~exp.finished).float().mean()),
+        "rollout/empty_frac": float(sum(1 for t in texts if not t.strip()) / max(1, len(texts))),
+    }
+
+
+def collect(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None}

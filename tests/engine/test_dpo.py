@@ -1,0 +1,190 @@
+"""The ``dpo`` job on a tiny model: it learns a toy preference (held-out implicit-reward accuracy), its reference is
+the starting adapter (or the bare base) without a second model copy, exact resume, each loss type, bad input."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.dpo import GroupedOrder, preference_loss
+from engine.worker import run as run_worker
+from workbench.configs import DpoConfig
+from workbench.jobs import JobClient
+from workbench.jobs.protocol import Event
+from workbench.store import Project
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def add_toy_preferences(p: Project, n: int = 24) -> None:
+    """Questions whose chosen answer states a sum and whose rejected answer is always the same refusal."""
+    for i in range(n):
+        a, b = i % 7 + 1, i // 7 + 2
+        pid, _ = p.add_prompt([{"role": "user", "content": f"What is {a} plus {b}?"}], source="toy")
+        good, _ = p.add_response(pid, f"{a} plus {b} is {a + b}.")
+        bad, _ = p.add_response(pid, "No idea, sorry.")
+        if i % 2:
+            p.add_comparison(pid, good, bad, verdict="a", strength="clear")
+        else:
+            p.add_comparison(pid, bad, good, verdict="b", strength="slight")
+
+
+@pytest.fixture
+def toy_project(project_path):
+    with Project.create(project_path) as p:
+        add_toy_preferences(p)
+    return project_path
+
+
+def events_of(buf: io.StringIO) -> list[Event]:
+    return [Event.from_json(line) for line in buf.getvalue().splitlines() if line.strip()]
+
+
+def run_inprocess(project_path, cfg: DpoConfig, *, resume_run: int | None = None, stdout=None):
+    client = JobClient(project_path)
+    if resume_run is None:
+        run_id, run_dir = client.prepare("dpo", cfg)
+    else:
+        run_id, run_dir = resume_run, client.attach(resume_run).run_dir
+    buf = stdout or io.StringIO()
+    code = run_worker(run_dir, resume=resume_run is not None, stdout=buf, own_process=False)
+    return run_id, run_dir, code, events_of(buf)
+
+
+def cfg_for(tiny, **kw) -> DpoConfig:
+    base = dict(base_model=str(tiny), batch_size=4, lr=5e-3, max_steps=12, checkpoint_every=0, eval_fraction=0.25,
+                warmup_ratio=0.0, seed=5, lora_r=4, lora_alpha=8, lora_dropout=0.0, beta=0.1, max_length=64)
+    base.update(kw)
+    return DpoConfig(**base)
+
+
+def test_dpo_learns_a_toy_preference_on_held_out_prompts(tiny_model_dir, toy_project):
+    cfg = cfg_for(tiny_model_dir)
+    run_id, run_dir, code, events = run_inprocess(toy_project, cfg)
+    assert code == 0, events[-1]
+    with Project.open(toy_project) as p:
+        run = p.get_run(run_id)
+        assert run["status"] == "done"
+        first = {k: v for s, k, v in p.metrics(run_id) if s == 1}
+        final = run["final_metrics"]
+    # step 1 is computed before any update: policy = reference, so every implicit reward is exactly 0
+    assert first["rewards/chosen"] == 0.0 and first["rewards/rejected"] == 0.0 and first["rewards/accuracy"] == 0.0
+    assert final["eval/accuracy"] > 0.6 and final["eval/margin"] > 0
+    assert final["rewards/chosen"] > final["rewards/rejected"]
+    for key in ("train/loss", "rewards/margin", "train/tokens_per_s", "eval/loss", "eval/chosen", "eval/rejected"):
+        assert key in final
+    out = run_dir / "adapter"
+    assert load_file(out / "adapter_model.safetensors")
+    assert DpoConfig.load(out / "config.yaml") == cfg
+    assert "DPO" in (out / "README.md").read_text()
+
+
+def test_reference_is_the_starting_adapter_and_neither_it_nor_the_base_changes(tiny_model_dir, toy_project, tmp_path):
+    """Start from an adapter that changes the model: the reference is that adapter (rewards 0 at step 1), and after
+    training the reference adapter file and the base weights are bit-identical to before."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    start = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    start_dir = tmp_path / "start-adapter"
+    start.save_pretrained(start_dir)
+    before = load_file(start_dir / "adapter_model.safetensors")
+    base_files = {f.name: f.read_bytes() for f in tiny_model_dir.glob("*.safetensors")}
+
+    cfg = cfg_for(tiny_model_dir, adapter_from=str(start_dir), max_steps=3, eval_fraction=0.0)
+    run_id, run_dir, code, events = run_inprocess(toy_project, cfg)
+    assert code == 0, events[-1]
+    with Project.open(toy_project) as p:
+        first = {k: v for s, k, v in p.metrics(run_id) if s == 1}
+    assert first["rewards/chosen"] == 0.0 and first["rewards/rejected"] == 0.0
+    after = load_file(start_dir / "adapter_model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert {f.name: f.read_bytes() for f in tiny_model_dir.glob("*.safetensors")} == base_files
+    trained = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert any(not torch.equal(trained[k], before[k]) for k in before)
+
+
+class CancelAtStep(io.StringIO):
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        ev = Event.from_json(s)
+        if ev.type.value == "progress" and ev.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return n
+
+
+def test_dpo_resume_continues_exactly(tiny_model_dir, toy_project):
+    cfg = cfg_for(tiny_model_dir, max_steps=6, batch_size=2, grad_accum=2, eval_fraction=0.0)
+    full_id, _, code, _ = run_inprocess(toy_project, cfg)
+    assert code == 0
+    with Project.open(toy_project) as p:
+        cfg = cfg.replace(snapshot_id=p.get_run(full_id)["snapshot_id"])
+    part_id, _, code, events = run_inprocess(toy_project, cfg, stdout=CancelAtStep(3))
+    assert code == 0 and events[-1].data["state"] == "cancelled"
+    _, _, code, events = run_inprocess(toy_project, cfg, resume_run=part_id)
+    assert code == 0 and events[-1].type.value == "done"
+    with Project.open(toy_project) as p:
+        full = [v for _, _, v in p.metrics(full_id, "train/loss")]
+        resumed = [v for _, _, v in p.metrics(part_id, "train/loss")]
+    assert len(full) == 6 and resumed == full
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "hinge"])
+def test_other_losses_train(tiny_model_dir, toy_project, loss_type):
+    cfg = cfg_for(tiny_model_dir, loss_type=loss_type, max_steps=4, eval_fraction=0.0)
+    run_id, _, code, events = run_inprocess(toy_project, cfg)
+    assert code == 0, events[-1]
+    with Project.open(toy_project) as p:
+        losses = [v for _, _, v in p.metrics(run_id, "train/loss")]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+
+
+def test_preference_losses_worked_example():
+    pc, pr = torch.tensor([-4.0]), torch.tensor([-6.0])
+    rc, rr = torch.tensor([-5.0]), torch.tensor([-5.0])
+    n = torch.tensor([2.0])
+    # h = (−4 − −5) − (−6 − −5) = 2
+    sig = preference_loss(pc, pr, rc, rr, n, n, beta=0.5, loss_type="sigmoid", margin=None, label_smoothing=0.0)
+    assert torch.allclose(sig.losses, -torch.nn.functional.logsigmoid(torch.tensor([1.0])))
+    hinge = preference_loss(pc, pr, rc, rr, n, n, beta=0.25, loss_type="hinge", margin=None, label_smoothing=0.0)
+    assert torch.allclose(hinge.losses, torch.tensor([0.5]))  # relu(1 − 0.25·2)
+    ipo = preference_loss(pc, pr, rc, rr, n, n, beta=0.5, loss_type="ipo", margin=None, label_smoothing=0.0)
+    assert torch.allclose(ipo.losses, torch.tensor([0.0]))  # per-token h = 1 = 1/(2β)
+    assert torch.allclose(ipo.chosen_rewards, torch.tensor([0.5])) and torch.allclose(ipo.rejected_rewards, torch.tensor([-0.5]))
+
+
+def test_grouped_order_is_resumable():
+    lengths = [5, 1, 9, 3, 7, 2, 8]
+    a = GroupedOrder(lengths, 2, seed=1)
+    seq = a.take(20)
+    b = GroupedOrder(lengths, 2, seed=1)
+    b.take(9)
+    c = GroupedOrder(lengths, 2, seed=1, consumed=9)
+    assert c.take(11) == seq[9:]
+    assert sorted(seq[:7]) == list(range(7))
+
+
+def test_dpo_refuses_too_few_pairs(tiny_model_dir, project_path):
+    with Project.create(project_path) as p:
+        add_toy_preferences(p, n=2)
+    run_id, _, code, events = run_inprocess(project_path, cfg_for(tiny_model_dir))
+    assert code == 1 and "DPO needs at least 4" in events[-1].data["message"]
+    with Project.open(project_path) as p:
+        assert p.get_run(run_id)["status"] == "failed" and p.snapshots() == []

@@ -1,0 +1,100 @@
+"""Shared pieces of the training-desk tests (Train, Runs, Evaluation pages, the engine thread): a project with
+demonstrations and judged pairs, a Session on it, and a teardown that stops every engine thread and worker a
+test started (no QThread or worker process may outlive its test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlite3
+
+import pytest
+
+import workbench.store
+from workbench.schema import APPLICATION_ID
+from workbench.store import Project
+
+QUESTIONS = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What colour is the sky on a clear day?", "On a clear day the sky is blue."),
+    ("Name a prime number above ten.", "Eleven is a prime number above ten."),
+    ("What do bees make?", "Bees make honey and wax."),
+    ("How do you say hello in Spanish?", "You say hola."),
+    ("What is two plus two?", "Two plus two is four."),
+    ("Which planet is called the red planet?", "Mars is called the red planet."),
+    ("What is water made of?", "Water is made of hydrogen and oxygen."),
+    ("How many days are in a week?", "A week has seven days."),
+    ("What is the opposite of hot?", "The opposite of hot is cold."),
+    ("What animal says moo?", "A cow says moo."),
+]
+
+
+def build_training_project(path: Path, *, demonstrations: int = len(QUESTIONS), pairs: int = 6, heldout: int = 4) -> Path:
+    """Demonstrations on training prompts, judged pairs, and some held-out prompts for blind evaluation."""
+    with Project.create(path) as p:
+        for q, a in QUESTIONS[:demonstrations]:
+            pid, _ = p.add_prompt([{"role": "user", "content": q}], source="test")
+            p.add_demonstration(pid, a)
+        for i in range(pairs):
+            pid, _ = p.add_prompt([{"role": "user", "content": f"Explain idea number {i} briefly."}], source="test")
+            a, _ = p.add_response(pid, f"Idea {i} is explained clearly and briefly here.")
+            b, _ = p.add_response(pid, f"idea {i}?? no")
+            p.add_comparison(pid, a, b, verdict="a", strength="clear", left_side="a")
+        for i in range(heldout):
+            p.add_prompt([{"role": "user", "content": f"Held-out question {i}: what is {i} plus {i}?"}],
+                         source="heldout", split="heldout")
+    return path
+
+
+@pytest.fixture
+def training_project_path(tmp_path: Path) -> Path:
+    return build_training_project(tmp_path / "train.wbp")
+
+
+@pytest.fixture
+def session(qtbot, tmp_path, training_project_path):
+    """A Session on the training project; every engine thread it started is stopped at teardown."""
+    from ui.prefs import Prefs
+    from ui.session import Session
+
+    project = Project.open(training_project_path)
+    s = Session(project, Prefs(tmp_path / "prefs.ini"))
+    yield s
+    mgr = getattr(s, "_run_manager", None)
+    if mgr is not None:
+        mgr.shutdown()
+        assert not mgr.live_jobs(), "an engine thread outlived its test"
+    project.close()
+
+
+def _header_check_through_sqlite(path) -> bool:
+    """``is_project_file`` without a raw open()/close() of the database file.
+
+    WORKAROUND, to remove when workbench/store.py is fixed: the store's check opens and closes the file with
+    Python's open(); on POSIX that drops every lock this process holds on the file, so when another process (the
+    worker) later closes its connection it believes it is the last one, deletes the -shm index, and this process's
+    open connection then reads a stale WAL index ("database disk image is malformed", writes of the worker not
+    seen). Reported to the lead with a reproduction (the window starts workers through JobClient, which calls
+    Project.open in the window's process, so the window hits this on every run)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _posix_lock_safe_store(monkeypatch):
+    monkeypatch.setattr(workbench.store, "is_project_file", _header_check_through_sqlite)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama chat model folder (tests/tiny_models.py), built once per test session."""
+    from tests.tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-model") / "tiny-llama")

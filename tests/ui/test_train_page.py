@@ -1,0 +1,124 @@
+"""The Train page without a worker: the settings form generated from every config dataclass (help as tooltips),
+presets, base-model choices, the checks before a start, and the UI process never importing torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from tests.ui.engine_fixtures import _posix_lock_safe_store, session, training_project_path  # noqa: F401
+from workbench.configs import config_class
+from workbench.paths import BUNDLED_MODEL_REF
+from workbench.store import Project
+
+
+@pytest.fixture
+def page(qtbot, session):
+    from ui.train_page import TrainPage
+
+    w = TrainPage(session)
+    qtbot.addWidget(w)
+    w.resize(1300, 850)
+    w.show()
+    w.activate()
+    return w
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm", "safety", "ppo", "dpo"])
+def test_every_config_field_has_an_editor_with_its_help(page, stage):
+    from ui.train_page import OWN_FIELDS
+
+    page.set_stage(stage)
+    cls = config_class(stage)
+    for f in dataclasses.fields(cls):
+        if f.name in OWN_FIELDS:
+            continue
+        editor = page.form.editors[f.name]
+        assert f.metadata["help"] in editor.toolTip(), f.name
+    # The defaults read back unchanged.
+    cfg = page.build_config()
+    assert isinstance(cfg, cls)
+    assert dataclasses.asdict(cfg) == dataclasses.asdict(cls(base_model=BUNDLED_MODEL_REF))
+
+
+def test_presets_fill_the_settings(page):
+    titles = list(page.presets)
+    assert "Quick demo on CPU" in titles and "QLoRA on one GPU" in titles
+    page.preset.setCurrentText("Quick demo on CPU")
+    cfg = page.build_config()
+    assert (cfg.device, cfg.quantize, cfg.max_steps, cfg.lora_r) == ("cpu", "none", 30, 8)
+    page.preset.setCurrentText("QLoRA on one GPU")
+    cfg = page.build_config()
+    assert (cfg.quantize, cfg.dtype, cfg.gradient_checkpointing, cfg.max_steps) == ("4bit", "bfloat16", True, None)
+    page.set_stage("dpo")  # the preset applies to the new stage too; its own learning rate stays
+    cfg = page.build_config()
+    assert cfg.quantize == "4bit" and cfg.lr == config_class("dpo")().lr
+
+
+def test_a_bad_value_is_named_and_blocks_start(page):
+    page.form.editors["lr"].setText("fast")
+    problems = page.check()
+    assert problems and problems[0][0] == "error" and "lr" in problems[0][1]
+    assert not page.start_button.isEnabled()
+    assert "border" in page.form.editors["lr"].styleSheet()
+    page.form.editors["lr"].setText("1e-5")  # YAML 1.1 reads this as text; the form reads a number
+    assert page.check() == []
+    assert page.build_config().lr == 1e-5
+    assert page.start_button.isEnabled()
+
+
+def test_too_little_data_blocks_start(page, session):
+    page.set_stage("safety")  # no safety labels in the project
+    problems = page.check()
+    assert any(lvl == "error" and "too little data" in msg for lvl, msg in problems)
+    assert not page.start_button.isEnabled()
+    assert page.start() is False
+    assert session.project.runs() == []
+
+
+def test_ppo_needs_a_reward_model(page, tmp_path):
+    page.set_stage("ppo")
+    assert any("reward model" in msg for _, msg in page.check())
+    page.form.editors["reward_model"].setText(str(tmp_path / "missing-rm"))
+    assert any("does not exist" in msg for _, msg in page.check())
+
+
+def test_base_model_choices_and_missing_folder(page, tmp_path):
+    assert page.build_config().base_model == BUNDLED_MODEL_REF
+    page.set_base_model(str(tmp_path))  # a folder without config.json
+    assert page.base_kind.currentIndex() == 2
+    assert any("not a model" in msg for _, msg in page.check())
+    page.set_base_model(str(tmp_path / "x.gguf"))
+    assert page.base_kind.currentIndex() == 3
+    assert any("does not exist" in msg for _, msg in page.check())
+    page.set_base_model("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert page.base_kind.currentIndex() == 1 and page.check() == []
+
+
+def test_existing_snapshot_can_be_chosen_with_its_size(page, session):
+    from workbench.training_data import sft_snapshot
+
+    sid = sft_snapshot(session.project)
+    page.refresh_data()
+    assert page.snap_old.isEnabled()
+    page.snap_old.setChecked(True)
+    assert page.snap_box.currentData() == sid and "12 demonstrations" in page.snap_box.currentText()
+    assert page.build_config().snapshot_id == sid
+
+
+def test_counts_show_what_a_new_snapshot_would_hold(page):
+    text = page.snap_counts.text()
+    assert "12 demonstration(s) for this stage" in text and "4 held out" in text
+
+
+def test_the_window_side_never_imports_torch_or_the_engine():
+    code = ("import sys; import ui.train_page, ui.runs_page, ui.charts, ui.engine_client, ui.evaluation_page, "
+            "ui.generate_page, ui.playground_page; "
+            "bad = [m for m in ('torch', 'transformers', 'peft', 'engine') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,516 @@
+"""Train: choose a stage, a base model, a starting adapter, the data snapshot and the settings; start, watch the
+live curves, cancel, resume.
+
+Every setting of the stage's config dataclass (``workbench.configs``) has an editor generated from the dataclass,
+with its help text as the tooltip (:mod:`ui.config_form`). Presets (``resources/presets/*.yaml``) fill the
+editors. Before a start the page checks the data and the models (:mod:`ui.train_checks`); the run itself goes
+through the shared :class:`~ui.engine_client.RunManager`, so a run resumed from the Runs page shows here too.
+If the worker fails (an error, a crash, a kill, running out of memory) the reason and the log's tail appear in a
+banner, and the window goes on working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from workbench.configs import ModelConfig, config_class
+from workbench.errors import InputError, WorkbenchError
+from workbench.paths import BUNDLED_MODEL_REF
+
+from .charts import MetricCharts
+from .config_form import ConfigForm, load_presets
+from .engine_client import Outcome, live_runs, run_manager
+from .pages.base import Page
+from .train_checks import SNAPSHOT_KIND, STAGES, UNIT, data_counts, done_runs, preflight, snapshot_size, stage_count
+
+# Fields the page edits with its own widgets rather than the generated form.
+OWN_FIELDS = ("base_model", "adapter_from", "snapshot_id")
+BASE_KINDS = ("Bundled default (SmolLM2-135M-Instruct)", "Hub id (local cache)", "Folder", "GGUF file")
+MAX_LOG_LINES = 2000
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class TrainPage(Page):
+    name = "train"
+    title = "Train"
+
+    def __init__(self, session, parent: QWidget | None = None):
+        super().__init__(session, parent)
+        self.manager = run_manager(session)
+        self.presets = load_presets()
+        self.form: ConfigForm | None = None
+        self.stage = "sft"
+        self.run_id: int | None = None
+        self.last_outcome: Outcome | None = None
+        self._t0 = 0.0
+
+        # ---------------------------------------------------------------- settings column
+        self.preset = QComboBox()
+        self.preset.addItem("Custom (defaults)")
+        self.preset.addItems(list(self.presets))
+        self.preset.setToolTip("Fill the settings from a preset (resources/presets/*.yaml)")
+        self.preset.currentTextChanged.connect(self.apply_preset)
+        self.preset_info = QLabel()
+        self.preset_info.setWordWrap(True)
+        self.preset_info.setStyleSheet("color: #555;")
+
+        self.stage_box = QComboBox()
+        for key, label in STAGES.items():
+            self.stage_box.addItem(label, key)
+        self.stage_box.currentIndexChanged.connect(lambda _i: self.set_stage(self.stage_box.currentData()))
+
+        self.base_kind = QComboBox()
+        self.base_kind.addItems(list(BASE_KINDS))
+        self.base_kind.currentIndexChanged.connect(self._base_kind_changed)
+        self.base_edit = QLineEdit()
+        self.base_edit.setObjectName("base_model")
+        self.base_edit.setToolTip(dataclasses.fields(ModelConfig)[0].metadata["help"])
+        self.base_browse = QPushButton("Browse…")
+        self.base_browse.clicked.connect(self._browse_base)
+
+        self.adapter_box = QComboBox()
+        self.adapter_box.setToolTip("Start from a LoRA adapter (e.g. an SFT run's output) instead of a fresh one")
+        self.adapter_box.currentIndexChanged.connect(self._adapter_choice)
+        self.adapter_edit = QLineEdit()
+        self.adapter_edit.setPlaceholderText("none: a fresh LoRA adapter")
+
+        self.snap_new = QRadioButton("A new snapshot of the current annotations")
+        self.snap_old = QRadioButton("An existing snapshot")
+        self.snap_new.setChecked(True)
+        group = QButtonGroup(self)
+        group.addButton(self.snap_new)
+        group.addButton(self.snap_old)
+        self.snap_counts = QLabel()
+        self.snap_counts.setWordWrap(True)
+        self.snap_box = QComboBox()
+        self.snap_old.toggled.connect(self.snap_box.setEnabled)
+        self.snap_old.toggled.connect(lambda _on: self.check())
+        self.snap_box.currentIndexChanged.connect(lambda _i: self.check())
+        self.snap_box.setEnabled(False)
+
+        self.form_holder = QVBoxLayout()
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setTextFormat(Qt.TextFormat.RichText)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel run")
+        self.cancel_button.setToolTip("Stop after the current step: the worker saves a checkpoint first")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue the last cancelled or failed run from its last checkpoint")
+        self.resume_button.clicked.connect(self.resume_last)
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        box = QGroupBox("Preset")
+        bl = QVBoxLayout(box)
+        bl.addWidget(self.preset)
+        bl.addWidget(self.preset_info)
+        ll.addWidget(box)
+        box = QGroupBox("Stage and models")
+        bl = QVBoxLayout(box)
+        bl.addWidget(QLabel("Stage"))
+        bl.addWidget(self.stage_box)
+        bl.addWidget(QLabel("Base model"))
+        bl.addWidget(self.base_kind)
+        row = QHBoxLayout()
+        row.addWidget(self.base_edit, 1)
+        row.addWidget(self.base_browse)
+        bl.addLayout(row)
+        bl.addWidget(QLabel("Starting adapter"))
+        bl.addWidget(self.adapter_box)
+        bl.addWidget(self.adapter_edit)
+        ll.addWidget(box)
+        box = QGroupBox("Data")
+        bl = QVBoxLayout(box)
+        bl.addWidget(self.snap_new)
+        bl.addWidget(self.snap_counts)
+        bl.addWidget(self.snap_old)
+        bl.addWidget(self.snap_box)
+        ll.addWidget(box)
+        self.settings_box = QGroupBox("Settings (hover a name for its help)")
+        self.settings_box.setLayout(self.form_holder)
+        ll.addWidget(self.settings_box)
+        ll.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(left)
+        scroll.setMinimumWidth(360)
+
+        # ---------------------------------------------------------------- run column
+        self.status = QLabel("No run yet.")
+        self.status.setStyleSheet("font-weight: bold;")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.eta = QLabel()
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner.setStyleSheet("background: #fde2e1; color: #611; padding: 6px; border: 1px solid #e99;")
+        self.banner.hide()
+        self.charts = MetricCharts()
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(MAX_LOG_LINES)
+        self.log_view.setPlaceholderText("The run's log appears here.")
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.cancel_button, self.resume_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.addLayout(buttons)
+        rl.addWidget(self.problems)
+        rl.addWidget(self.status)
+        row = QHBoxLayout()
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.eta)
+        rl.addLayout(row)
+        rl.addWidget(self.banner)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.charts)
+        split.addWidget(self.log_view)
+        split.setSizes([480, 160])
+        rl.addWidget(split, 1)
+
+        outer = QSplitter(Qt.Orientation.Horizontal)
+        outer.addWidget(scroll)
+        outer.addWidget(right)
+        outer.setSizes([380, 900])
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(outer)
+
+        self.manager.run_started.connect(self._on_started)
+        self.manager.progress.connect(self._on_progress)
+        self.manager.metrics.connect(self._on_metrics)
+        self.manager.log.connect(self._on_log)
+        self.manager.run_finished.connect(self._on_finished)
+        self.manager.busy_changed.connect(self._update_buttons)
+
+        self._base_kind_changed(0)
+        self.set_stage("sft")
+        self._update_buttons(False)
+        self._reattach()
+
+    # ------------------------------------------------------------------ page
+    def activate(self) -> None:
+        super().activate()
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        """Counts, snapshots and finished runs (they change as the expert annotates and trains)."""
+        p = self.project
+        counts = data_counts(p)
+        n = stage_count(self.stage, counts)
+        self.snap_counts.setText(
+            f"{n:,} {UNIT[self.stage]} for this stage now · {counts['demonstrations']:,} demonstrations, "
+            f"{counts['pairs']:,} judged pairs, {counts['rankings']:,} rankings, {counts['safety_labels']:,} safety "
+            f"labels, {counts['train_prompts']:,} training prompts ({counts['heldout_prompts']:,} held out, never "
+            "trained on)")
+        keep = self.snap_box.currentData()
+        self.snap_box.clear()
+        for s in p.snapshots():
+            if s["kind"] != SNAPSHOT_KIND[self.stage]:
+                continue
+            size = ", ".join(f"{v} {k}s" for k, v in sorted(snapshot_size(p, s["id"]).items())) or "empty"
+            self.snap_box.addItem(f"#{s['id']} · {s['created_at'][:16].replace('T', ' ')} · {size}", s["id"])
+        if keep is not None:
+            i = self.snap_box.findData(keep)
+            if i >= 0:
+                self.snap_box.setCurrentIndex(i)
+        self.snap_old.setEnabled(self.snap_box.count() > 0)
+        current = self.adapter_edit.text()
+        self.adapter_box.blockSignals(True)
+        self.adapter_box.clear()
+        self.adapter_box.addItem("None (a fresh adapter)", "")
+        for r in done_runs(p):
+            if r["stage"] in ("sft", "dpo", "ppo"):
+                self.adapter_box.addItem(f"run {r['id']} · {r['stage']} · {r['name'] or ''}".strip(" ·"), r["adapter"])
+        self.adapter_box.addItem("Another folder…", None)
+        self.adapter_box.blockSignals(False)
+        self.adapter_edit.setText(current)
+        self.check()
+
+    # ------------------------------------------------------------------ settings
+    def set_stage(self, stage: str) -> None:
+        previous = self.form.raw_values() if self.form is not None else {}
+        self.stage = stage
+        i = self.stage_box.findData(stage)
+        if self.stage_box.currentIndex() != i:
+            self.stage_box.blockSignals(True)
+            self.stage_box.setCurrentIndex(i)
+            self.stage_box.blockSignals(False)
+        if self.form is not None:
+            self.form_holder.removeWidget(self.form)
+            self.form.deleteLater()
+        self.form = ConfigForm(config_class(stage), skip=OWN_FIELDS)
+        # Carry over what the stages share (device, LoRA, batch…); the stage's own defaults stay for the rest
+        # (its learning rate, its min_examples).
+        own_defaults = dataclasses.asdict(config_class(stage)())
+        base_defaults = dataclasses.asdict(config_class("sft")())
+        carried = {k: v for k, v in previous.items()
+                   if k in own_defaults and not (k in base_defaults and own_defaults[k] != base_defaults[k])}
+        self.form.set_values(carried)
+        if self.preset.currentIndex() > 0:
+            self.form.set_values(self.presets[self.preset.currentText()]["settings"])
+        self.form.changed.connect(self.check)
+        self.form_holder.addWidget(self.form)
+        self.refresh_data()
+
+    def apply_preset(self, title: str) -> None:
+        preset = self.presets.get(title)
+        if preset is None:
+            self.preset_info.setText("The defaults of each setting (hover a name for its help).")
+            if self.form is not None:
+                self.form.set_values(dataclasses.asdict(config_class(self.stage)()))
+            return
+        self.preset_info.setText(" ".join(str(preset.get("description", "")).split()))
+        if self.form is not None:
+            self.form.set_values(preset["settings"])
+        self.check()
+
+    def _base_kind_changed(self, index: int) -> None:
+        bundled = index == 0
+        self.base_edit.setEnabled(not bundled)
+        self.base_browse.setEnabled(index in (2, 3))
+        if bundled:
+            self.base_edit.setText(BUNDLED_MODEL_REF)
+        elif self.base_edit.text() == BUNDLED_MODEL_REF:
+            self.base_edit.clear()
+        self.base_edit.setPlaceholderText({1: "e.g. HuggingFaceTB/SmolLM2-360M-Instruct (must be in the local cache)",
+                                           2: "a folder with config.json and safetensors weights",
+                                           3: "a .gguf file (converted once into the cache)"}.get(index, ""))
+
+    def _browse_base(self) -> None:
+        if self.base_kind.currentIndex() == 2:
+            path = QFileDialog.getExistingDirectory(self, "Model folder")
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "GGUF model", "", "GGUF files (*.gguf)")
+        if path:
+            self.base_edit.setText(path)
+
+    def set_base_model(self, ref: str) -> None:
+        """Choose the base model by reference (bundled, hub id, folder or GGUF file)."""
+        if ref == BUNDLED_MODEL_REF:
+            self.base_kind.setCurrentIndex(0)
+            return
+        kind = 3 if ref.endswith(".gguf") else 2 if os.path.isdir(ref) else 1
+        self.base_kind.setCurrentIndex(kind)
+        self.base_edit.setText(ref)
+
+    def _adapter_choice(self, _index: int) -> None:
+        data = self.adapter_box.currentData()
+        if data is None:
+            path = QFileDialog.getExistingDirectory(self, "LoRA adapter folder")
+            self.adapter_edit.setText(path or "")
+        else:
+            self.adapter_edit.setText(data)
+
+    def build_config(self) -> ModelConfig:
+        """The config the page describes; InputError names a bad field."""
+        assert self.form is not None
+        base = self.base_edit.text().strip() or BUNDLED_MODEL_REF
+        adapter = self.adapter_edit.text().strip() or None
+        sid = self.snap_box.currentData() if self.snap_old.isChecked() else None
+        return self.form.config(base_model=base, adapter_from=adapter, snapshot_id=sid)
+
+    def check(self) -> list:
+        """Run the pre-start checks and show them; returns the problems (errors block Start)."""
+        if self.form is None:
+            return []
+        self.form.mark_error(None)
+        try:
+            cfg = self.build_config()
+        except InputError as e:
+            self.form.mark_error(e.field)
+            self._show_problems([("error", str(e))])
+            return [("error", str(e))]
+        problems = [(p.level, p.message) for p in preflight(self.project, self.stage, cfg)]
+        self._show_problems(problems)
+        return problems
+
+    def _show_problems(self, problems: list[tuple[str, str]]) -> None:
+        if not problems:
+            self.problems.setText("<span style='color:#262'>Ready: the checks pass.</span>")
+        else:
+            self.problems.setText("<br>".join(
+                f"<span style='color:{'#b00' if lvl == 'error' else '#a60'}'>{'✖' if lvl == 'error' else '⚠'} "
+                f"{msg}</span>" for lvl, msg in problems))
+        self._blocked = any(lvl == "error" for lvl, _ in problems)
+        self._update_buttons(self.manager.busy)
+
+    # ------------------------------------------------------------------ running
+    def start(self) -> bool:
+        """Check, then start the run; False when a check or the engine refused."""
+        problems = self.check()
+        if any(lvl == "error" for lvl, _ in problems):
+            return False
+        cfg = self.build_config()
+        self._reset_view(f"Starting a {STAGES[self.stage]} run…")
+        try:
+            self.manager.start(self.stage, cfg)
+        except WorkbenchError as e:
+            self._fail_banner(str(e), "")
+            return False
+        return True
+
+    def cancel(self) -> None:
+        if self.manager.busy:
+            self.status.setText(f"Run {self.run_id}: cancelling — saving a checkpoint, then stopping…")
+            self.manager.cancel()
+
+    def resume_last(self) -> None:
+        if self.run_id is not None:
+            self.resume(self.run_id)
+
+    def resume(self, run_id: int) -> bool:
+        self._reset_view(f"Resuming run {run_id}…", keep_charts=run_id == self.run_id)
+        try:
+            self.manager.resume(run_id)
+        except WorkbenchError as e:
+            self._fail_banner(str(e), "")
+            return False
+        return True
+
+    def _reattach(self) -> None:
+        """A run left going when the window closed: show it again."""
+        runs = live_runs(self.project)
+        if runs and not self.manager.busy:
+            r = runs[-1]
+            self._reset_view(f"Re-attaching to run {r['id']} (started earlier)…")
+            self.charts.set_series("", self.project.metrics(r["id"]))
+            self.manager.attach(r["id"])
+
+    def _reset_view(self, text: str, keep_charts: bool = False) -> None:
+        self.banner.hide()
+        if not keep_charts:
+            self.charts.clear()
+            self.log_view.clear()
+        self.status.setText(text)
+        self.bar.setRange(0, 0)  # busy until the first progress event
+        self.eta.clear()
+        self._t0 = time.monotonic()
+
+    def _on_started(self, run_id: int, run_dir: str) -> None:
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.status.setText(f"Run {run_id} ({STAGES.get(self.stage, self.stage)}) is running · {run_dir}")
+
+    def _on_progress(self, p: dict) -> None:
+        step, total = int(p.get("step") or 0), int(p.get("total") or 0)
+        if total > 0:
+            self.bar.setRange(0, total)
+            self.bar.setValue(min(step, total))
+        parts = [f"step {step}/{total}" if total else f"step {step}"]
+        if p.get("tokens_per_s"):
+            parts.append(f"{float(p['tokens_per_s']):,.0f} tokens/s")
+        eta = p.get("eta_s")
+        if eta is None and total and step:
+            elapsed = time.monotonic() - self._t0
+            eta = elapsed / step * (total - step)
+        parts.append(f"ETA {fmt_duration(eta)}")
+        self.eta.setText(" · ".join(parts))
+
+    def _on_metrics(self, step: int, values: dict) -> None:
+        self.charts.add_points(step, values)
+
+    def _on_log(self, level: str, message: str) -> None:
+        self.log_view.appendPlainText(f"[{level}] {message}" if level != "info" else message)
+
+    def _on_finished(self, outcome: Outcome) -> None:
+        self.last_outcome = outcome
+        self.bar.setRange(0, max(1, self.bar.maximum()))
+        rid = outcome.run_id if outcome.run_id is not None else "?"
+        if outcome.status == "done":
+            self.bar.setValue(self.bar.maximum())
+            fm = ", ".join(f"{k} {v:.4g}" for k, v in sorted(outcome.final_metrics.items())
+                           if isinstance(v, (int, float)))
+            self.status.setText(f"Run {rid} finished. {fm}".strip())
+            self.status.setToolTip(f"Output: {outcome.output}")
+        elif outcome.status == "cancelled":
+            self.status.setText(f"Run {rid} cancelled; Resume continues from its last checkpoint.")
+        elif outcome.status == "detached":
+            self.status.setText(f"Run {rid} goes on in the background.")
+        else:
+            self.status.setText(f"Run {rid} failed.")
+            self._fail_banner(outcome.error or "the run failed", outcome.log_tail)
+        self.charts.redraw()
+        self.refresh_data()
+
+    def _fail_banner(self, message: str, tail: str) -> None:
+        self.banner.setText(f"<b>The run failed:</b> {message}")
+        self.banner.show()
+        if tail:
+            self.log_view.appendPlainText("---- log ----\n" + tail)
+        self._update_buttons(self.manager.busy)
+
+    def _update_buttons(self, busy: bool) -> None:
+        blocked = getattr(self, "_blocked", False)
+        self.start_button.setEnabled(not busy and not blocked)
+        self.cancel_button.setEnabled(busy)
+        can_resume = (not busy and self.last_outcome is not None and self.run_id is not None
+                      and self.last_outcome.status in ("cancelled", "failed"))
+        self.resume_button.setEnabled(can_resume)
+
+    # ------------------------------------------------------------------ closing
+    def confirm_close(self) -> bool:
+        """Ask what to do with a run still going when the window closes; False: stay open."""
+        if not self.manager.busy:
+            return True
+        box = QMessageBox(self)
+        box.setWindowTitle("A run is going")
+        box.setText(f"Run {self.run_id} is still going.")
+        box.setInformativeText("Cancel it (it saves a checkpoint you can resume), or let it finish in the background "
+                               "(the next time you open this project, the Train page shows it again).")
+        cancel = box.addButton("Cancel the run", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Let it finish in the background", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        if box.clickedButton() is cancel:
+            self.manager.cancel(timeout_s=30)
+            self.manager.current.wait(60000)
+            return True
+        if box.clickedButton() is keep:
+            self.manager.detach_all()
+            return True
+        return False
