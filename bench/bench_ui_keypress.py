@@ -58,6 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presses", type=int, default=500)
     ap.add_argument("--full-repaint", action="store_true")
     args = ap.parse_args(argv)
+    src = build(OUT / f"synthetic-{args.comparisons}.wbp", args.comparisons)
+    tmp = Path(tempfile.mkdtemp())
+    path = tmp / "bench.wbp"
+    copy_project(src, path)
+    try:
+        return _run(args, path, tmp)
+    finally:
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _run(args, path: Path, tmp: Path) -> int:
     from PySide6.QtCore import QEvent, QObject, Qt
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
@@ -65,10 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     from ui.main_window import MainWindow
     from ui.prefs import Prefs
 
-    src = build(OUT / f"synthetic-{args.comparisons}.wbp", args.comparisons)
-    tmp = Path(tempfile.mkdtemp())
-    path = tmp / "bench.wbp"
-    copy_project(src, path)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     w = MainWindow(Prefs(tmp / "prefs.ini"))
     w.resize(1400, 860)
@@ -123,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average: {os.getloadavg()[0]:.1f}")
     w.close()
     del w
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
     return 0
 
 

@@ -110,12 +110,25 @@ class HeadedModel(nn.Module):
             self.model = get_peft_model(self.model, lora_config, adapter_name=name)
         self.trainable.add(name)
         if head:
-            lin = nn.Linear(self.hidden_size, out_features)
-            # OpenAI's lm-human-preferences initialises the reward head with std 1/sqrt(d+1): rewards start near
-            # unit scale instead of the tiny values a 0.02 init gives, so early margins matter.
-            nn.init.normal_(lin.weight, std=1.0 / (self.hidden_size + 1) ** 0.5)
-            nn.init.zeros_(lin.bias)
-            self._set_head(name, lin, kind, labels)
+            self.add_head(name, out_features=out_features, kind=kind, labels=labels)
+        self._refresh_grads()
+
+    def adopt_adapter(self, name: str, *, trainable: bool = True) -> None:
+        """Take over an adapter already on the wrapped ``PeftModel`` (e.g. attached by ``engine.lora``)."""
+        if name not in self.adapter_names():
+            raise KeyError(f"no adapter named {name!r}")
+        (self.trainable.add if trainable else self.trainable.discard)(name)
+        self._active = None
+        self._refresh_grads()
+
+    def add_head(self, name: str, *, out_features: int = 1, kind: str = "reward", labels: Sequence[str] = ()) -> None:
+        """A fresh head for adapter ``name`` (trainable when the adapter is)."""
+        lin = nn.Linear(self.hidden_size, out_features)
+        # OpenAI's lm-human-preferences initialises the reward head with std 1/sqrt(d+1): rewards start near
+        # unit scale instead of the tiny values a 0.02 init gives, so early margins matter.
+        nn.init.normal_(lin.weight, std=1.0 / (self.hidden_size + 1) ** 0.5)
+        nn.init.zeros_(lin.bias)
+        self._set_head(name, lin, kind, labels)
         self._refresh_grads()
 
     def load_adapter(self, name: str, path: str | os.PathLike[str], *, trainable: bool = False) -> None:
@@ -283,3 +296,29 @@ def pair_rewards(model: HeadedModel, name: str, batch) -> tuple[Tensor, Tensor]:
     r = head(h.to(head.weight.dtype)).squeeze(-1)
     b = batch.size
     return r[:b], r[b:]
+
+
+def packed_scores(model: HeadedModel, name: str, sequences: Sequence[Sequence[int]]) -> Tensor:
+    """Head ``name`` at the last token of each sequence [N, out_features], the sequences packed into one row
+    without padding (each attends only to itself)."""
+    from .pair_attention import pairs_attention
+
+    ids: list[int] = []
+    pos: list[int] = []
+    segments: list[tuple[int, int, int, int]] = []
+    for seq in sequences:
+        start = len(ids)
+        ids.extend(seq)
+        pos.extend(range(len(seq)))
+        # a single sequence is a "pair" whose chosen part is the whole sequence and whose rejected part is empty
+        segments.append((start, start, len(ids), len(ids)))
+    device = next(model.heads[name].parameters()).device
+    model.activate(name)
+    with pairs_attention(model.transformer()):
+        out = model.backbone()(
+            input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([pos], device=device),
+            use_cache=False, pair_segments=segments,
+        )
+    last = torch.tensor([s[2] - 1 for s in segments], device=device)
+    head = model.heads[name]
+    return head(out.last_hidden_state[0].index_select(0, last).to(head.weight.dtype))

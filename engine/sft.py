@@ -240,7 +240,7 @@ def run_job(ctx: JobContext) -> JobResult:
         ctx.progress(step, total_steps, epoch=round(order.epoch, 4), tokens=tokens_seen,
                      tokens_per_s=round(tps, 1), eta_s=round(remaining, 1))
 
-        stop = ctx.should_stop(accelerator)
+        stop = ctx.should_stop(accelerator) and step < total_steps
         at_checkpoint = cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps
         if (eval_every and step % eval_every == 0 and step < total_steps and evals) or (at_checkpoint and evals):
             last_metrics["eval/loss"] = evaluate(loss_fn, evals, cfg.batch_size, accelerator)

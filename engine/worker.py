@@ -51,7 +51,8 @@ def _lower_priority(num_threads: int | None, world_size: int = 1) -> None:
 
 
 def _listen(ctx: JobContext, stream: Any) -> None:
-    """Read commands from stdin until it closes; EOF (the client went away) is not a cancel."""
+    """Read commands from stdin until it closes; EOF (the client went away) is not a cancel. ``cancel`` sets the
+    job's cancel flag; any other command goes on ``ctx.commands`` for the job."""
     for line in stream:
         parsed = parse_command(line if isinstance(line, str) else line.decode("utf-8", "replace"))
         if parsed is None:
@@ -61,7 +62,8 @@ def _listen(ctx: JobContext, stream: Any) -> None:
             ctx.log("cancel requested; stopping after this step")
             ctx.request_cancel()
         else:
-            ctx.log(f"unknown command {name!r} ignored", level="warning")
+            # Everything else is for the job to read (ctx.commands); jobs that take none simply never look.
+            ctx.commands.put((name, _args))
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         def probe() -> None:
             window.repaint()
             print(f"interactive {time.time():.6f}", flush=True)
+            print(f"counts {window.counts_label.text()}", flush=True)
             app.quit()
 
         QTimer.singleShot(0, probe)

@@ -6,6 +6,12 @@ four times a second, so a fast stream never floods the event loop. Metrics are g
 name (the part after the last ``/``), so ``train/loss`` and ``eval/loss`` share a plot, and the same metric of
 several runs is overlaid (the Runs page).
 
+Keeping the event loop free while a run streams (the Train page's p99 stall budget is 16 ms): each timer tick
+does a bounded amount of work — it creates at most one new plot, and redraws only the plot that has waited
+longest for its new points; the tick interval shrinks with the number of plots so every plot still refreshes at
+least every ``REFRESH_MS`` (2.5 times a second). New plots are appended to the grid, never re-laid out. Long
+curves are downsampled to the pixels they cover (pyqtgraph's peak downsampling, clipped to the view).
+
 Smoothing is an exponential moving average (TensorBoard's: weight 0 shows the raw points), applied on display
 only; the raw values are what the CSV export writes. Zoom and pan are pyqtgraph's (wheel, drag; right-drag
 zooms one axis); "Fit" resets the view.
@@ -32,7 +38,9 @@ from PySide6.QtWidgets import (
 
 pg.setConfigOptions(antialias=False, background="w", foreground="k")
 
-REDRAW_MS = 250
+REDRAW_MS = 250      # timer interval with a single plot
+REFRESH_MS = 400     # each plot shows its new points within this long
+MIN_TICK_MS = 40
 COLUMNS = 3
 # Stable colours per run (Okabe–Ito, readable for colour-blind viewers), then per metric prefix.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -86,6 +94,10 @@ class MetricCharts(QWidget):
         self.run_colors: dict[str, str] = {}
         self.smoothing = 0.6
         self.redraws = 0
+        self.redraw_ms = redraw_ms
+        self._tick = 0
+        self._waiting: dict[str, float] = {}
+        self._free: list[pg.PlotItem] = []   # laid-out plots not yet given a metric
 
         self.view = pg.GraphicsLayoutWidget()
         self.view.ci.setSpacing(6)
@@ -151,6 +163,8 @@ class MetricCharts(QWidget):
             self._drop(k)
         self.view.ci.clear()
         self.plots.clear()
+        self._free.clear()
+        self._waiting.clear()
         self.run_colors.clear()
         self.view.hide()
         self.empty.show()
@@ -179,59 +193,96 @@ class MetricCharts(QWidget):
         prefix = key.rsplit("/", 1)[0] if "/" in key else ""
         return {"train": PALETTE[0], "eval": PALETTE[1]}.get(prefix, PALETTE[2 + sum(map(ord, prefix)) % 4])
 
-    def _plot_for(self, group: str) -> pg.PlotItem:
-        plot = self.plots.get(group)
-        if plot is None:
-            self._relayout(extra=group)
-            plot = self.plots[group]
+    def _make_plot(self) -> pg.PlotItem:
+        plot = pg.PlotItem(title=" ")
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        plot.setLabel("bottom", "step")
+        plot.setDownsampling(auto=True, mode="peak")
+        plot.setClipToView(True)
+        i = len(self.plots) + len(self._free)
+        self.view.ci.addItem(plot, row=i // COLUMNS, col=i % COLUMNS)
         return plot
 
-    def _relayout(self, extra: str | None = None) -> None:
-        groups = set(self.plots) | ({extra} if extra else set())
-        ordered = sorted(groups, key=lambda g: (ORDER.index(g) if g in ORDER else len(ORDER), g))
-        for item in list(self.plots.values()):
-            self.view.ci.removeItem(item)
-        for i, g in enumerate(ordered):
-            plot = self.plots.get(g)
-            if plot is None:
-                plot = pg.PlotItem(title=g.replace("_", " "))
-                plot.showGrid(x=True, y=True, alpha=0.2)
-                plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
-                plot.setLabel("bottom", "step")
-                self.plots[g] = plot
-            self.view.ci.addItem(plot, row=i // COLUMNS, col=i % COLUMNS)
+    def prepare(self, slots: int = 9) -> None:
+        """Lay out ``slots`` empty plots now (e.g. when a run starts), so the first metrics only fill them in:
+        creating and laying out plots is the one costly step of drawing."""
+        while len(self.plots) + len(self._free) < slots:
+            self._free.append(self._make_plot())
+        self.empty.hide()
+        self.view.show()
 
-    def redraw(self) -> None:
-        """Push buffered points into the curves (the timer calls this; cheap when nothing changed)."""
-        dirty = [(k, s) for k, s in self.series.items() if s.dirty]
-        if not dirty:
+    def _new_plot(self, group: str) -> pg.PlotItem:
+        plot = self._free.pop(0) if self._free else self._make_plot()
+        plot.setTitle(group.replace("_", " "))
+        self.plots[group] = plot
+        self._waiting[group] = 0.0
+        return plot
+
+    def _missing_groups(self) -> list[str]:
+        groups = {group_of(k) for _, k in self.series} - set(self.plots)
+        return sorted(groups, key=lambda g: (ORDER.index(g) if g in ORDER else len(ORDER), g))
+
+    def redraw(self, *, everything: bool = False) -> None:
+        """One timer tick: create at most one new plot, then redraw the dirty plot that has waited longest
+        (``everything=True``: create and redraw all, e.g. before an export)."""
+        self._tick += 1
+        missing = self._missing_groups()
+        if missing:
+            if not self.view.isVisible():
+                self.empty.hide()
+                self.view.show()
+            for g in missing if everything else missing[:1]:
+                self._new_plot(g)
+        dirty_groups = {group_of(key) for (_run, key), s in self.series.items()
+                        if s.dirty and group_of(key) in self.plots}
+        if not dirty_groups:
+            self._retime()
             return
-        if not self.view.isVisible() and self.series:
-            self.empty.hide()
-            self.view.show()
+        order = sorted(dirty_groups, key=lambda g: self._waiting.get(g, 0.0))
         drawn = 0
-        for (run, key), s in dirty:
-            plot = self._plot_for(group_of(key))
+        for group in order if everything else order[:1]:
+            drawn += self._draw_group(group)
+            self._waiting[group] = self._tick
+        self.redraws += 1
+        self._retime()
+        self.redrawn.emit(drawn)
+
+    def _draw_group(self, group: str) -> int:
+        plot = self.plots[group]
+        drawn = 0
+        for (run, key), s in self.series.items():
+            if group_of(key) != group or not s.dirty:
+                continue
             color = self._color(run, key)
-            label = f"{run} {key}".strip()
             if s.curve is None:
                 s.raw_curve = plot.plot(pen=pg.mkPen(color, width=1))
                 s.raw_curve.setOpacity(0.25)
-                s.curve = plot.plot(pen=pg.mkPen(color, width=2), name=label,
-                                    symbol="o" if len(s.steps) < 3 else None, symbolSize=4, symbolBrush=color)
+                # Markers only on sparse series (eval metrics come every N steps): markers on a dense curve
+                # cost more to paint than the curve itself.
+                sparse = not key.startswith("train/") and len(s.steps) < 50
+                s.curve = plot.plot(pen=pg.mkPen(color, width=2), name=f"{run} {key}".strip(),
+                                    symbol="o" if sparse else None, symbolSize=5, symbolBrush=color)
             smoothed = ema(s.values, self.smoothing)
             s.curve.setData(s.steps, smoothed, connect="finite")
-            if len(s.steps) >= 3:
-                s.curve.setSymbol(None)
-            if self.smoothing > 0:
+            if self.smoothing > 0 and len(s.steps) > 1:
                 s.raw_curve.setData(s.steps, s.values, connect="finite")
                 s.raw_curve.show()
             else:
                 s.raw_curve.hide()
             s.dirty = False
             drawn += len(s.steps)
-        self.redraws += 1
-        self.redrawn.emit(drawn)
+        return drawn
+
+    def _retime(self) -> None:
+        n = max(1, len(self.plots))
+        interval = max(MIN_TICK_MS, min(self.redraw_ms, REFRESH_MS // n))
+        if self.timer.interval() != interval:
+            self.timer.setInterval(interval)
+
+    def flush(self) -> None:
+        """Draw everything buffered now (exports, screenshots, tests)."""
+        self.redraw(everything=True)
 
     def _smoothing_changed(self, value: int) -> None:
         self.smoothing = value / 100
@@ -248,7 +299,7 @@ class MetricCharts(QWidget):
 
     # ------------------------------------------------------------------ export
     def export_png(self, path: str | Path) -> Path:
-        self.redraw()
+        self.flush()
         p = Path(path)
         self.view.grab().save(str(p))
         return p

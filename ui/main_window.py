@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QStackedWidget,
     QWidget,
 )
@@ -112,6 +113,7 @@ class MainWindow(QMainWindow):
         self.break_label = QLabel()
         self.break_label.setStyleSheet("background: #ffe08a; color: black; padding: 0 6px;")
         self.break_label.hide()
+        self.counts_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # see ComparePage
         sb.addWidget(self.counts_label, 1)
         for w in (self.break_label, self.harmful_label, self.guideline_label, self.timer_label):
             sb.addPermanentWidget(w)
@@ -132,7 +134,7 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self.hide_flagged_action = QAction("&Hide flagged and red-team content", self, checkable=True)
         self.hide_flagged_action.setChecked(bool(self.prefs.get("safety/hide_flagged")))
-        self.hide_flagged_action.toggled.connect(lambda on: self.prefs.set("safety/hide_flagged", on))
+        self.hide_flagged_action.toggled.connect(self._set_hide_flagged)
         m.addAction(self.hide_flagged_action)
         prefs_action = QAction("&Preferences…", self)
         prefs_action.triggered.connect(self.show_prefs)
@@ -334,12 +336,23 @@ class MainWindow(QMainWindow):
             return
         self.dock.setVisible(not self.dock.isVisible())
 
+    def _set_hide_flagged(self, on: bool) -> None:
+        if self.prefs.get("safety/hide_flagged") != on:
+            self.prefs.set("safety/hide_flagged", on)
+        self._prefs_changed()
+
+    def _prefs_changed(self) -> None:
+        page = self.current_page()
+        if hasattr(page, "prefs_changed"):
+            page.prefs_changed()
+
     def show_prefs(self) -> None:
         from .prefs_dialog import PrefsDialog
 
         dlg = PrefsDialog(self.prefs, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.accepted.connect(lambda: self.hide_flagged_action.setChecked(bool(self.prefs.get("safety/hide_flagged"))))
+        dlg.accepted.connect(self._prefs_changed)
         dlg.show()
         self.prefs_dialog = dlg
 

@@ -7,6 +7,7 @@ Scopes: ``global`` (anywhere in the window), one per page, and ``flag`` (while c
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -146,6 +147,21 @@ class KeyRouter(QObject):
 
         QApplication.instance().installEventFilter(self)
 
+    def _run(self, fn: Callable[[str], None], name: str) -> None:
+        """Run a handler; a refusal from the core (WorkbenchError) becomes a message in the status bar, not a
+        traceback on stderr, and the window carries on."""
+        from workbench.errors import WorkbenchError
+
+        try:
+            fn(name)
+        except WorkbenchError as e:
+            window = self.root.window()
+            bar = getattr(window, "statusBar", None)
+            if callable(bar):
+                bar().showMessage(str(e), 10_000)
+            else:
+                print(str(e), file=sys.stderr)
+
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
         if event.type() != QEvent.Type.KeyPress or not isinstance(obj, QWidget):
             return False
@@ -161,6 +177,6 @@ class KeyRouter(QObject):
                     if name in b.keys and not (editing and _plain(name)):
                         fn = self.handler(b.action)
                         if fn is not None:
-                            fn(name)
+                            self._run(fn, name)
                             return True
         return False

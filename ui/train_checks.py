@@ -83,8 +83,9 @@ def _model_problem(ref: str, what: str, field: str) -> Problem | None:
     return None
 
 
-def preflight(project: Project, stage: str, config: ModelConfig) -> list[Problem]:
-    """Problems that should stop (error) or be confirmed (warning) before starting ``stage`` with ``config``."""
+def preflight(project: Project, stage: str, config: ModelConfig, *, counts: dict[str, int] | None = None) -> list[Problem]:
+    """Problems that should stop (error) or be confirmed (warning) before starting ``stage`` with ``config``
+    (``counts``: :func:`data_counts` already read, so a check while typing does not re-count a big project)."""
     problems: list[Problem] = []
     min_examples = int(getattr(config, "min_examples", 1) or 1)
     sid = getattr(config, "snapshot_id", None)
@@ -100,7 +101,7 @@ def preflight(project: Project, stage: str, config: ModelConfig) -> list[Problem
                 problems.append(Problem("error", f"snapshot {sid} holds {n} {UNIT[stage]}; this run needs at least "
                                         f"{min_examples}", "snapshot_id"))
     else:
-        n = stage_count(stage, data_counts(project))
+        n = stage_count(stage, counts if counts is not None else data_counts(project))
         if n < min_examples:
             hint = {"sft": "write demonstrations on the Write page", "rm": "judge more comparisons",
                     "dpo": "judge more comparisons", "safety": "flag more responses",

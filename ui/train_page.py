@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QRadioButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -178,10 +179,24 @@ class TrainPage(Page):
         # ---------------------------------------------------------------- run column
         self.status = QLabel("No run yet.")
         self.status.setStyleSheet("font-weight: bold;")
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.bar = QProgressBar()
+        self.bar.setTextVisible(False)  # the ETA label beside it says step, speed and time left
+        self.total_steps = 0
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
         self.eta = QLabel()
+        self.eta.setMinimumWidth(320)
+        self.eta.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self._progress: dict | None = None
+        self.counts: dict[str, int] | None = None
+        self.check_timer = QTimer(self)
+        self.check_timer.setSingleShot(True)
+        self.check_timer.setInterval(300)
+        self.check_timer.timeout.connect(self.check)
+        self.progress_timer = QTimer(self)
+        self.progress_timer.setInterval(250)
+        self.progress_timer.timeout.connect(self._apply_progress)
         self.banner = QLabel()
         self.banner.setWordWrap(True)
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -240,7 +255,7 @@ class TrainPage(Page):
     def refresh_data(self) -> None:
         """Counts, snapshots and finished runs (they change as the expert annotates and trains)."""
         p = self.project
-        counts = data_counts(p)
+        counts = self.counts = data_counts(p)
         n = stage_count(self.stage, counts)
         self.snap_counts.setText(
             f"{n:,} {UNIT[self.stage]} for this stage now · {counts['demonstrations']:,} demonstrations, "
@@ -293,7 +308,7 @@ class TrainPage(Page):
         self.form.set_values(carried)
         if self.preset.currentIndex() > 0:
             self.form.set_values(self.presets[self.preset.currentText()]["settings"])
-        self.form.changed.connect(self.check)
+        self.form.changed.connect(self.check_soon)
         self.form_holder.addWidget(self.form)
         self.refresh_data()
 
@@ -354,6 +369,10 @@ class TrainPage(Page):
         sid = self.snap_box.currentData() if self.snap_old.isChecked() else None
         return self.form.config(base_model=base, adapter_from=adapter, snapshot_id=sid)
 
+    def check_soon(self) -> None:
+        """Check after typing pauses (a check reads the project: not on every key press)."""
+        self.check_timer.start()
+
     def check(self) -> list:
         """Run the pre-start checks and show them; returns the problems (errors block Start)."""
         if self.form is None:
@@ -365,7 +384,7 @@ class TrainPage(Page):
             self.form.mark_error(e.field)
             self._show_problems([("error", str(e))])
             return [("error", str(e))]
-        problems = [(p.level, p.message) for p in preflight(self.project, self.stage, cfg)]
+        problems = [(p.level, p.message) for p in preflight(self.project, self.stage, cfg, counts=self.counts)]
         self._show_problems(problems)
         return problems
 
@@ -382,6 +401,7 @@ class TrainPage(Page):
     # ------------------------------------------------------------------ running
     def start(self) -> bool:
         """Check, then start the run; False when a check or the engine refused."""
+        self.counts = data_counts(self.project)  # fresh: annotations may have changed since the page was shown
         problems = self.check()
         if any(lvl == "error" for lvl, _ in problems):
             return False
@@ -426,6 +446,7 @@ class TrainPage(Page):
         if not keep_charts:
             self.charts.clear()
             self.log_view.clear()
+        self.charts.prepare()
         self.status.setText(text)
         self.bar.setRange(0, 0)  # busy until the first progress event
         self.eta.clear()
@@ -437,10 +458,25 @@ class TrainPage(Page):
         self.status.setText(f"Run {run_id} ({STAGES.get(self.stage, self.stage)}) is running · {run_dir}")
 
     def _on_progress(self, p: dict) -> None:
+        # Applied on a timer: a label or bar update per event would re-lay out the page at the event rate.
+        self._progress = p
+        if not self.progress_timer.isActive():
+            self.progress_timer.start()
+
+    def _apply_progress(self) -> None:
+        p, self._progress = self._progress, None
+        if p is None:
+            self.progress_timer.stop()
+            return
         step, total = int(p.get("step") or 0), int(p.get("total") or 0)
         if total > 0:
-            self.bar.setRange(0, total)
-            self.bar.setValue(min(step, total))
+            # The bar repaints only when its per-mille changes: a repaint per step is wasted on a long run.
+            if self.bar.maximum() != 1000:
+                self.bar.setRange(0, 1000)
+            value = min(1000, step * 1000 // total)
+            if value != self.bar.value():
+                self.bar.setValue(value)
+            self.total_steps = total
         parts = [f"step {step}/{total}" if total else f"step {step}"]
         if p.get("tokens_per_s"):
             parts.append(f"{float(p['tokens_per_s']):,.0f} tokens/s")
@@ -474,7 +510,8 @@ class TrainPage(Page):
         else:
             self.status.setText(f"Run {rid} failed.")
             self._fail_banner(outcome.error or "the run failed", outcome.log_tail)
-        self.charts.redraw()
+        self._apply_progress()
+        self.charts.flush()
         self.refresh_data()
 
     def _fail_banner(self, message: str, tail: str) -> None:

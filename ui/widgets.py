@@ -1,6 +1,10 @@
-"""Small shared widgets and helpers: the conversation renderer and a Qt-free side-mapping helper."""
+"""Small shared pieces of the pages: the conversation renderer, side mapping, a lazily filled filter combo."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtWidgets import QComboBox
 
 
 def conversation_markdown(messages: list[dict[str, str]]) -> str:
@@ -14,11 +18,6 @@ def conversation_markdown(messages: list[dict[str, str]]) -> str:
 
 def other(side: str) -> str:
     return "b" if side == "a" else "a"
-
-
-from collections.abc import Callable  # noqa: E402
-
-from PySide6.QtWidgets import QComboBox  # noqa: E402
 
 
 class LazyCombo(QComboBox):

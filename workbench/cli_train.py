@@ -11,8 +11,10 @@ prints a one-line JSON summary as the last line on stdout (``run_id``, ``status`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -154,6 +156,10 @@ def _start(args: argparse.Namespace, stage: str, overrides: dict[str, Any]) -> i
             handle = client.resume(args.resume)
         else:
             cfg = load_config(stage, args.config, **overrides)
+            if getattr(cfg, "num_threads", 0) is None:
+                # Headless there is no window to keep a core free for: use them all (runs started from the window
+                # leave one free). --threads or num_threads in the config file say otherwise.
+                cfg = dataclasses.replace(cfg, num_threads=os.cpu_count() or 1)
             handle = client.start(stage, cfg)
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -175,7 +181,7 @@ def _train(args: argparse.Namespace) -> int:
         max_length=args.max_length, lora_r=args.lora_r, lr=args.lr, quantize=args.quantize,
         snapshot_id=args.snapshot, adapter_from=args.adapter_from, num_processes=args.num_processes,
         device=args.device, name=args.name, seed=args.seed, grad_accum=args.grad_accum,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, num_threads=args.threads,
     )
     return _start(args, args.stage, overrides)
 
@@ -230,6 +236,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
         p.add_argument("--seed", type=int, help="random seed")
         p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this run from its last checkpoint")
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for training (default here: all cores; runs started from the window leave one free)")
         p.set_defaults(func=_train)
 
     gen = subparsers.add_parser("generate", help="sample responses for prompts and queue them for comparison")

@@ -310,6 +310,8 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "ppo": PpoConfig,
     "generate": GenerateConfig,
     "eval": EvalConfig,
+    # The Playground: a long-lived generation job that answers chat commands on stdin (engine/jobs/playground.py).
+    "playground": GenerateConfig,
 }
 
 

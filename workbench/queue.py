@@ -7,6 +7,7 @@ retest candidates are found by seeking a random point on the ``judged_at`` index
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 
@@ -126,23 +127,46 @@ def next_rank_prompt(project: Project, after_id: int = 0, *, exclude: set[int] |
     return int(row[0]) if row else None
 
 
-def next_write_prompt(project: Project, after_id: int = 0, *, exclude: set[int] | frozenset[int] = frozenset()) -> int | None:
-    """The next prompt lacking a good answer: no live demonstration and no response that won a comparison or
-    was ranked first. Prompts whose pairs were judged "both bad" come first."""
-    skip = sorted(exclude)
-    lacks = (
-        "NOT EXISTS (SELECT 1 FROM demonstration d WHERE d.prompt_id = p.id AND d.retracted_at IS NULL) "
-        "AND NOT EXISTS (SELECT 1 FROM comparison c WHERE c.prompt_id = p.id AND c.verdict IN ('a', 'b') AND c.retracted_at IS NULL) "
-        "AND NOT EXISTS (SELECT 1 FROM ranking k WHERE k.prompt_id = p.id AND k.retracted_at IS NULL)"
-    )
-    not_skipped = f" AND p.id NOT IN ({','.join('?' * len(skip))})" if skip else ""
-    for extra in (
-        " AND EXISTS (SELECT 1 FROM comparison c WHERE c.prompt_id = p.id AND c.verdict = 'both_bad' AND c.retracted_at IS NULL)",
-        "",
-    ):
-        row = project.conn.execute(
-            f"SELECT p.id FROM prompt p WHERE p.id > ? AND {lacks}{extra}{not_skipped} ORDER BY p.id LIMIT 1", [after_id, *skip]
+_LACKS_GOOD_ANSWER = (
+    "NOT EXISTS (SELECT 1 FROM demonstration d WHERE d.prompt_id = p.id AND d.retracted_at IS NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM comparison w WHERE w.prompt_id = p.id AND w.verdict IN ('a', 'b') AND w.retracted_at IS NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM ranking k WHERE k.prompt_id = p.id AND k.retracted_at IS NULL)"
+)
+
+
+class WriteQueue:
+    """Prompts lacking a good answer, for the Write page: no live demonstration and no response that won a
+    comparison or was ranked. Prompts whose pairs were judged "both bad" come first.
+
+    The "both bad" prompts are listed once (one pass over the comparisons) and then checked one by one, so each
+    save costs a few indexed lookups rather than a scan of every prompt after the cursor.
+    """
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._both_bad: list[int] | None = None
+
+    def lacks_good_answer(self, prompt_id: int) -> bool:
+        return self.project.conn.execute(f"SELECT 1 FROM prompt p WHERE p.id = ? AND {_LACKS_GOOD_ANSWER}", (prompt_id,)).fetchone() is not None
+
+    def next(self, after_id: int = 0, *, exclude: set[int] | frozenset[int] = frozenset()) -> int | None:
+        if self._both_bad is None:
+            self._both_bad = [
+                r[0] for r in self.project.conn.execute(
+                    "SELECT DISTINCT prompt_id FROM comparison WHERE verdict = 'both_bad' AND retracted_at IS NULL ORDER BY prompt_id"
+                )
+            ]
+        for pid in self._both_bad[bisect.bisect_right(self._both_bad, after_id):]:
+            if pid not in exclude and self.lacks_good_answer(pid):
+                return pid
+        skip = sorted(exclude)
+        not_skipped = f" AND p.id NOT IN ({','.join('?' * len(skip))})" if skip else ""
+        row = self.project.conn.execute(
+            f"SELECT p.id FROM prompt p WHERE p.id > ? AND {_LACKS_GOOD_ANSWER}{not_skipped} ORDER BY p.id LIMIT 1", [after_id, *skip]
         ).fetchone()
-        if row:
-            return int(row[0])
-    return None
+        return int(row[0]) if row else None
+
+
+def next_write_prompt(project: Project, after_id: int = 0, *, exclude: set[int] | frozenset[int] = frozenset()) -> int | None:
+    """One-off form of :meth:`WriteQueue.next`."""
+    return WriteQueue(project).next(after_id, exclude=exclude)

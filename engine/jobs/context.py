@@ -9,6 +9,7 @@ together so they stop at the same step.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 from pathlib import Path
@@ -44,6 +45,8 @@ class JobContext:
         self.world_size = world_size
         self.is_main = rank == 0
         self.cancel_event = threading.Event()
+        # Commands other than cancel, as (name, args), for long-lived jobs (the Playground's chat turns).
+        self.commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self._stdout = stdout if stdout is not None else sys.stdout
         self._stdout_ok = True
         self._log = open(self.run_dir / EVENTS_LOG, "a", encoding="utf-8") if self.is_main else None

@@ -51,7 +51,7 @@ print("DONE", flush=True)
 
 @pytest.mark.slow
 def test_sigkill_mid_session_loses_no_acknowledged_judgment(tmp_path: Path):
-    path = build_small_project(tmp_path / "kill.wbp", n=400)
+    path = build_small_project(tmp_path / "kill.wbp", n=3000)
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     rng = random.Random(7)
     acked: dict[int, tuple[str, str | None]] = {}

@@ -198,6 +198,10 @@ def test_4bit_on_cpu_when_requested(tiny_model_dir: Path):
     assert isinstance(layer, bnb.nn.Linear4bit)
     assert layer.weight.quant_state.quant_type == "nf4"
     assert layer.weight.quant_state.nested  # double quantisation
+    from engine.generation import GenerationSettings, generate
+
+    gens = generate(lm.model, lm.tokenizer, [[{"role": "user", "content": "hi"}]], GenerationSettings(max_new_tokens=4))
+    assert len(gens) == 2 and all(1 <= g.new_tokens <= 4 for g in gens)
     model = attach_lora(lm.model, LoraSettings(r=4))
     x = torch.tensor([[1, 40, 41, 42, 43]])
     out = model(input_ids=x, labels=x)

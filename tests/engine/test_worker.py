@@ -86,3 +86,22 @@ def test_worker_killed_by_sigkill_is_recorded_as_failed(tiny_model_dir, demo_pro
     assert run["status"] == "failed" and "SIGKILL" in run["error"] and run["finished_at"]
     # the failure is in the run's log too, so a later re-attach sees it
     assert "SIGKILL" in (handle.run_dir / EVENTS_LOG).read_text().splitlines()[-1]
+
+
+def test_run_outlives_its_client_and_is_reattached_while_running(tiny_model_dir, demo_project):
+    client = JobClient(demo_project)
+    first = client.start("sft", cfg(tiny_model_dir, max_steps=40, checkpoint_every=0))
+    for ev in first.events():
+        if ev.type.value == "progress":
+            break
+    # The starting client goes away (its end of the pipe closes); the worker carries on.
+    first.process.stdout.close()
+    first.process.stdin.close()
+    later = client.attach(first.run_id)
+    assert later.process is None and later.pid == first.pid
+    events = list(later.events(poll_s=0.1))
+    assert events[-1].type.value == "done", events[-1]
+    assert max(e.step for e in events if e.type.value == "progress") == 40
+    assert first.process.wait(timeout=60) == 0
+    with Project.open(demo_project) as p:
+        assert p.get_run(first.run_id)["status"] == "done"

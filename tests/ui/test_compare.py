@@ -183,3 +183,24 @@ def test_status_bar_counts_follow_judgments(qtbot, window):
     assert "0 judged" in window.counts_label.text()
     qtbot.keyClick(page, "2")
     assert "1 judged" in window.counts_label.text() and "5 pending" in window.counts_label.text()
+
+
+def test_switching_folding_off_redraws_the_same_item(qtbot, window):
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    qtbot.keyClick(page, "2")  # → the red-team item, folded
+    assert page.left_pane.folded
+    c, left = page.current, page.left_side
+    qtbot.keyClick(page, "h")
+    window.hide_flagged_action.setChecked(False)
+    assert not page.left_pane.folded and page.current.id == c.id and page.left_side == left
+    assert page.criteria["helpfulness"] == "left"
+
+
+def test_a_refusal_from_the_store_is_shown_not_raised(qtbot, window, db):
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    c = page.current
+    db.conn.execute("DELETE FROM comparison WHERE id = ?", (c.id,))  # gone behind the window's back
+    qtbot.keyClick(page, "2")
+    assert f"no comparison with id {c.id}" in window.statusBar().currentMessage()

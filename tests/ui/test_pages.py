@@ -39,6 +39,8 @@ w = MainWindow(Prefs(Path(sys.argv[2])))
 w.show()
 w.open_project(Path(sys.argv[1]))
 for name, *_ in PAGES:
+    if name == "dashboard":
+        print("pyqtgraph before the dashboard:", "pyqtgraph" in sys.modules)
     w.show_page(name)
     app.processEvents()
 print(sorted(m for m in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "engine") if m in sys.modules))
@@ -59,6 +61,7 @@ def test_torch_is_never_imported_after_visiting_every_page(small_project_path, t
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert "pyqtgraph before the dashboard: False" in out.stdout  # imported lazily, for a fast start
 
 
 def test_every_shortcut_has_a_handler_and_parses():
@@ -207,3 +210,13 @@ def test_opening_another_project_in_the_same_window(qtbot, window, tmp_path):
     from ui.lock import WindowLock
 
     WindowLock(first_path).release()
+
+
+def test_python_m_ui_opens_the_project_and_shows_its_counts(small_project_path, tmp_path):
+    import os
+    import subprocess
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", RLHF_WORKBENCH_STARTUP_PROBE="1", XDG_CONFIG_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "ui", str(small_project_path)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "counts 6 prompts · 18 responses · 0 judged · 6 pending" in out.stdout

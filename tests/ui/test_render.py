@@ -72,7 +72,8 @@ def test_a_1mb_response_shows_a_first_part_quickly_then_the_rest(qtbot):
     pane.set_text(big, markdown=True)
     pane.grab()
     elapsed = time.perf_counter() - t
-    assert elapsed < 0.25, elapsed  # the whole text takes ~0.6 s here
+    print(f"first view of 1 MB: {elapsed * 1000:.0f} ms")
+    assert elapsed < 0.25, elapsed  # the whole text takes ~0.6 s here (idle machine)
     assert pane.truncated and pane.more.isVisible()
     assert len(pane.shown_text()) < 25_000
     pane.more.click()

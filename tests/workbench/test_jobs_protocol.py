@@ -45,5 +45,7 @@ def test_commands():
     assert protocol.parse_command("cancel\n") == ("cancel", {})
     assert protocol.parse_command("   ") is None
     assert protocol.parse_command("{not json") is None
+    chat = protocol.command_line("chat", id=3, messages=[{"role": "user", "content": "héllo"}])
+    assert protocol.parse_command(chat) == ("chat", {"id": 3, "messages": [{"role": "user", "content": "héllo"}]})
     with pytest.raises(ValueError):
-        protocol.command_line("explode")
+        protocol.command_line("two words")

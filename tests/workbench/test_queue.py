@@ -75,3 +75,18 @@ def test_no_retest_when_share_is_zero_or_nothing_judged(project):
     c = q0.next()
     project.judge(c.id, "a")
     assert all(q0.next().retest_of is None for _ in range(2))
+
+
+def test_write_queue_offers_prompts_without_a_good_answer_both_bad_first(project):
+    from workbench.queue import WriteQueue
+
+    ids = _fill(project, 4)
+    prompts = [project.get_comparison(c).prompt_id for c in ids]
+    project.judge(ids[0], "a")          # has a winner: never offered
+    project.judge(ids[2], "both_bad")   # offered first
+    q = WriteQueue(project)
+    assert q.next() == prompts[2]
+    assert q.next(prompts[2]) == prompts[3]        # then on from the cursor
+    assert q.next(0, exclude={prompts[2]}) == prompts[1]
+    project.add_demonstration(prompts[2], "a good answer")
+    assert q.next() == prompts[1]

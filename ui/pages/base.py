@@ -32,6 +32,9 @@ class Page(QWidget):
         fn = getattr(self, "act_" + action, None)
         return fn
 
+    def prefs_changed(self) -> None:
+        """Preferences changed (e.g. folding of flagged content switched): redraw what is shown."""
+
     def activate(self) -> None:
         """Called when the page becomes visible: load or refresh what it shows."""
         self.setFocus()

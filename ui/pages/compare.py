@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -120,6 +121,10 @@ class ComparePage(FlaggingMixin, Page):
         line = QFrame()
         line.setFrameShape(QFrame.Shape.HLine)
 
+        # Labels whose text changes on every item must not resize anything (a relayout per key press costs more
+        # than the text itself).
+        for label in (self.feedback, self.criteria_label):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(rows, 1)
@@ -163,7 +168,17 @@ class ComparePage(FlaggingMixin, Page):
             self.session.notify(pending=1)  # the queue just added a retest row
         self.show_item(c)
 
-    def show_item(self, c: Comparison | None) -> None:
+    def prefs_changed(self) -> None:
+        """Folding or rendering switched: draw the same item again, same sides, same pending criteria."""
+        if self.queue is not None:
+            self.queue.config.retest_share = float(self.session.prefs.get("queue/retest_share"))
+        if self.current is not None:
+            criteria, note = dict(self.criteria), self.note
+            self.show_item(self.current, keep_sides=True)
+            self.criteria, self.note = criteria, note
+            self._render_criteria()
+
+    def show_item(self, c: Comparison | None, *, keep_sides: bool = False) -> None:
         self.current = c
         self.criteria = {k: None for k in CRITERIA}
         self.note = None
@@ -183,7 +198,8 @@ class ComparePage(FlaggingMixin, Page):
         prompt = project.get_prompt(c.prompt_id)
         self.prompt = prompt
         # Shuffle sides per item, so a habit of favouring one side cannot line up with one response source.
-        self.left_side = self.rng.choice(("a", "b"))
+        if not keep_sides:
+            self.left_side = self.rng.choice(("a", "b"))
         left_id = c.response_a if self.left_side == "a" else c.response_b
         right_id = c.response_b if self.left_side == "a" else c.response_a
         self.side_ids = {"left": left_id, "right": right_id}
@@ -198,7 +214,8 @@ class ComparePage(FlaggingMixin, Page):
             badge = "  ⚑ " + ", ".join(sorted({f[1].replace("_", " ") for f in flags})) if flags else ""
             head.setText(("A — left" if side == "left" else "B — right") + badge)
         tags_text = ", ".join(prompt.tags)
-        self.item_label.setText(f"#{c.id} · {prompt.source or 'no source'}" + (f" · {tags_text}" if tags_text else ""))
+        # The prompt's id, not the comparison's: a retest row has a new, out-of-order id that would unblind it.
+        self.item_label.setText(f"prompt {c.prompt_id} · {prompt.source or 'no source'}" + (f" · {tags_text}" if tags_text else ""))
         self._render_criteria()
         self.shown_at = time.monotonic()
 

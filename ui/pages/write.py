@@ -11,7 +11,7 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QVBoxLayout, QWidget
 
-from workbench.queue import next_write_prompt
+from workbench.queue import WriteQueue
 
 from ..render import SafeBrowser, TextPane
 from ..widgets import conversation_markdown
@@ -27,6 +27,7 @@ class WritePage(Page):
         self.prompt_id: int | None = None
         self.edited_from: int | None = None
         self.skipped: set[int] = set()
+        self.queue: WriteQueue | None = None
         self.prompt_pane = TextPane()
         self.prompt_pane.browser.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.existing = QLabel()
@@ -71,14 +72,15 @@ class WritePage(Page):
     def activate(self) -> None:
         if not self._loaded:
             self._loaded = True
+            self.queue = WriteQueue(self.project)
             self.show_next()
         self.editor.setFocus()
 
     def show_next(self) -> None:
         after = self.prompt_id or 0
-        pid = next_write_prompt(self.project, after, exclude=self.skipped)
+        pid = self.queue.next(after, exclude=self.skipped)
         if pid is None and (after or self.skipped):
-            pid = next_write_prompt(self.project, 0, exclude=self.skipped) or next_write_prompt(self.project, 0)
+            pid = self.queue.next(0, exclude=self.skipped) or self.queue.next(0)
             self.skipped.clear()
         self.show_prompt(pid)
 

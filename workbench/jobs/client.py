@@ -54,6 +54,16 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
 def signal_name(returncode: int) -> str:
     try:
         return signal.Signals(-returncode).name
@@ -157,7 +167,7 @@ class RunHandle:
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         rc = self.process.returncode if self.process is not None else None
-        if saw_terminal and not (rc is not None and rc < 0 and self.status not in ("done", "cancelled", "failed")):
+        if saw_terminal:
             return None
         if self._cancel_requested:
             state, kind = "cancelled", "cancel"
@@ -221,10 +231,7 @@ class RunHandle:
         ``timeout_s``. A re-attached run (no stdin) gets SIGTERM, which the worker treats as cancel."""
         self._cancel_requested = True
         if not self.send(Command.CANCEL) and _pid_alive(self.pid):
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            _signal_group(self.pid, signal.SIGTERM)
         if self._kill_timer is None:
             self._kill_timer = threading.Timer(timeout_s, self.kill)
             self._kill_timer.daemon = True
@@ -234,10 +241,7 @@ class RunHandle:
         """Hard kill of the worker and everything it started (its own process group)."""
         if self.pid and _pid_alive(self.pid):
             self._hard_killed = True
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            _signal_group(self.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
 
     @property
     def alive(self) -> bool:
@@ -323,9 +327,12 @@ class JobClient:
         if resume:
             cmd.append("--resume")
         with open(run_dir / STDERR_LOG, "ab") as err:
+            # Its own session (process group): the run outlives whoever started it, and a hard kill reaches every
+            # process it started (accelerate's ranks too).
+            session = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
+                       else {"start_new_session": True})
             process = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
-                start_new_session=True,
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, **session,
             )
         with Project.open(self.project_path) as project:
             project.update_run(run_id, pid=process.pid)

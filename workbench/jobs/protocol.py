@@ -11,7 +11,9 @@ An event is ``{"type": ..., "time": unix seconds, "step": int | null, "data": {.
 - ``error``: ``data.message`` (one clear sentence for the user), ``data.kind`` (input | oom | nan | signal | crash),
   ``data.traceback`` when there is one.
 
-Commands go to the worker's stdin, one JSON object per line: ``{"command": "cancel"}``.
+Commands go to the worker's stdin, one JSON object per line: ``{"command": "cancel"}`` (the worker's own: stop after
+the current step, with a checkpoint), or any other name with its arguments, which the worker hands to the job on
+``ctx.commands`` (``{"command": "chat", "id": 1, "messages": [...]}`` for the Playground).
 The worker also appends every event to ``RUN_DIR/events.log``, so a run can be re-attached to.
 """
 
@@ -95,7 +97,12 @@ def error(message: str, kind: str = "crash", step: int | None = None, **extra: A
 
 
 def command_line(command: Command | str, **args: Any) -> str:
-    return json.dumps({"command": Command(command).value, **args}) + "\n"
+    """One command as a line for the worker's stdin. ``cancel`` is the worker's own; any other name (with its
+    arguments) is handed to the job (e.g. the Playground's ``chat``)."""
+    name = command.value if isinstance(command, Command) else str(command)
+    if not name.isidentifier():
+        raise ValueError(f"not a command name: {name!r}")
+    return json.dumps({"command": name, **args}, ensure_ascii=False) + "\n"
 
 
 def parse_command(line: str) -> tuple[str, dict[str, Any]] | None:

@@ -1,0 +1,212 @@
+"""PPO quality on the bundled SmolLM2: against a reward model trained on the project, does PPO raise the mean reward
+of responses to held-out prompts by at least one standard deviation while the KL to the reference stays under 6
+nats per response, within 60 minutes of PPO on this CPU? (Issue 5; a benchmark for the lead to run, not a test.)
+
+    python -m bench.bench_ppo_quality [--rows 1200] [--heldout 64] [--rm-minutes 20] [--ppo-minutes 60]
+                                      [--reward-model DIR] [--keep] [--json]
+
+1. A scratch project from HH-RLHF helpful-base train rows (our importer); ``--heldout`` prompts are set to the
+   held-out split (they never enter a training snapshot).
+2. A reward model trained on the project through the product path (``JobClient`` → ``rm`` job), stopped after
+   ``--rm-minutes`` (not counted in the PPO budget); or ``--reward-model DIR`` to reuse one.
+3. Before: one response (up to ``--max-new-tokens`` 64) per held-out prompt sampled from the starting policy (the
+   bare base), scored by the reward model.
+4. PPO through the ``ppo`` job on the training prompts, cancelled (with a checkpoint) after ``--ppo-minutes``.
+5. After: the same held-out prompts, the policy of the last checkpoint, the same sampling seed; mean reward, its
+   gain in units of the "before" standard deviation, and the KL to the reference per response (Σ log π/π_ref over
+   the sampled tokens, averaged over responses).
+
+Prints the curves (score and KL per PPO step, from the project's metric table), before/after samples side by
+side, and PASS/FAIL for: gain ≥ 1 std, KL < 6 nats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+HH_TRAIN = "anthropic-hh-rlhf/helpful-base/train.jsonl.gz"
+
+
+def prepare(workdir: Path, rows: int, heldout: int, seed: int) -> tuple[Path, list[int]]:
+    import random
+
+    from workbench.importers import import_file
+    from workbench.paths import shared_real_data
+    from workbench.store import Project
+
+    raw = workdir / "hh.jsonl"
+    with gzip.open(shared_real_data() / HH_TRAIN, "rt", encoding="utf-8") as src, open(raw, "w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i >= rows:
+                break
+            dst.write(line)
+    path = workdir / "quality.wbp"
+    with Project.create(path) as project:
+        import_file(project, raw, "hh-rlhf")
+        ids = project.prompt_ids()
+        held = sorted(random.Random(seed).sample(ids, min(heldout, len(ids) // 5)))
+        for pid in held:
+            project.set_split(pid, "heldout")
+    return path, held
+
+
+def follow(handle, *, minutes: float | None, label: str) -> dict:
+    """Drain a run's events; cancel it (checkpoint first) after ``minutes``. Returns the last done/status data."""
+    from workbench.jobs.protocol import EventType
+
+    t0 = time.time()
+    cancelled = False
+    last: dict = {}
+    for ev in handle.events():
+        if ev.type == EventType.PROGRESS and ev.step is not None and ev.step % 5 == 0:
+            print(f"  {label} step {ev.step}/{ev.data.get('total')} ({(time.time() - t0) / 60:.1f} min) "
+                  + " ".join(f"{k}={v}" for k, v in ev.data.items() if k in ("reward", "kl", "tokens_per_s")), flush=True)
+        elif ev.type == EventType.ERROR:
+            raise SystemExit(f"{label} failed: {ev.data.get('message')}")
+        elif ev.type in (EventType.DONE, EventType.STATUS):
+            last = ev.data
+        if minutes is not None and not cancelled and time.time() - t0 > minutes * 60:
+            print(f"  {label}: time budget of {minutes} min reached, cancelling (checkpoint first)", flush=True)
+            handle.cancel(600)
+            cancelled = True
+    last["minutes"] = round((time.time() - t0) / 60, 2)
+    return last
+
+
+def evaluate(policy_adapter: str | None, reward_model: str, prompts: list[list[dict]], *, max_new_tokens: int,
+             seed: int, batch_size: int) -> dict:
+    """Sample one response per prompt from base (+ policy adapter), score it, and measure KL to the bare base."""
+    import torch
+    from peft import LoraConfig
+
+    from engine.generation import encode_prompt
+    from engine.models import load_model
+    from engine.ppo.experience_maker import ExperienceMaker
+    from engine.ppo.rewards import AdapterScorer
+    from engine.ppo.roles import REWARD, PpoRoles
+
+    loaded = load_model("bundled:SmolLM2-135M-Instruct", device="cpu", dtype="float32", quantize="none")
+    roles = PpoRoles(loaded.model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"), policy_from=policy_adapter)
+    roles.load_frozen(REWARD, reward_model)
+    tok = loaded.tokenizer
+    maker = ExperienceMaker(roles, tok, AdapterScorer(roles, REWARD, tok, 1024, batch_size),
+                            max_new_tokens=max_new_tokens, forward_batch_size=batch_size, normalize_reward=False)
+    gen = torch.Generator().manual_seed(seed)
+    scores, kls, texts = [], [], []
+    for i in range(0, len(prompts), batch_size):
+        convs = prompts[i : i + batch_size]
+        exp, t = maker.make([encode_prompt(tok, c, 512) for c in convs], convs, 0.0, gen)
+        scores += exp.score.tolist()
+        kls += exp.kl.tolist()
+        texts += t
+    s = torch.tensor(scores)
+    return {"mean": float(s.mean()), "std": float(s.std()), "kl": float(torch.tensor(kls).mean()), "texts": texts,
+            "scores": scores}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1200, help="HH-RLHF train rows imported")
+    ap.add_argument("--heldout", type=int, default=64, help="prompts held out for the before/after evaluation")
+    ap.add_argument("--rm-minutes", type=float, default=20.0)
+    ap.add_argument("--reward-model", help="reuse this reward adapter folder instead of training one")
+    ap.add_argument("--ppo-minutes", type=float, default=60.0)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--rollout", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--ppo-epochs", type=int, default=2)
+    ap.add_argument("--target-kl", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from bench.machine import describe
+    from workbench.configs import PpoConfig, RewardConfig
+    from workbench.jobs.client import JobClient
+    from workbench.store import Project
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ppo-quality-"))
+    project_path, held = prepare(work, args.rows, args.heldout, args.seed)
+    client = JobClient(project_path)
+    with Project.open(project_path) as p:
+        held_prompts = [p.get_prompt(pid).messages for pid in held]
+        n_train = len(p.prompt_ids(split="train"))
+    print(f"project {project_path}: {n_train} training prompts, {len(held)} held out", flush=True)
+
+    reward_model = args.reward_model
+    rm_info: dict = {}
+    if not reward_model:
+        rm_cfg = RewardConfig(max_length=512, batch_size=8, checkpoint_every=25, max_steps=10_000, epochs=1.0,
+                              eval_fraction=0.05, seed=args.seed, name="bench rm")
+        rm_info = follow(client.start("rm", rm_cfg), minutes=args.rm_minutes, label="rm")
+        reward_model = rm_info.get("output")
+        if not reward_model:
+            from engine import checkpoints as ckpt
+
+            run_id = max(r["id"] for r in Project.open(project_path).runs() if r["stage"] == "rm")
+            last = ckpt.latest_checkpoint(client.attach(run_id).run_dir / "checkpoints")
+            reward_model = str(last / "adapter")
+            # a reward-model checkpoint keeps its head beside the adapter in extra tensors or head.safetensors
+    print(f"reward model: {reward_model}", flush=True)
+
+    before = evaluate(None, reward_model, held_prompts, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                      batch_size=args.batch_size)
+    print(f"before: mean reward {before['mean']:.3f} ± {before['std']:.3f}", flush=True)
+
+    ppo_cfg = PpoConfig(reward_model=reward_model, lr=args.lr, rollout_batch_size=args.rollout,
+                        batch_size=args.batch_size, ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
+                        target_kl=args.target_kl, max_steps=100_000, checkpoint_every=10, max_length=576,
+                        temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo")
+    handle = client.start("ppo", ppo_cfg)
+    ppo_info = follow(handle, minutes=args.ppo_minutes, label="ppo")
+    from engine import checkpoints as ckpt
+
+    last = ckpt.latest_checkpoint(handle.run_dir / "checkpoints")
+    policy = ppo_info.get("output") or (str(last / "adapter") if last else None)
+    after = evaluate(policy, reward_model, held_prompts, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                     batch_size=args.batch_size)
+    gain = (after["mean"] - before["mean"]) / max(before["std"], 1e-9)
+
+    with Project.open(project_path) as p:
+        score_curve = p.metrics(handle.run_id, "rollout/score_mean")
+        kl_curve = p.metrics(handle.run_id, "rollout/kl")
+    print("== PPO quality: reward gain on held-out prompts ==")
+    print(f"machine: {describe()}")
+    print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
+          f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
+          f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, target KL {args.target_kl}")
+    print("curve (step: train score mean, KL nats/response):")
+    kl_by_step = {s: v for s, _, v in kl_curve}
+    for s, _, v in score_curve:
+        print(f"  {s:4d}: {v:8.3f}  {kl_by_step.get(s, float('nan')):7.3f}")
+    print(f"before: {before['mean']:.3f} ± {before['std']:.3f}   after: {after['mean']:.3f} ± {after['std']:.3f}")
+    print(f"gain = {gain:.2f} std (target >= 1): {'PASS' if gain >= 1 else 'FAIL'}")
+    print(f"KL after = {after['kl']:.2f} nats/response (target < 6): {'PASS' if after['kl'] < 6 else 'FAIL'}")
+    print("samples (before | after):")
+    for i in range(min(5, len(held_prompts))):
+        print(f"- prompt: {held_prompts[i][-1]['content'][:160]!r}")
+        print(f"  before ({before['scores'][i]:.2f}): {before['texts'][i][:240]!r}")
+        print(f"  after  ({after['scores'][i]:.2f}): {after['texts'][i][:240]!r}")
+    if args.json:
+        print(json.dumps({"before": {k: v for k, v in before.items() if k != "texts"},
+                          "after": {k: v for k, v in after.items() if k != "texts"}, "gain_std": gain,
+                          "score_curve": score_curve, "kl_curve": kl_curve, "ppo_minutes": ppo_info.get("minutes")}))
+    if not args.keep:
+        print(f"(scratch folder {work} left in place for inspection; delete it when done)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

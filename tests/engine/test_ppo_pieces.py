@@ -1,0 +1,131 @@
+"""PPO's pieces on their own: reward shaping and GAE on a worked example, the normaliser, the KL controller, the
+experience record's mini-batch selection, and sampling (EOS handling, reproducibility from the generator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.losses import gae
+from engine.ppo.experience import Experience
+from engine.ppo.experience_maker import ExperienceMaker, RunningMoments, sample_responses
+from engine.ppo.trainer import make_kl_controller
+
+
+def test_token_rewards_and_gae_worked_example():
+    # One response of 3 tokens (then padding), β = 0.5, sequence reward 2 at the last token.
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -0.5, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    r = ExperienceMaker.token_rewards(torch.tensor([2.0]), logprobs, ref, mask, kl_coef=0.5)
+    # kl = [0.5, −1, 0]; −β·kl = [−0.25, 0.5, 0]; +2 at t=2
+    assert torch.allclose(r, torch.tensor([[-0.25, 0.5, 2.0, 0.0]]))
+    values = torch.tensor([[1.0, 0.5, 1.5, 9.0]])
+    adv, ret = gae(r, values, mask, gamma=0.9, lam=0.5)
+    # δ2 = 2 − 1.5 = 0.5;             A2 = 0.5
+    # δ1 = 0.5 + 0.9·1.5 − 0.5 = 1.35; A1 = 1.35 + 0.45·0.5 = 1.575
+    # δ0 = −0.25 + 0.9·0.5 − 1 = −0.8; A0 = −0.8 + 0.45·1.575 = −0.09125
+    assert torch.allclose(adv, torch.tensor([[-0.09125, 1.575, 0.5, 0.0]]))
+    assert torch.allclose(ret, torch.tensor([[0.90875, 2.075, 2.0, 0.0]]))
+
+
+class _Stub:
+    """Enough of an ExperienceMaker to call shape_rewards (no model needed)."""
+
+    def __init__(self, **kw):
+        self.moments = RunningMoments()
+        self.normalize_reward, self.reward_clip, self.cost_weight, self.missing_eos_penalty = True, 1.5, 2.0, 0.75
+        self.__dict__.update(kw)
+
+
+def test_shape_rewards_normalises_clips_subtracts_cost_and_penalises_truncation():
+    stub = _Stub()
+    score = torch.tensor([0.0, 2.0, 4.0, 10.0])
+    cost = torch.tensor([0.0, 0.5, 0.0, 0.0])
+    finished = torch.tensor([True, True, False, True])
+    out = ExperienceMaker.shape_rewards(stub, score, cost, finished)
+    mean, std = score.mean(), score.std(unbiased=False)
+    z = ((score - mean) / std).clamp(-1.5, 1.5)
+    expected = z - 2.0 * cost - 0.75 * (~finished).float()
+    assert torch.allclose(out, expected)
+    assert out[3] == pytest.approx(1.5)  # clipped
+
+
+def test_running_moments_match_the_whole_sample():
+    m = RunningMoments()
+    a, b = torch.randn(7), torch.randn(5) * 3 + 1
+    m.update(a)
+    m.update(b)
+    both = torch.cat([a, b]).double()
+    assert m.mean == pytest.approx(float(both.mean()))
+    assert m.std == pytest.approx(float(both.std(unbiased=False)))
+    m2 = RunningMoments()
+    m2.load_state_dict(m.state_dict())
+    assert m2.state_dict() == m.state_dict()
+
+
+def test_kl_controller_adapts_towards_the_target_and_fixed_does_not():
+    ctl = make_kl_controller(0.1, True, target=6.0, horizon=100)
+    ctl.update(12.0, 10)  # KL twice the target: error clipped to +0.2 → β·(1 + 0.2·10/100)
+    assert ctl.value == pytest.approx(0.1 * 1.02)
+    ctl.update(3.0, 10)  # half the target: error −0.5 clipped to −0.2
+    assert ctl.value == pytest.approx(0.1 * 1.02 * 0.98)
+    fixed = make_kl_controller(0.1, False, target=6.0, horizon=100)
+    fixed.update(100.0, 10)
+    assert fixed.value == 0.1
+
+
+def _exp(B=3, P=2, R=4) -> Experience:
+    lengths = torch.tensor([4, 1, 2])
+    rmask = (torch.arange(R)[None, :] < lengths[:, None]).float()
+    z = torch.zeros(B, R)
+    return Experience(
+        sequences=torch.arange(B * (P + R)).view(B, P + R), attention_mask=torch.ones(B, P + R, dtype=torch.long),
+        response_mask=rmask, logprobs=z, ref_logprobs=z, values=z, rewards=z, advantages=z, returns=z,
+        score=torch.zeros(B), cost=torch.zeros(B), reward=torch.zeros(B), kl=torch.zeros(B), entropy=torch.zeros(B),
+        finished=torch.ones(B, dtype=torch.bool), prompt_index=torch.arange(B), prompt_width=P,
+    )
+
+
+def test_experience_select_trims_to_the_longest_selected_response():
+    exp = _exp()
+    sub = exp.select([1, 2])
+    assert sub.batch_size == 2 and sub.response_width == 2
+    assert sub.sequences.shape == (2, 4) and sub.logprobs.shape == (2, 2) and sub.score.shape == (2,)
+    assert torch.equal(sub.sequences, exp.sequences[[1, 2], :4])
+    assert exp.select([0]).response_width == 4
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_sampling_masks_after_eos_and_is_reproducible_from_the_generator(tiny_lm):
+    model, tok = tiny_lm
+    prompts = [[1, 40, 41, 42], [1, 50], [1, 60, 61]]
+    # Make EOS likely so some rows finish early: every token id below 20 counts as an end token.
+    eos = list(range(3, 20)) + [tok.eos_token_id]
+    g = torch.Generator().manual_seed(11)
+    a = sample_responses(model, prompts, max_new_tokens=12, eos_ids=eos, pad_id=tok.pad_token_id, generator=g)
+    state_after = g.get_state()
+    g2 = torch.Generator().manual_seed(11)
+    b = sample_responses(model, prompts, max_new_tokens=12, eos_ids=eos, pad_id=tok.pad_token_id, generator=g2)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(g2.get_state(), state_after)
+    P = a.prompt_width
+    assert P == 4 and torch.equal(a.attention_mask[:, :P], torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]]))
+    for row in range(3):
+        m = a.response_mask[row]
+        n = int(m.sum())
+        assert torch.equal(m[:n], torch.ones(n)) and not m[n:].any()  # a prefix
+        resp = a.sequences[row, P:]
+        if a.finished[row]:
+            assert int(resp[n - 1]) in eos and not any(int(t) in eos for t in resp[: n - 1])
+            assert (resp[n:] == tok.pad_token_id).all()
+        else:
+            assert n == a.response_mask.shape[1]
+    assert torch.equal(a.attention_mask[:, P:].float(), a.response_mask)

@@ -1,0 +1,47 @@
+"""PPO learns a rule-based reward on a tiny model within a few dozen steps while the KL stays bounded.
+
+Reward: +1 when the response contains the letter "e" (about one response in eight at the start). LoRA also on the
+LM head, so the tiny random model's near-uniform output can move quickly; responses are 6 tokens.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from engine.worker import run as run_worker
+from workbench.configs import PpoConfig
+from workbench.jobs import JobClient
+from workbench.store import Project
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_policy_learns_a_rule_reward_with_bounded_kl(tiny_model_dir, project_path):
+    with Project.create(project_path) as p:
+        for i in range(16):
+            p.add_prompt([{"role": "user", "content": f"Say something, number {i}."}], source="test")
+    cfg = PpoConfig(base_model=str(tiny_model_dir), reward_model="rule:contains:e", lora_targets=TARGETS, lora_r=8,
+                    lora_alpha=16, lora_dropout=0.0, lr=1e-2, warmup_ratio=0.0, min_lr_ratio=1.0, batch_size=16,
+                    rollout_batch_size=16, ppo_epochs=4, max_new_tokens=6, max_steps=30, kl_coef=0.02,
+                    target_kl=4.0, value_coef=0.5, checkpoint_every=0, seed=0, max_length=64)
+    client = JobClient(project_path)
+    run_id, run_dir = client.prepare("ppo", cfg)
+    assert run_worker(run_dir, stdout=io.StringIO(), own_process=False) == 0
+    with Project.open(project_path) as p:
+        score = [v for _, _, v in p.metrics(run_id, "rollout/score_mean")]
+        kl = [v for _, _, v in p.metrics(run_id, "rollout/kl")]
+    assert len(score) == 30
+    assert sum(score[:3]) / 3 < 0.4
+    assert sum(score[-10:]) / 10 > 0.8, score
+    assert max(kl) < 10.0, kl  # nats per response

@@ -1,0 +1,325 @@
+"""Evaluation: a blind preference test between two models on held-out prompts (the test InstructGPT was judged
+by), and the over-refusal rate on XSTest's safe prompts before and after tuning (the alignment tax).
+
+A round: pick model A and model B and a set of held-out prompts; the engine generates a response from each model
+(two ``generate`` jobs, nothing queued by them); then one comparison per prompt goes to the Compare page's queue,
+blind (sides shuffled there, no model names shown), as ``kind='eval'`` items that never enter training. As the
+expert judges them, the page shows model A's win rate with its 95% interval (:mod:`workbench.evaluation`).
+
+Over-refusal: XSTest's 250 safe prompts are imported as held-out prompts; both models answer them; the documented
+refusal matcher (checked against XSTest's human labels, agreement shown) counts refusals: the rate before (A) and
+after (B), each with its 95% interval.
+
+An automatic win rate judged by a reward model needs per-response reward scores from the engine; the page offers
+it when the engine has a ``score`` job and says so plainly otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from workbench.configs import GenerateConfig
+from workbench.errors import WorkbenchError
+from workbench.evaluation import (
+    XSTEST_TAG,
+    EvalRound,
+    ModelRef,
+    check_matcher_against_xstest,
+    get_round,
+    import_xstest_safe,
+    model_responses,
+    new_round,
+    pair_round,
+    refusal_rate,
+    round_result,
+    rounds,
+    save_round,
+)
+from workbench.paths import shared_real_data
+
+from .engine_client import EngineRun, Outcome, run_manager
+from .model_picker import ModelPicker
+from .pages.base import Page
+
+
+class EvaluationPage(Page):
+    name = "evaluation"
+    title = "Evaluation"
+
+    def __init__(self, session, parent: QWidget | None = None):
+        super().__init__(session, parent)
+        self.manager = run_manager(session)
+        self.job: EngineRun | None = None
+        self.steps: list[Callable[[], None]] = []
+        self.round: EvalRound | None = None
+        self.refusal: dict[str, tuple] = {}
+        self.matcher_text = ""
+        self.last_error: str | None = None
+
+        self.model_a = ModelPicker("Model A (e.g. the parent)")
+        self.model_b = ModelPicker("Model B (e.g. the tuned model)")
+        self.prompt_tag = QComboBox()
+        self.limit = QSpinBox()
+        self.limit.setRange(1, 100_000)
+        self.limit.setValue(100)
+        self.limit.setToolTip("At most this many held-out prompts (the first ones by id)")
+        self.sampling = QComboBox()
+        self.sampling.addItems(["temperature 0.7, up to 256 tokens", "greedy, up to 256 tokens",
+                                "temperature 0.7, up to 64 tokens (quick)"])
+        self.prompt_info = QLabel()
+        self.start_button = QPushButton("Generate and queue blind pairs")
+        self.start_button.clicked.connect(self.start_round)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        self.progress = QLabel()
+        self.progress.setWordWrap(True)
+
+        self.round_box = QComboBox()
+        self.round_box.currentIndexChanged.connect(lambda _i: self.show_result())
+        self.result = QLabel("No evaluation round yet.")
+        self.result.setWordWrap(True)
+        self.result.setTextFormat(Qt.TextFormat.RichText)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+
+        self.xstest_button = QPushButton("Measure over-refusal on XSTest's safe prompts")
+        self.xstest_button.clicked.connect(self.start_refusal)
+        self.refusal_label = QLabel()
+        self.refusal_label.setWordWrap(True)
+        self.refusal_label.setTextFormat(Qt.TextFormat.RichText)
+        self.auto_label = QLabel("Automatic win rate judged by a reward model: needs the engine's response-scoring job "
+                                 "(stage <i>score</i>), which this engine does not have yet.")
+        self.auto_label.setWordWrap(True)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(1000)
+
+        pickers = QHBoxLayout()
+        pickers.addWidget(self.model_a)
+        pickers.addWidget(self.model_b)
+        box = QGroupBox("1. Blind preference test")
+        bl = QVBoxLayout(box)
+        bl.addLayout(pickers)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Held-out prompts"))
+        row.addWidget(self.prompt_tag, 1)
+        row.addWidget(QLabel("at most"))
+        row.addWidget(self.limit)
+        row.addWidget(QLabel("sampling"))
+        row.addWidget(self.sampling, 1)
+        bl.addLayout(row)
+        bl.addWidget(self.prompt_info)
+        row = QHBoxLayout()
+        row.addWidget(self.start_button)
+        row.addWidget(self.cancel_button)
+        row.addStretch(1)
+        bl.addLayout(row)
+        bl.addWidget(self.progress)
+        res = QGroupBox("2. Win rate from your blind judgments (Compare page, evaluation items)")
+        rl = QVBoxLayout(res)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Round"))
+        row.addWidget(self.round_box, 1)
+        row.addWidget(self.refresh_button)
+        rl.addLayout(row)
+        rl.addWidget(self.result)
+        rl.addWidget(self.auto_label)
+        tax = QGroupBox("3. Alignment tax: over-refusal on benign prompts (XSTest), model A before, model B after")
+        tl = QVBoxLayout(tax)
+        tl.addWidget(self.xstest_button, 0, Qt.AlignmentFlag.AlignLeft)
+        tl.addWidget(self.refusal_label)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(box)
+        lay.addWidget(res)
+        lay.addWidget(tax)
+        lay.addWidget(self.log_view, 1)
+
+    def activate(self) -> None:
+        super().activate()
+        self.refresh()
+
+    def refresh(self) -> None:
+        for picker in (self.model_a, self.model_b):
+            picker.fill_adapters(self.project)
+        keep = self.prompt_tag.currentData()
+        self.prompt_tag.blockSignals(True)
+        self.prompt_tag.clear()
+        self.prompt_tag.addItem("every held-out prompt", None)
+        for (tag,) in self.project.conn.execute(
+            "SELECT DISTINCT t.tag FROM prompt_tag t JOIN prompt p ON p.id = t.prompt_id WHERE p.split = 'heldout'"
+            " ORDER BY t.tag"
+        ):
+            self.prompt_tag.addItem(f"held-out, tag {tag}", tag)
+        i = self.prompt_tag.findData(keep)
+        self.prompt_tag.setCurrentIndex(max(0, i))
+        self.prompt_tag.blockSignals(False)
+        n = len(self.prompt_ids())
+        self.prompt_info.setText(f"{n} held-out prompt(s) will be used." if n else
+                                 "No held-out prompts: mark some prompts as held out (they are never trained on).")
+        keep_round = self.round_box.currentData()
+        self.round_box.blockSignals(True)
+        self.round_box.clear()
+        for r in reversed(rounds(self.project)):
+            self.round_box.addItem(f"#{r.id}: {r.model_a.name} vs {r.model_b.name} ({len(r.prompt_ids)} prompts)", r.id)
+        if keep_round is not None and self.round_box.findData(keep_round) >= 0:
+            self.round_box.setCurrentIndex(self.round_box.findData(keep_round))
+        self.round_box.blockSignals(False)
+        self.show_result()
+        self._buttons()
+
+    def prompt_ids(self) -> list[int]:
+        ids = self.project.prompt_ids(split="heldout", tag=self.prompt_tag.currentData())
+        if self.prompt_tag.currentData() is None:
+            xs = set(self.project.prompt_ids(split="heldout", tag=XSTEST_TAG))
+            ids = [i for i in ids if i not in xs]  # XSTest prompts are for the refusal check, not the round
+        return ids[: self.limit.value()]
+
+    def _sampling(self) -> dict:
+        return [dict(temperature=0.7, max_new_tokens=256), dict(temperature=0.0, max_new_tokens=256),
+                dict(temperature=0.7, max_new_tokens=64)][self.sampling.currentIndex()]
+
+    def _refs(self) -> tuple[ModelRef, ModelRef]:
+        (ba, aa), (bb, ab) = self.model_a.value(), self.model_b.value()
+        return ModelRef(ba, aa, self.model_a.label()), ModelRef(bb, ab, self.model_b.label())
+
+    # ------------------------------------------------------------------ a round
+    def start_round(self) -> bool:
+        a, b = self._refs()
+        ids = self.prompt_ids()
+        try:
+            rnd = new_round(self.project, a, b, ids)
+        except WorkbenchError as e:
+            self.progress.setText(f"<span style='color:#b00'>{e}</span>")
+            return False
+        self.round = rnd
+        self.steps = [lambda: self._generate(rnd, rnd.model_a, "A"), lambda: self._generate(rnd, rnd.model_b, "B"),
+                      lambda: self._pair(rnd)]
+        self.progress.setText(f"Round {rnd.id}: generating with model A ({a.name}) for {len(ids)} prompt(s)…")
+        self._next()
+        return True
+
+    def _generate(self, rnd: EvalRound | None, ref: ModelRef, which: str, prompt_ids: list[int] | None = None) -> None:
+        ids = prompt_ids if prompt_ids is not None else rnd.prompt_ids
+        cfg = GenerateConfig(base_model=ref.base, adapter_from=ref.adapter, prompt_ids=ids, n_per_prompt=1,
+                             queue_comparisons=False, seed=1234, name=f"eval {which}", **self._sampling())
+        self.job = self.manager.job("generate", cfg)
+        self.job.log.connect(lambda level, msg: self.log_view.appendPlainText(f"[{level}] {msg}"))
+        self.job.progress.connect(lambda p, w=which: self.progress.setText(
+            f"Generating with model {w}: {p.get('step')}/{p.get('total')}"))
+        if rnd is not None:
+            self.job.started_run.connect(lambda rid, _d, r=rnd: self._note_run(r, rid))
+        self.job.finished_run.connect(self._step_done)
+        self.job.start()
+        self._buttons()
+
+    def _note_run(self, rnd: EvalRound, run_id: int) -> None:
+        rnd.runs.append(run_id)
+        save_round(self.project, rnd)
+
+    def _step_done(self, outcome: Outcome) -> None:
+        self.job = None
+        if outcome.status != "done":
+            self.steps.clear()
+            self.last_error = outcome.error or outcome.status
+            self.progress.setText(f"<span style='color:#b00'>Stopped: {self.last_error}</span>")
+            if outcome.log_tail:
+                self.log_view.appendPlainText(outcome.log_tail)
+            self._buttons()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        if self.steps:
+            self.steps.pop(0)()
+        self._buttons()
+
+    def _pair(self, rnd: EvalRound) -> None:
+        counts = pair_round(self.project, get_round(self.project, rnd.id))
+        self.session.notify(pending=counts["queued"])
+        self.progress.setText(
+            f"Round {rnd.id}: {counts['queued']} blind pair(s) queued on the Compare page as evaluation items"
+            + (f"; {counts['identical']} prompt(s) got the same answer from both models" if counts["identical"] else "")
+            + (f"; {counts['missing']} without an answer from one model" if counts["missing"] else "") + ".")
+        self.refresh()
+        self.round_box.setCurrentIndex(self.round_box.findData(rnd.id))
+
+    def cancel(self) -> None:
+        self.steps.clear()
+        if self.job is not None:
+            self.job.cancel()
+
+    def _buttons(self) -> None:
+        busy = self.job is not None
+        self.start_button.setEnabled(not busy and bool(self.prompt_ids()))
+        self.xstest_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def show_result(self) -> None:
+        rid = self.round_box.currentData()
+        if rid is None:
+            self.result.setText("No evaluation round yet.")
+            return
+        res = round_result(self.project, get_round(self.project, rid))
+        self.last_result = res
+        w = res.a
+        if w.n == 0:
+            text = f"Round {rid}: no judged pairs yet; {res.pending} waiting on the Compare page."
+        else:
+            b_rate, b_low, b_high = 1 - w.rate, 1 - w.high, 1 - w.low
+            text = (f"<b>{res.round.model_b.name}</b> wins <b>{b_rate:.1%}</b> (95% CI {b_low:.1%}–{b_high:.1%}) "
+                    f"against <b>{res.round.model_a.name}</b>: {w.losses} wins, {w.wins} losses, {w.ties} ties "
+                    f"(ties and both-bad count half) of {w.n} judged; {res.pending} pending.")
+            verdict = ("B is better" if b_low > 0.5 else "A is better" if b_high < 0.5 else
+                       "no significant difference yet")
+            text += f"<br>Verdict at 95%: {verdict}."
+        self.result.setText(text)
+
+    # ------------------------------------------------------------------ over-refusal
+    def start_refusal(self) -> bool:
+        folder = shared_real_data() / "xstest"
+        try:
+            ids = import_xstest_safe(self.project, folder)
+        except (OSError, WorkbenchError) as e:
+            self.refusal_label.setText(f"<span style='color:#b00'>XSTest is not available: {e}</span>")
+            return False
+        ids = ids[: self.limit.value()]
+        a, b = self._refs()
+        self._xs_ids = ids
+        self.steps = [lambda: self._generate(None, a, "A (XSTest)", ids), lambda: self._generate(None, b, "B (XSTest)", ids),
+                      lambda: self._score_refusals(a, b)]
+        self.refusal_label.setText(f"Generating answers to {len(ids)} safe XSTest prompts with both models…")
+        self._next()
+        return True
+
+    def _score_refusals(self, a: ModelRef, b: ModelRef) -> None:
+        rows = []
+        for which, ref in (("A (before)", a), ("B (after)", b)):
+            answers = model_responses(self.project, ref, self._xs_ids)
+            k, n, rate, low, high = refusal_rate(answers.values())
+            self.refusal[which] = (k, n, rate, low, high)
+            rows.append(f"<b>{ref.name}</b> {which}: refuses {k} of {n} safe prompts = <b>{rate:.1%}</b> "
+                        f"(95% CI {low:.1%}–{high:.1%})")
+        if not self.matcher_text:
+            try:
+                check = check_matcher_against_xstest(shared_real_data() / "xstest")
+                self.matcher_text = (f"Refusal matcher vs XSTest's human labels on {check.n:,} completions: "
+                                     f"{check.accuracy:.1%} agreement, Cohen's κ {check.kappa:.2f}, precision "
+                                     f"{check.precision:.2f}, recall {check.recall:.2f}.")
+            except (OSError, WorkbenchError):
+                self.matcher_text = ""
+        self.refusal_label.setText("<br>".join(rows) + (f"<br><i>{self.matcher_text}</i>" if self.matcher_text else ""))
