@@ -68,7 +68,7 @@ def side_ours(args) -> dict:
     torch.manual_seed(0)
     lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear")
     rm_dir = Path(args.rm_dir)
-    loaded = load_model("bundled:SmolLM2-135M-Instruct", device="cpu", dtype="float32", quantize="none")
+    loaded = load_model(args.base, device="cpu", dtype="float32", quantize="none")
     roles = PpoRoles(loaded.model, lora, seed=0)
     roles.load_frozen(REWARD, rm_dir)
     tok = loaded.tokenizer
@@ -93,7 +93,7 @@ def side_rm(args) -> dict:
     from engine.models import load_model
     from engine.reward_model import HeadedModel
 
-    model = load_model("bundled:SmolLM2-135M-Instruct", device="cpu", dtype="float32", quantize="none").model
+    model = load_model(args.base, device="cpu", dtype="float32", quantize="none").model
     hm = HeadedModel(model)
     hm.add_adapter("rm", LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear"), head=True)
     hm.save_adapter("rm", args.rm_dir)
@@ -106,10 +106,10 @@ def side_four(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from engine.losses import clipped_policy_loss, clipped_value_loss, gae, whiten
-    from workbench.paths import bundled_model_dir
+    from engine.models import resolve_model_path
 
     torch.manual_seed(0)
-    path = str(bundled_model_dir())
+    path = str(resolve_model_path(args.base))
     tok = AutoTokenizer.from_pretrained(path)
     kw = dict(dtype=torch.float32)
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(path, **kw),
@@ -175,7 +175,7 @@ def side_sft(args) -> dict:
 
     torch.manual_seed(0)
     register_packed_attention()
-    cfg = SftConfig(device="cpu", dtype="float32", quantize="none", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+    cfg = SftConfig(base_model=args.base, device="cpu", dtype="float32", quantize="none", lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
                     batch_size=args.batch_size)
     model, tok = load_for_training(cfg, torch.device("cpu"), attn_implementation="wb_packed")
     ids = _prompts(tok, args.batch_size, args.prompt_tokens)
@@ -192,6 +192,8 @@ def side_sft(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", default="bundled:SmolLM2-135M-Instruct",
+                    help="model for all sides (default: the bundled SmolLM2; any folder engine.models loads)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--micro", type=int, default=8, help="micro-batch of the forward/backward passes (both PPO sides)")
     ap.add_argument("--prompt-tokens", type=int, default=64)
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.machine import describe
 
-    common = ["--batch-size", str(args.batch_size), "--micro", str(args.micro), "--prompt-tokens", str(args.prompt_tokens),
+    common = ["--base", args.base, "--batch-size", str(args.batch_size), "--micro", str(args.micro), "--prompt-tokens", str(args.prompt_tokens),
               "--response-tokens", str(args.response_tokens), "--lora-r", str(args.lora_r), "--threads", str(args.threads)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     results = {}
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             "error": f"exit {proc.returncode}", "stderr": proc.stderr[-1500:]}
     print("== PPO peak memory: one base with adapters vs four models vs SFT ==")
     print(f"machine: {describe()}")
-    print(f"setting: bundled SmolLM2-135M fp32 CPU, batch {args.batch_size} (micro {args.micro}), prompt "
+    print(f"setting: {args.base} fp32 CPU, batch {args.batch_size} (micro {args.micro}), prompt "
           f"{args.prompt_tokens} + response {args.response_tokens} tokens, LoRA r={args.lora_r} all-linear")
     for side, r in results.items():
         print(f"  {side:5s} " + (f"peak RSS {r['peak_rss_mb']:7.0f} MB  ({r['seconds']} s)" if "error" not in r

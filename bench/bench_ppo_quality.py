@@ -2,13 +2,13 @@
 of responses to held-out prompts by at least one standard deviation while the KL to the reference stays under 6
 nats per response, within 60 minutes of PPO on this CPU? (Issue 5; a benchmark for the lead to run, not a test.)
 
-    python -m bench.bench_ppo_quality [--rows 1200] [--heldout 64] [--rm-minutes 20] [--ppo-minutes 60]
-                                      [--reward-model DIR] [--keep] [--json]
+    python -m bench.bench_ppo_quality [--rows 1200] [--heldout 64] [--rm-steps 300] [--ppo-minutes 60]
+                                      [--reward-model DIR] [--json]
 
 1. A scratch project from HH-RLHF helpful-base train rows (our importer); ``--heldout`` prompts are set to the
    held-out split (they never enter a training snapshot).
-2. A reward model trained on the project through the product path (``JobClient`` → ``rm`` job), stopped after
-   ``--rm-minutes`` (not counted in the PPO budget); or ``--reward-model DIR`` to reuse one.
+2. A reward model trained on the project through the product path (``JobClient`` → ``rm`` job) for ``--rm-steps``
+   steps (not counted in the PPO budget); or ``--reward-model DIR`` to reuse one.
 3. Before: one response (up to ``--max-new-tokens`` 64) per held-out prompt sampled from the starting policy (the
    bare base), scored by the reward model.
 4. PPO through the ``ppo`` job on the training prompts, cancelled (with a checkpoint) after ``--ppo-minutes``.
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1200, help="HH-RLHF train rows imported")
     ap.add_argument("--heldout", type=int, default=64, help="prompts held out for the before/after evaluation")
-    ap.add_argument("--rm-minutes", type=float, default=20.0)
+    ap.add_argument("--rm-steps", type=int, default=300, help="reward-model optimizer steps (batch 8)")
     ap.add_argument("--reward-model", help="reuse this reward adapter folder instead of training one")
     ap.add_argument("--ppo-minutes", type=float, default=60.0)
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ppo-epochs", type=int, default=2)
     ap.add_argument("--target-kl", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -148,17 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     reward_model = args.reward_model
     rm_info: dict = {}
     if not reward_model:
-        rm_cfg = RewardConfig(max_length=512, batch_size=8, checkpoint_every=25, max_steps=10_000, epochs=1.0,
+        rm_cfg = RewardConfig(max_length=512, batch_size=8, checkpoint_every=0, max_steps=args.rm_steps,
                               eval_fraction=0.05, seed=args.seed, name="bench rm")
-        rm_info = follow(client.start("rm", rm_cfg), minutes=args.rm_minutes, label="rm")
+        rm_info = follow(client.start("rm", rm_cfg), minutes=None, label="rm")
         reward_model = rm_info.get("output")
         if not reward_model:
-            from engine import checkpoints as ckpt
-
-            run_id = max(r["id"] for r in Project.open(project_path).runs() if r["stage"] == "rm")
-            last = ckpt.latest_checkpoint(client.attach(run_id).run_dir / "checkpoints")
-            reward_model = str(last / "adapter")
-            # a reward-model checkpoint keeps its head beside the adapter in extra tensors or head.safetensors
+            raise SystemExit(f"the reward-model run ended without an output adapter: {rm_info}")
+        print(f"reward model trained in {rm_info['minutes']} min: {rm_info.get('final_metrics')}", flush=True)
     print(f"reward model: {reward_model}", flush=True)
 
     before = evaluate(None, reward_model, held_prompts, max_new_tokens=args.max_new_tokens, seed=args.seed,
@@ -203,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"before": {k: v for k, v in before.items() if k != "texts"},
                           "after": {k: v for k, v in after.items() if k != "texts"}, "gain_std": gain,
                           "score_curve": score_curve, "kl_curve": kl_curve, "ppo_minutes": ppo_info.get("minutes")}))
-    if not args.keep:
-        print(f"(scratch folder {work} left in place for inspection; delete it when done)")
+    print(f"(scratch folder {work} left in place for inspection; delete it when done)")
     return 0
 
 

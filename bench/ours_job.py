@@ -9,15 +9,17 @@ dropout 0.05, all linear layers: our defaults), batch size, max length, warm-up 
 split (``eval_fraction 0``), no intermediate checkpoints, torch threads. The worker lowers its own priority by 10.
 
 Timing: each ``progress`` event carries the step and the cumulative real-token count (no padding) and is stamped
-by the worker when the step has ended; tokens/s runs from the end of the warm-up steps to the end of the last
-step. Peak memory: ``ru_maxrss`` of the worker process (taken here from RUSAGE_CHILDREN once it has exited, and
-cross-checked with the ``peak_mem_mb`` the worker reports). Prints one JSON line.
+by the worker when the step has ended; the worker's CPU time is read from /proc as each one arrives. Tokens/s runs
+from the end of the warm-up steps to the end of the last step. Peak memory: ``ru_maxrss`` of the worker process
+(taken here from RUSAGE_CHILDREN once it has exited, and cross-checked with the ``peak_mem_mb`` the worker
+reports). Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -26,6 +28,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import steady_rate  # noqa: E402
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc; 0 where that is not available."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(") ", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     t_first = None
     for ev in handle.events():
         if ev.type == EventType.PROGRESS and ev.step is not None and "tokens" in ev.data:
-            marks.append((int(ev.step), ev.time, float(ev.data["tokens"])))
+            marks.append((int(ev.step), ev.time, float(ev.data["tokens"]), _cpu_seconds(handle.pid)))
         elif ev.type == EventType.STATUS and ev.data.get("state") == "running":
             t_first = ev.time
         elif ev.type == EventType.LOG:
@@ -79,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_wall_s": round(marks[-1][1] - t_first, 1) if marks and t_first else None,
         "job_tokens_per_s_incl_warmup": summary.get("tokens_per_s"), "steps": summary.get("steps"),
         "run_dir": str(handle.run_dir), "log": logs,
-        "marks": [(s, round(t - (t_first or t), 3), k) for s, t, k in marks],
+        "marks": [(s, round(t - (t_first or t), 3), k, round(c, 2)) for s, t, k, c in marks],
     }
     print(json.dumps(result))
     return 0

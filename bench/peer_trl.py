@@ -5,13 +5,13 @@ its peak resident memory is its own.
     python -m bench.peer_trl sft|rm --data FILE.jsonl --steps N --warmup W [--batch-size 8] [--max-length 512]
 
 Matched with our side: the bundled SmolLM2 folder in fp32 (``bf16=False``: TRL would otherwise default to bf16),
-the CPU, batch size, max length, the LoRA adapter (r, alpha 32, dropout 0.05, all linear layers), the number of
+the CPU, batch size, max length, the LoRA adapter (r, and our default alpha and dropout, all linear layers), the number of
 optimizer steps, no evaluation, no saving, no reporting, torch threads and niceness. Everything else is TRL's
 default (notably gradient checkpointing on, logging every 10 steps, TRL's per-step metrics such as entropy and
 token accuracy; ``--gradient-checkpointing off`` measures without it).
 
 Timing: a callback notes the time and TRL's own count of real (non-padding) tokens, ``_total_train_tokens``, at the
-end of every optimizer step; tokens/s runs from the end of the warm-up steps to the end of the last step. Prints
+end of every optimizer step (and the process's CPU time); tokens/s runs from the end of the warm-up steps to the end of the last step. Prints
 one JSON line: tokens, seconds, tokens_per_s, peak_rss_mb, wall_s, and the step marks.
 """
 
@@ -29,7 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import peak_rss_mb, steady_rate  # noqa: E402
 
-LORA_ALPHA, LORA_DROPOUT = 32, 0.05  # our defaults (workbench.configs.BaseRunConfig), given to TRL too
+
+
+def _our_lora_defaults() -> tuple[int, float]:
+    """Our LoRA alpha and dropout defaults (workbench.configs), given to TRL too so the adapters match."""
+    from workbench.configs import BaseRunConfig
+
+    d = BaseRunConfig()
+    return d.lora_alpha, d.lora_dropout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.paths import bundled_model_dir
 
     model_path = str(bundled_model_dir())
+    lora_alpha, lora_dropout = _our_lora_defaults()
     dataset = load_dataset("json", data_files=args.data, split="train")
     total_steps = args.warmup + args.steps
     marks: list[tuple[int, float, float]] = []
@@ -67,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer = None
 
         def on_step_end(self, _args, state, control, **kw):
-            marks.append((state.global_step, time.perf_counter(), float(self.trainer._total_train_tokens)))
+            marks.append((state.global_step, time.perf_counter(), float(self.trainer._total_train_tokens),
+                          time.process_time()))
 
     common = dict(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"),
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        peft = LoraConfig(r=args.lora_r, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+        peft = LoraConfig(r=args.lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                           target_modules="all-linear", task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model_path, args=SFTConfig(**common), train_dataset=dataset, peft_config=peft,
                              callbacks=[callback])
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         from trl import RewardConfig, RewardTrainer
 
         # SEQ_CLS: peft keeps the fresh score head trainable (modules_to_save), as our reward head is.
-        peft = LoraConfig(r=args.lora_r, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+        peft = LoraConfig(r=args.lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                           target_modules="all-linear", task_type="SEQ_CLS")
         trainer = RewardTrainer(model=model_path, args=RewardConfig(**common), train_dataset=dataset,
                                 peft_config=peft, callbacks=[callback])
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "examples": kept, "examples_given": len(dataset), "steps": marks[-1][0] if marks else 0,
         "threads": torch.get_num_threads(),
         "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
-        "marks": [(s, round(t - t_train, 3), k) for s, t, k in marks],
+        "marks": [(s, round(t - t_train, 3), k, round(c, 2)) for s, t, k, c in marks],
     }
     if kept != len(dataset):
         result["note"] = f"TRL kept {kept} of {len(dataset)} examples"

@@ -16,7 +16,8 @@ pass through the MLPs and projections once instead of twice and no padding is ev
 Activation: :func:`pairs_attention` temporarily switches the model's attention implementation to ``wb_pairs`` (a
 field of the model config, shared by its layers), so the same base keeps serving generation and padded batches
 with its usual attention outside the ``with`` block. Without the ``pair_segments`` argument the function falls
-back to ordinary SDPA.
+back to ordinary SDPA. With gradient checkpointing the block must span ``backward()`` as well, since the forward
+is recomputed there (the trainers do this; ``tests/engine/test_reward_model.py`` checks the gradients).
 """
 
 from __future__ import annotations

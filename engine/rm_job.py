@@ -41,6 +41,7 @@ from . import checkpoints as ckpt
 from .jobs import JobError, JobResult
 from .jobs.context import JobContext
 from .losses import bradley_terry_loss
+from .pair_attention import pairs_attention
 from .reward_model import HEAD_FILE, HeadedModel, pair_rewards
 from .rm_data import ChatEncoder, EncodedPair, collate_pairs, pad_token_id
 from .training import DataOrder, check_finite, make_accelerator, warmup_cosine
@@ -328,7 +329,8 @@ def run_rm(ctx: JobContext) -> JobResult:
                 continue
             batch = collate_pairs(micro, pad_token_id(tokenizer)).to(device)
             sync = contextlib.nullcontext() if m == cfg.grad_accum - 1 else accelerator.no_sync(scorer)
-            with sync:
+            # the attention switch spans the backward pass too: gradient checkpointing recomputes the forward there
+            with sync, pairs_attention(hm.transformer()):
                 rc, rr = scorer(batch)
                 out = bradley_terry_loss(rc.float(), rr.float(), batch.margin, batch.tie,
                                          centring_coef=cfg.center_rewards)
@@ -340,7 +342,7 @@ def run_rm(ctx: JobContext) -> JobResult:
                 keep = ~batch.tie
                 r = torch.cat([rcd, rrd])
                 stats += torch.tensor([
-                    float(out.loss) * len(micro), float(((rcd > rrd) & keep).sum()), float(keep.sum()),
+                    float(out.loss.detach()) * len(micro), float(((rcd > rrd) & keep).sum()), float(keep.sum()),
                     float(r.sum()), float((r * r).sum()), float((rcd - rrd).sum()), len(micro),
                 ], dtype=torch.float64)
             local_tokens += batch.n_tokens

@@ -34,6 +34,7 @@ from . import checkpoints as ckpt
 from .jobs import JobError, JobResult
 from .jobs.context import JobContext
 from .losses import masked_bce_with_logits
+from .pair_attention import pairs_attention
 from .reward_model import HeadedModel, packed_scores
 from .rm_data import ChatEncoder
 from .training import DataOrder, check_finite, make_accelerator, warmup_cosine
@@ -265,14 +266,15 @@ def run_safety(ctx: JobContext) -> JobResult:
             if not micro:
                 continue
             sync = contextlib.nullcontext() if m == cfg.grad_accum - 1 else accelerator.no_sync(scorer)
-            with sync:
+            # the attention switch spans the backward pass too: gradient checkpointing recomputes the forward there
+            with sync, pairs_attention(hm.transformer()):
                 logits = scorer([x.ids for x in micro])
                 labels, known = _targets(micro, logits.device)
                 n_known = float(known.sum())
                 loss = masked_bce_with_logits(logits, labels, known)
                 # weight by this micro-batch's share of the step's known cells: the step's loss is their mean
                 accelerator.backward(loss * (n_known * world / max(1.0, step_known)))
-            sums += torch.tensor([float(loss) * n_known, n_known, sum(len(x.ids) for x in micro)], dtype=torch.float64)
+            sums += torch.tensor([float(loss.detach()) * n_known, n_known, sum(len(x.ids) for x in micro)], dtype=torch.float64)
         check_finite(float(sums[0]), step + 1)
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -236,7 +236,7 @@ def run_job(ctx: JobContext) -> JobResult:
             if grad_norm is not None:
                 last_metrics["train/grad_norm"] = float(grad_norm)
             ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith("train/")})
-        remaining = (total_steps - step) * train_time / max(1, step - 0)
+        remaining = (total_steps - step) * train_time / max(1, step)
         ctx.progress(step, total_steps, epoch=round(order.epoch, 4), tokens=tokens_seen,
                      tokens_per_s=round(tps, 1), eta_s=round(remaining, 1))
 

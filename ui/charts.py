@@ -25,6 +25,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pyqtgraph as pg
+from . import refcount_guard
+
+refcount_guard.protect()  # PySide6 6.12 on Python 3.11 leaks references to None/True: see the module
+
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -72,7 +76,7 @@ def ema(values: list[float], weight: float) -> list[float]:
 
 
 class _Series:
-    __slots__ = ("steps", "values", "dirty", "curve", "raw_curve")
+    __slots__ = ("steps", "values", "dirty", "curve", "raw_curve", "lo", "hi")
 
     def __init__(self) -> None:
         self.steps: list[float] = []
@@ -80,6 +84,16 @@ class _Series:
         self.dirty = True
         self.curve = None
         self.raw_curve = None
+        self.lo = math.inf
+        self.hi = -math.inf
+
+    def add(self, step: float, value: float) -> None:
+        self.steps.append(step)
+        self.values.append(value)
+        if value == value and not math.isinf(value):
+            self.lo = min(self.lo, value)
+            self.hi = max(self.hi, value)
+        self.dirty = True
 
 
 class MetricCharts(QWidget):
@@ -98,6 +112,8 @@ class MetricCharts(QWidget):
         self._tick = 0
         self._waiting: dict[str, float] = {}
         self._free: list[pg.PlotItem] = []   # laid-out plots not yet given a metric
+        self._manual: set[int] = set()       # plots the user zoomed or panned
+        self._ranges: dict[str, tuple[float, float, float]] = {}
 
         self.view = pg.GraphicsLayoutWidget()
         self.view.ci.setSpacing(6)
@@ -147,9 +163,7 @@ class MetricCharts(QWidget):
             s = self.series.get((run, key))
             if s is None:
                 s = self.series[(run, key)] = _Series()
-            s.steps.append(float(step))
-            s.values.append(fv)
-            s.dirty = True
+            s.add(float(step), fv)
 
     def set_series(self, run: str, rows: Iterable[tuple[int, str, float]]) -> None:
         """Replace a run's series with stored metrics (``project.metrics(run_id)`` rows: step, key, value)."""
@@ -164,6 +178,8 @@ class MetricCharts(QWidget):
         self.view.ci.clear()
         self.plots.clear()
         self._free.clear()
+        self._manual.clear()
+        self._ranges.clear()
         self._waiting.clear()
         self.run_colors.clear()
         self.view.hide()
@@ -195,11 +211,15 @@ class MetricCharts(QWidget):
 
     def _make_plot(self) -> pg.PlotItem:
         plot = pg.PlotItem(title=" ")
-        plot.showGrid(x=True, y=True, alpha=0.2)
+        # No grid: grid lines are redrawn with every axis change and doubled the cost of an update here.
         plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
         plot.setLabel("bottom", "step")
         plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
+        # Ranges are set by _fit_range with hysteresis: an axis that changes on every update costs far more to
+        # paint than the curves. A zoom or pan by the user stops that for the plot until "Fit".
+        plot.enableAutoRange(False)
+        plot.getViewBox().sigRangeChangedManually.connect(lambda *_a, p=plot: self._manual.add(id(p)))
         i = len(self.plots) + len(self._free)
         self.view.ci.addItem(plot, row=i // COLUMNS, col=i % COLUMNS)
         return plot
@@ -272,7 +292,33 @@ class MetricCharts(QWidget):
                 s.raw_curve.hide()
             s.dirty = False
             drawn += len(s.steps)
+        if id(plot) not in self._manual:
+            self._fit_range(group, plot)
         return drawn
+
+    def _fit_range(self, group: str, plot: pg.PlotItem, force: bool = False) -> None:
+        """Keep the data in view, changing the range only when the data leaves it (x grows by half again) or
+        fills less than a third of it (y), so most updates leave the axes alone."""
+        members = [s for (_r, k), s in self.series.items() if group_of(k) == group and s.steps]
+        if not members:
+            return
+        x_max = max(s.steps[-1] for s in members)
+        lo = min(s.lo for s in members)
+        hi = max(s.hi for s in members)
+        if not math.isfinite(lo) or not math.isfinite(hi):
+            return
+        x1, y0, y1 = self._ranges.get(group, (0.0, math.inf, -math.inf))
+        span = (hi - lo) or max(abs(hi), 1e-12)
+        changed = force
+        if x_max > x1 or force:
+            x1 = max(10.0, x_max * 1.5) if not force else max(1.0, x_max)
+            changed = True
+        if lo < y0 or hi > y1 or (hi - lo) < (y1 - y0) / 3 or force:
+            y0, y1 = lo - 0.1 * span, hi + 0.1 * span
+            changed = True
+        if changed:
+            self._ranges[group] = (x1, y0, y1)
+            plot.setRange(xRange=(0, x1), yRange=(y0, y1), padding=0)
 
     def _retime(self) -> None:
         n = max(1, len(self.plots))
@@ -294,8 +340,10 @@ class MetricCharts(QWidget):
         self.slider.setValue(int(round(weight * 100)))
 
     def fit(self) -> None:
-        for plot in self.plots.values():
-            plot.enableAutoRange()
+        """Undo zoom and pan: every plot shows all its data again (and follows new data)."""
+        self._manual.clear()
+        for group, plot in self.plots.items():
+            self._fit_range(group, plot, force=True)
 
     # ------------------------------------------------------------------ export
     def export_png(self, path: str | Path) -> Path:

@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import refcount_guard
+
+refcount_guard.protect()  # PySide6 6.12 on Python 3.11 leaks references to None/True: see the module
+
 from PySide6.QtCore import QObject, QThread, Signal
 
 from workbench.configs import ModelConfig

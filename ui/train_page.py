@@ -186,8 +186,8 @@ class TrainPage(Page):
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
         self.eta = QLabel()
-        self.eta.setMinimumWidth(320)
-        self.eta.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        # A fixed size: a label whose text changes 4 times a second must not ask the page for a new layout.
+        self.eta.setFixedSize(420, self.eta.sizeHint().height() + 4)
         self._progress: dict | None = None
         self.counts: dict[str, int] | None = None
         self.check_timer = QTimer(self)
@@ -433,13 +433,28 @@ class TrainPage(Page):
         return True
 
     def _reattach(self) -> None:
-        """A run left going when the window closed: show it again."""
-        runs = live_runs(self.project)
-        if runs and not self.manager.busy:
-            r = runs[-1]
-            self._reset_view(f"Re-attaching to run {r['id']} (started earlier)…")
-            self.charts.set_series("", self.project.metrics(r["id"]))
-            self.manager.attach(r["id"])
+        """A run left going when the window closed: show it again, live. One that ended while no window watched
+        (the project still says running, but its worker is gone): attach to it anyway, which reads its log to the
+        end and records how it ended. Otherwise show how the last run went."""
+        if self.manager.busy:
+            return
+        all_runs = [r for r in self.project.runs() if r["stage"] in STAGES]
+        live = live_runs(self.project)
+        stale = [r for r in all_runs if r["status"] in ("pending", "running") and r not in live]
+        target = (live or stale or [None])[-1]
+        if target is not None:
+            self.run_id = target["id"]
+            self._reset_view(f"Re-attaching to run {target['id']} (started earlier)…")
+            self.charts.set_series("", self.project.metrics(target["id"]))
+            self.manager.attach(target["id"])
+        elif all_runs:
+            last = all_runs[-1]
+            self.run_id = last["id"]
+            self.charts.set_series("", self.project.metrics(last["id"]))
+            self.status.setText(f"Last run: {last['id']} ({STAGES.get(last['stage'], last['stage'])}), {last['status']}"
+                                + (f": {last['error']}" if last.get("error") else ""))
+            if last["status"] in ("failed", "cancelled"):
+                self.last_outcome = Outcome(last["id"], last["status"], error=last.get("error"))
 
     def _reset_view(self, text: str, keep_charts: bool = False) -> None:
         self.banner.hide()
@@ -470,10 +485,10 @@ class TrainPage(Page):
             return
         step, total = int(p.get("step") or 0), int(p.get("total") or 0)
         if total > 0:
-            # The bar repaints only when its per-mille changes: a repaint per step is wasted on a long run.
-            if self.bar.maximum() != 1000:
-                self.bar.setRange(0, 1000)
-            value = min(1000, step * 1000 // total)
+            # In percent: QProgressBar.setValue repaints at once, so it should change at most 100 times a run.
+            if self.bar.maximum() != 100:
+                self.bar.setRange(0, 100)
+            value = min(100, step * 100 // total)
             if value != self.bar.value():
                 self.bar.setValue(value)
             self.total_steps = total

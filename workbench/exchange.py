@@ -21,9 +21,10 @@ from), flag categories (custom ones included), safety labels (present or known a
 guideline versions. Not written: snapshots, runs, metrics and checkpoints — training history that refers to
 folders on the machine that made it.
 
-Import merges: a prompt or response already in the project is reused (tags are unioned; the project's own split
-and source are kept); a row whose key is already there is skipped, except that a pending comparison there takes
-the imported judgment; and a judged comparison, ranking or flag equal to one the project already had before the
+Import merges: a prompt or response already in the project is reused (tags are unioned; the project's source is
+kept; a prompt held out on either side ends up held out, so nothing the source kept out of training enters it here);
+a row whose key is already there is skipped, except that a pending comparison there takes the imported judgment;
+and a judged comparison, ranking or flag equal to one the project already had before the
 import (same pair, verdict, strength and source; same entries; same label) is skipped as a duplicate, as is a new
 pending item for a pair already queued or judged. Every skip is counted with its reason. The whole file goes in one
 transaction: any bad record aborts it with the file, line and field named, leaving the project unchanged.
@@ -38,6 +39,7 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +315,7 @@ def _parse(line: str, path: Path, number: int) -> dict[str, Any]:
 
 
 _MISSING = object()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class _Importer:
@@ -354,7 +357,16 @@ class _Importer:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join("integer" if k is int else "text" if k is str else k.__name__ for k in kinds)
             raise self.error(f"expected {names}, got {type(value).__name__}", field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            self.check_int64(value, field)
         return value
+
+    def check_int64(self, value: int, field: str) -> None:
+        # SQLite integers are 64-bit; a larger JSON number would abort the import with an OverflowError.
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise self.error(
+                f"integer {value} is out of range (it must fit in 64 bits: {_INT64_MIN} to {_INT64_MAX})", field
+            )
 
     def text(self, rec: dict[str, Any], field: str, *, nullable: bool = False, required: bool = True) -> str | None:
         value = self.get(rec, field, (str,), nullable=nullable, required=required)
@@ -379,8 +391,20 @@ class _Importer:
 
     def stamp(self, rec: dict[str, Any], field: str, *, nullable: bool = True) -> str | None:
         value = self.get(rec, field, (str,), nullable=nullable, required=not nullable)
-        if value is not None and not value.strip():
+        if value is None:
+            return None
+        if not value.strip():
             raise self.error("empty timestamp", field)
+        # Timestamps are compared as text and parsed by the queue and the dashboard: they must be ISO 8601 with a
+        # UTC offset, as the store writes them.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise self.error(
+                f"{value!r} is not an ISO 8601 timestamp with a UTC offset (like 2026-01-31T09:30:00.000+00:00)", field
+            )
         return value
 
     def guideline(self, rec: dict[str, Any]) -> int | None:
@@ -478,10 +502,15 @@ class _Importer:
             self.report.add("prompts")
         else:
             pid = row[0]
-            self.report.skip(
-                "prompt already in the project" if row[1] == split
-                else f"prompt already in the project as {row[1]} (kept its split, not {split})"
-            )
+            if split == "heldout" and row[1] != "heldout":
+                # Held out on either side stays held out: the source's held-out prompts must not enter training here.
+                self.conn.execute("UPDATE prompt SET split = 'heldout' WHERE id = ?", (pid,))
+                self.report.add("prompts moved to the held-out set")
+            else:
+                self.report.skip(
+                    "prompt already in the project" if row[1] == split
+                    else f"prompt already in the project as {row[1]} (kept its split, not {split})"
+                )
         self.prompts[h] = pid
         if tags:
             cur = self.conn.executemany("INSERT OR IGNORE INTO prompt_tag VALUES (?, ?)", [(pid, t) for t in dict.fromkeys(tags)])
@@ -618,6 +647,7 @@ class _Importer:
             rank = entry[1]
             if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
                 raise self.error(f"rank must be a positive integer, not {rank!r}", where)
+            self.check_int64(rank, where)
             if rid in ranks:
                 raise self.error("the same response is ranked twice", where)
             ranks[rid] = rank

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from .store import Comparison, Project
 
 DEFAULT_RETEST_SHARE = 0.05
+# A live judgment the expert made in this app: imported judgments carry no guideline version (see
+# importers.staging), and retesting them would measure someone else's consistency, not the expert's.
+_OWN = "verdict IS NOT NULL AND retracted_at IS NULL AND guideline_version IS NOT NULL"
 
 
 @dataclass
@@ -70,11 +73,12 @@ class AnnotationQueue:
         del self.recent[: -self.config.min_gap]
 
     def _retest_candidate(self) -> int | None:
-        """A judged, non-retracted original without a retest yet, picked at a random point in judging time."""
+        """One of the expert's own judgments (made in this app: it has a guideline version; imported judgments have
+        none), non-retracted and without a retest yet, picked at a random point in judging time."""
         conn = self.project.conn
         # Two statements: SQLite answers a lone MIN or MAX from the index, but MIN and MAX together by a scan.
-        lo = conn.execute("SELECT MIN(judged_at) FROM comparison WHERE verdict IS NOT NULL").fetchone()[0]
-        hi = conn.execute("SELECT MAX(judged_at) FROM comparison WHERE verdict IS NOT NULL").fetchone()[0]
+        lo = conn.execute(f"SELECT MIN(judged_at) FROM comparison WHERE {_OWN}").fetchone()[0]
+        hi = conn.execute(f"SELECT MAX(judged_at) FROM comparison WHERE {_OWN}").fetchone()[0]
         if lo is None:
             return None
         from datetime import datetime
@@ -87,7 +91,7 @@ class AnnotationQueue:
             args: list = [start]
             sql = (
                 "SELECT c.id FROM comparison c WHERE c.verdict IS NOT NULL AND c.judged_at >= ? "
-                "AND c.retest_of IS NULL AND c.retracted_at IS NULL"
+                "AND c.retest_of IS NULL AND c.retracted_at IS NULL AND c.guideline_version IS NOT NULL"
             )
             if self.config.source:
                 sql += " AND c.source = ?"

@@ -76,6 +76,7 @@ CREATE INDEX comparison_pending ON comparison(id) WHERE verdict IS NULL AND retr
 CREATE INDEX comparison_pair ON comparison(response_a, response_b);
 CREATE INDEX comparison_prompt ON comparison(prompt_id);
 CREATE INDEX comparison_judged ON comparison(judged_at) WHERE verdict IS NOT NULL;
+CREATE INDEX comparison_expert_judged ON comparison(judged_at) WHERE verdict IS NOT NULL AND guideline_version IS NOT NULL;
 CREATE INDEX comparison_retest ON comparison(retest_of) WHERE retest_of IS NOT NULL;
 
 CREATE TABLE ranking (
@@ -203,10 +204,12 @@ def _bump(key_sql: str, delta: str) -> str:
 
 
 def _comparison_terms(row: str, sign: str) -> str:
+    # A retracted judgment stays in the table for old snapshots but no longer counts as a verdict.
+    live = f"({row}.retracted_at IS NULL)"
     return "\n    ".join([
         _bump("'comparisons'", f"{sign}1"),
-        _bump(f"'verdict:' || coalesce({row}.verdict, 'pending')", f"{sign}1"),
-        _bump(f"'strength:' || {row}.strength", f"{sign}1"),
+        _bump(f"'verdict:' || coalesce({row}.verdict, 'pending')", f"{sign}{live}"),
+        _bump(f"'strength:' || {row}.strength", f"{sign}{live}"),
         _bump("'retracted'", f"{sign}({row}.retracted_at IS NOT NULL)"),
         _bump("'retests'", f"{sign}({row}.retest_of IS NOT NULL)"),
     ])

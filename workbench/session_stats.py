@@ -76,6 +76,7 @@ def retest_agreement(project: Project) -> RetestAgreement:
     rows = project.conn.execute(
         "SELECT o.verdict, o.strength, r.verdict, r.strength FROM comparison r JOIN comparison o ON o.id = r.retest_of "
         "WHERE r.verdict IS NOT NULL AND r.retracted_at IS NULL AND o.verdict IS NOT NULL AND o.retracted_at IS NULL"
+        " AND o.guideline_version IS NOT NULL"  # the original is the expert's own (imported ones have none)
     ).fetchall()
     n = len(rows)
     agree = sum(1 for ov, _, rv, _ in rows if ov == rv)

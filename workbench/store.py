@@ -567,7 +567,12 @@ class Project:
         if item_type not in table:
             raise WorkbenchError(f"cannot retract a {item_type}")
         with self.transaction():
-            if self.in_snapshot(item_type, item_id):
+            # A row that a snapshot holds, or that a retest points at, is kept and marked: deleting an original
+            # would cut its retest loose and let the retest pass for an ordinary judgment.
+            has_retest = item_type in ("comparison", "ranking") and self.conn.execute(
+                f"SELECT 1 FROM {table[item_type]} WHERE retest_of = ? LIMIT 1", (item_id,)
+            ).fetchone()
+            if has_retest or self.in_snapshot(item_type, item_id):
                 self.conn.execute(f"UPDATE {table[item_type]} SET retracted_at = ? WHERE id = ?", (now_iso(), item_id))
                 return "retracted"
             if item_type == "demonstration":
@@ -898,7 +903,7 @@ class Project:
             "heldout_prompts": counts["heldout_prompts"],
             "responses": counts["responses"],
             "comparisons": counts["comparisons"],
-            "judged": counts["comparisons"] - verdicts["pending"],
+            "judged": sum(verdicts.values()) - verdicts["pending"],
             "pending": verdicts["pending"],
             "retracted": counts["retracted"],
             "retests": counts["retests"],

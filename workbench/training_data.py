@@ -13,7 +13,8 @@ The rules (every selector, unless a flag says otherwise):
 
 A snapshot freezes the selected row ids (``project.create_snapshot``); the example builders read a snapshot, not
 the live tables, so a run is reproducible even after later judgments are retracted (retracted rows stay in the
-file for exactly this reason).
+file for exactly this reason). Snapshots are taken atomically: selection and freezing run in one write transaction,
+so a judgment undone from another window (or process) in between cannot leave a pending or deleted row frozen.
 
 Turning rows into examples:
 
@@ -260,8 +261,9 @@ def preference_snapshot_reporting(project: Project, *, note: str = "", **filters
     if unknown:
         raise TypeError(f"unknown preference filters: {sorted(unknown)}")
     options.update(filters)
-    items, left_out = preference_selection(project, **options)
-    return project.create_snapshot("preference", items, options=options, note=note), left_out
+    with project.transaction():  # selection and freezing see one state (see the module docstring)
+        items, left_out = preference_selection(project, **options)
+        return project.create_snapshot("preference", items, options=options, note=note), left_out
 
 
 def sft_snapshot(
@@ -279,14 +281,15 @@ def sft_snapshot(
         include_winners=include_winners, winner_strengths=list(winner_strengths), include_eval=include_eval,
         include_heldout=include_heldout, split=split,
     )
-    items: dict[str, list[int]] = {
-        "demonstration": _demonstration_ids(project, include_heldout=include_heldout, split=split)
-    }
-    if include_winners:
-        items["comparison"] = _winner_comparison_ids(
-            project, tuple(winner_strengths), include_eval=include_eval, include_heldout=include_heldout, split=split
-        )
-    return project.create_snapshot("sft", items, options=options, note=note)
+    with project.transaction():
+        items: dict[str, list[int]] = {
+            "demonstration": _demonstration_ids(project, include_heldout=include_heldout, split=split)
+        }
+        if include_winners:
+            items["comparison"] = _winner_comparison_ids(
+                project, tuple(winner_strengths), include_eval=include_eval, include_heldout=include_heldout, split=split
+            )
+        return project.create_snapshot("sft", items, options=options, note=note)
 
 
 def _winner_comparison_ids(
@@ -334,22 +337,24 @@ def kto_snapshot(
         include_both_bad=include_both_bad, include_retests=include_retests, include_eval=include_eval,
         include_heldout=include_heldout, include_demonstrations=include_demonstrations, split=split,
     )
-    items = select_preference_items(
-        project, include_both_bad=include_both_bad, include_retests=include_retests, include_eval=include_eval,
-        include_heldout=include_heldout, split=split,
-    )
-    if include_demonstrations:
-        items["demonstration"] = _demonstration_ids(project, include_heldout=include_heldout, split=split)
-    return project.create_snapshot("kto", items, options=options, note=note)
+    with project.transaction():
+        items = select_preference_items(
+            project, include_both_bad=include_both_bad, include_retests=include_retests, include_eval=include_eval,
+            include_heldout=include_heldout, split=split,
+        )
+        if include_demonstrations:
+            items["demonstration"] = _demonstration_ids(project, include_heldout=include_heldout, split=split)
+        return project.create_snapshot("kto", items, options=options, note=note)
 
 
 def safety_snapshot(project: Project, *, include_heldout: bool = False, split: str | None = None, note: str = "") -> int:
     """Freeze the unretracted safety labels (present and known-absent rows)."""
     clause, extra = _split_clause("f", split, include_heldout)
-    ids = _ids(project, "SELECT f.id FROM safety_flag f" + clause + " WHERE f.retracted_at IS NULL ORDER BY f.id", extra)
-    return project.create_snapshot(
-        "safety", {"flag": ids}, options=dict(include_heldout=include_heldout, split=split), note=note
-    )
+    with project.transaction():
+        ids = _ids(project, "SELECT f.id FROM safety_flag f" + clause + " WHERE f.retracted_at IS NULL ORDER BY f.id", extra)
+        return project.create_snapshot(
+            "safety", {"flag": ids}, options=dict(include_heldout=include_heldout, split=split), note=note
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reading snapshots

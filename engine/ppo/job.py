@@ -136,6 +136,8 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     cfg: PpoConfig = ctx.config  # type: ignore[assignment]
     extras = PpoExtras.from_config(cfg)
     torch.manual_seed(cfg.seed)
+    if ctx.world_size > 1:
+        raise JobError("PPO runs in a single process in this version (set num_processes: 1)")
     if reward is None and not cfg.reward_model:
         raise JobError("PPO needs a reward model: set reward_model to a reward-model run's adapter folder "
                        "(or rule:contains:WORD for a rule-based reward)")
@@ -272,7 +274,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         train_time += elapsed
         metrics = {**rollout_metrics(exp, texts, kl_used), **stats}
         metrics.update({
-            "train/lr": lr, "train/epoch": order.epoch, "perf/tokens_per_s": tokens_seen / train_time,
+            "train/loss": stats["ppo/loss"], "train/lr": lr, "train/epoch": order.epoch, "perf/tokens_per_s": tokens_seen / train_time,
             "perf/response_tokens_per_s": float(exp.response_mask.sum()) / max(t_roll, 1e-9),
             "perf/step_s": elapsed, "perf/rollout_s": t_roll, "perf/peak_mem_mb": peak_mem_mb(),
         })

@@ -43,7 +43,7 @@ def test_sft_start_watch_cancel_resume_finish(qtbot, session, tiny_model_dir, tr
     qtbot.waitUntil(lambda: page.charts.point_count() >= 3 and page.charts.redraws > 0, timeout=180_000)
     assert "train/loss" in page.charts.keys()
     assert page.cancel_button.isEnabled() and not page.start_button.isEnabled()
-    qtbot.waitUntil(lambda: page.total_steps == 150 and page.bar.maximum() == 1000, timeout=30_000)
+    qtbot.waitUntil(lambda: page.total_steps == 150 and page.bar.maximum() == 100, timeout=30_000)
     assert "ETA" in page.eta.text()
 
     qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)

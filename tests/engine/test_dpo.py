@@ -131,7 +131,7 @@ class CancelAtStep(io.StringIO):
 
 
 def test_dpo_resume_continues_exactly(tiny_model_dir, toy_project):
-    cfg = cfg_for(tiny_model_dir, max_steps=6, batch_size=2, grad_accum=2, eval_fraction=0.0)
+    cfg = cfg_for(tiny_model_dir, max_steps=6, batch_size=2, grad_accum=2, eval_fraction=0.0, lora_dropout=0.1)
     full_id, _, code, _ = run_inprocess(toy_project, cfg)
     assert code == 0
     with Project.open(toy_project) as p:
@@ -188,3 +188,42 @@ def test_dpo_refuses_too_few_pairs(tiny_model_dir, project_path):
     assert code == 1 and "DPO needs at least 4" in events[-1].data["message"]
     with Project.open(project_path) as p:
         assert p.get_run(run_id)["status"] == "failed" and p.snapshots() == []
+
+
+def test_shared_prompt_logprobs_equal_a_plain_forward_of_each_conversation(tiny_model_dir):
+    """The prompt once + its KV cache for both continuations gives the same log-probabilities (and gradients flow)
+    as running each whole conversation on its own."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from engine.dpo import collate_shared, pair_logprobs
+    from engine.reward_model import HeadedModel
+    from engine.rm_data import EncodedPair
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    hm = HeadedModel(model)
+    hm.add_adapter("policy", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False),
+                   head=False, seed=0)
+    pairs = [EncodedPair([1, 40, 41, 42, 43], [50, 51, 2], [60, 2]), EncodedPair([1, 44], [70, 71, 72, 73, 2], [80, 2])]
+    batch = collate_shared(pairs, pad_id=0)
+    c, r, nc, nr = pair_logprobs(hm, "policy", batch)
+    assert nc.tolist() == [3, 5] and nr.tolist() == [2, 2]
+    c.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in hm.trainable_parameters("policy"))
+
+    def plain(prompt, cont):
+        ids = torch.tensor([prompt + cont])
+        with torch.no_grad():
+            logits = hm.transformer()(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+        return torch.log_softmax(logits, -1).gather(-1, torch.tensor(cont)[:, None]).sum()
+
+    for i, p in enumerate(pairs):
+        assert torch.allclose(c[i], plain(p.prompt_ids, p.chosen_ids), atol=1e-4)
+        assert torch.allclose(r[i], plain(p.prompt_ids, p.rejected_ids), atol=1e-4)
+    with torch.no_grad():
+        c0, _, _, _ = pair_logprobs(hm, None, batch)  # the bare base: adapters disabled
+    with hm.peft.disable_adapter(), torch.no_grad():
+        ids = torch.tensor([pairs[0].prompt_ids + pairs[0].chosen_ids])
+        logits = hm.transformer()(input_ids=ids).logits[0, 4:-1]
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(pairs[0].chosen_ids)[:, None]).sum()
+    assert torch.allclose(c0[0], expected, atol=1e-4) and not torch.allclose(c0[0], c[0].detach(), atol=1e-3)

@@ -145,3 +145,13 @@ def test_ppo_bad_input_fails_with_a_clear_reason(tiny_model_dir, prompt_project,
     with Project.open(prompt_project) as p:
         assert p.get_run(run_id)["status"] == "failed"
         assert not [s for s in p.snapshots() if s["kind"] == "prompts"] or field != "min_examples"
+
+
+def test_ppo_on_a_4bit_base(tiny_model_dir, prompt_project):
+    """QLoRA-style: the shared base in 4-bit NF4 (bitsandbytes runs it on the CPU too), the roles as LoRA adapters."""
+    cfg = cfg_for(tiny_model_dir, quantize="4bit", max_steps=2)
+    run_id, run_dir, code, events = run_inprocess(prompt_project, cfg)
+    assert code == 0, events[-1]
+    assert load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    with Project.open(prompt_project) as p:
+        assert len(p.metrics(run_id, "ppo/policy_loss")) == 2

@@ -30,6 +30,15 @@ def toy_pairs(encoder: ChatEncoder, n: int = 12):
     return out
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two tiny-model threads on a busy 2-core machine spin against each other; one is several times faster.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def lora(r: int = 4) -> LoraConfig:
     return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear")
 
@@ -157,3 +166,30 @@ def test_head_from_another_base_is_refused(tiny, tmp_path):
     save_file({"weight": torch.zeros(1, 7), "bias": t["bias"]}, str(tmp_path / "a" / HEAD_FILE))
     with pytest.raises(ValueError, match="hidden size 7"):
         hm.load_head("default", tmp_path / "a")
+
+
+def test_packed_layout_with_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir):
+    from engine.pair_attention import pairs_attention
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    grads = []
+    for checkpointing in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        hm = HeadedModel(model)
+        hm.add_adapter("default", lora(), seed=0)
+        with torch.no_grad():
+            for n, p in hm.named_parameters():
+                if "lora_B" in n:
+                    p.copy_(torch.linspace(-0.05, 0.05, p.numel()).view_as(p))
+        hm.train()
+        pairs = toy_pairs(ChatEncoder(tok, 128), 4)
+        # the backward pass recomputes the forward under checkpointing: the pair attention must still be on
+        with pairs_attention(hm.transformer()):
+            rc, rr = pair_rewards(hm, "default", collate_pairs(pairs, tok.pad_token_id, "packed"))
+            (rc - rr).sum().backward()
+        grads.append([p.grad.clone() for n, p in sorted(hm.named_parameters()) if "lora_A" in n])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

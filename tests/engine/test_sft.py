@@ -182,3 +182,32 @@ def test_nan_loss_fails_the_run(tiny, demo_project):
     assert events[-1].data["kind"] == "nan" and "lower the learning rate" in events[-1].data["message"]
     with Project.open(demo_project) as p:
         assert p.get_run(run_id)["status"] == "failed"
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny, demo_project):
+    cfg = cfg_for(tiny, max_steps=3, checkpoint_every=0, lora_dropout=0.0, eval_fraction=0.0)
+    plain_id, _, code, _ = run_inprocess(demo_project, cfg)
+    assert code == 0
+    with Project.open(demo_project) as p:
+        sid = p.get_run(plain_id)["snapshot_id"]
+    ckpt_id, _, code, _ = run_inprocess(demo_project, cfg.replace(gradient_checkpointing=True, snapshot_id=sid))
+    assert code == 0
+    with Project.open(demo_project) as p:
+        plain = [v for _, _, v in p.metrics(plain_id, "train/loss")]
+        recomputed = [v for _, _, v in p.metrics(ckpt_id, "train/loss")]
+    assert len(plain) == 3 and recomputed == pytest.approx(plain, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sft_on_the_bundled_smollm2(project_path):
+    """End to end on the real bundled model: a few steps, an adapter that loads, a loss in a sane range."""
+    with Project.create(project_path) as p:
+        add_demonstrations(p)
+    cfg = SftConfig(batch_size=2, max_steps=2, max_length=128, checkpoint_every=0, eval_fraction=0.0, lora_r=4)
+    run_id, run_dir, code, events = run_inprocess(project_path, cfg)
+    assert code == 0, events[-1]
+    loss = events[-1].data["final_metrics"]["train/loss"]
+    assert 0.0 < loss < 10.0
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(run_dir / "adapter").r == 4

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from workbench import training_data as td
 from workbench.errors import InputError
 from workbench.exchange import FORMAT, export_project, import_project, read_header
 from workbench.exporters import export
@@ -285,6 +286,17 @@ def _bad_cases(good: Path) -> list[tuple[str, list[str] | bytes, int | None, str
     cases.append(("unknown category", bad, ln, "category"))
     bad, ln = _edit(lines, "response", content="x" * (10 * 1024 * 1024), hash=_DROP)
     cases.append(("10 MB record", bad, ln, "content"))
+    bad, ln = _edit(lines, "comparison", judged_at="last tuesday")
+    cases.append(("not a timestamp", bad, ln, "judged_at"))
+    bad, ln = _edit(lines, "prompt", created_at="2025-01-02T03:04:05")
+    cases.append(("timestamp without an offset", bad, ln, "created_at"))
+    bad, ln = _edit(lines, "response", seed=2**70)
+    cases.append(("seed beyond 64 bits", bad, ln, "seed"))
+    bad, ln = _edit(lines, "comparison", time_spent_ms=2**63)
+    cases.append(("time spent beyond 64 bits", bad, ln, "time_spent_ms"))
+    rk = next(json.loads(x) for x in lines if json.loads(x).get("type") == "ranking")
+    bad, ln = _edit(lines, "ranking", entries=[[rk["entries"][0][0], 2**64], *rk["entries"][1:]])
+    cases.append(("rank beyond 64 bits", bad, ln, "entries[0]"))
     cases.append(("cut short", lines[:-3], n - 3, None))
     raw = ("\n".join(lines[:3]) + "\n").encode() + b'{"type": "prompt", "x": "\xff\xfe"}\n'
     cases.append(("non-UTF-8", raw, 4, None))
@@ -334,17 +346,32 @@ def test_size_cap_is_configurable(tmp_path):
         fresh.close()
 
 
-def test_existing_prompt_keeps_its_split_and_gains_tags(tmp_path):
+def test_existing_prompt_gains_tags_and_heldout_wins_the_split(tmp_path):
+    """A prompt held out on either side ends up held out: nothing the source kept out of training enters it."""
     src = Project.create(tmp_path / "src.wbp")
     dst = Project.create(tmp_path / "dst.wbp")
     try:
         src.add_prompt([{"role": "user", "content": "shared"}], split="heldout", tags=["from-src"])
+        src.add_prompt([{"role": "user", "content": "mine is held out"}], split="train")
+        a, _ = src.add_prompt([{"role": "user", "content": "both train"}], split="train")
         dst.add_prompt([{"role": "user", "content": "shared"}], tags=["mine"])
+        dst.add_prompt([{"role": "user", "content": "mine is held out"}], split="heldout")
+        dst.add_prompt([{"role": "user", "content": "both train"}], split="train")
+        r1, _ = src.add_response(1, "x")
+        r2, _ = src.add_response(1, "y")
+        src.add_comparison(1, r1, r2, verdict="a", strength="clear")
         export_project(src, tmp_path / "src.jsonl")
         report = import_project(dst, tmp_path / "src.jsonl")
-        assert report.skipped == {"prompt already in the project as train (kept its split, not heldout)": 1}
+        assert report.added["prompts moved to the held-out set"] == 1
+        assert report.skipped["prompt already in the project as heldout (kept its split, not train)"] == 1
+        assert report.skipped["prompt already in the project"] == 1
         assert report.added["prompt tags"] == 1
-        assert dst.get_prompt(1).split == "train" and dst.get_prompt(1).tags == ["from-src", "mine"]
+        splits = {dst.get_prompt(i).title: dst.get_prompt(i).split for i in (1, 2, 3)}
+        assert splits == {"shared": "heldout", "mine is held out": "heldout", "both train": "train"}
+        assert dst.get_prompt(1).tags == ["from-src", "mine"]
+        assert dst.stats()["heldout_prompts"] == 2
+        # The source's held-out judgment does not reach a training selection in the target.
+        assert td.select_preference_items(dst) == {"comparison": [], "ranking": []}
     finally:
         src.close()
         dst.close()

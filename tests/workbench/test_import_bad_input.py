@@ -178,6 +178,21 @@ def test_bad_moderation_label(seeded, tmp_path):
     assert (err.line, err.field) == (2, "S")
 
 
+def test_kto_completion_labelled_both_ways(seeded, tmp_path):
+    rows = [
+        {"prompt": "q", "completion": "same answer", "label": True},
+        {"prompt": "q", "completion": "another", "label": False},
+        {"prompt": "q", "completion": "same answer", "label": False},
+    ]
+    err = refuse(seeded, write_jsonl(tmp_path / "kto.jsonl", rows))
+    assert (err.line, err.field) == (3, "label")
+    assert "labelled both desirable and undesirable (also on line 1)" in str(err)
+    # The same in a CSV names rows.
+    csv_path = write_csv(tmp_path / "kto.csv", ["prompt", "completion", "label"], [["q", "a", "false"], ["q", "a", "true"]])
+    err = refuse(seeded, csv_path)
+    assert (err.line, err.field) == (3, "label") and "(also on row 2)" in str(err)
+
+
 def test_bad_margin(seeded, tmp_path):
     err = refuse(seeded, write_jsonl(tmp_path / "mg.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b", "margin": "big"}]))
     assert (err.line, err.field) == (1, "margin")

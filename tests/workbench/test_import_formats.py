@@ -8,8 +8,9 @@ import pytest
 
 from tests.workbench.import_helpers import count, hh, write_csv, write_jsonl
 from workbench.importers import IMPORT_FORMATS, import_file
-from workbench.importers.staging import fast_response_hash, prompt_json_and_hash
+from workbench.importers.staging import SELF_COMPARISON, Staging, fast_response_hash, prompt_json_and_hash
 from workbench.messages import canonical_json, prompt_hash, response_hash
+from workbench.reports import ImportReport
 from workbench.taxonomy import DEFAULT_STRENGTH_MARGIN
 
 
@@ -255,3 +256,63 @@ def test_trl_tie_and_both_bad_columns(project, tmp_path):
     ]
     import_file(project, write_jsonl(tmp_path / "flags.jsonl", rows))
     assert [(g[3], g[4]) for g in _comparisons(project)] == [("tie", None), ("both_bad", None), ("a", "strong")]
+
+
+def test_trl_list_prompt_beside_whole_conversations(project, tmp_path):
+    """A list prompt that chosen and rejected already start with is a copy: the prompt is not doubled."""
+    user = {"role": "user", "content": "What is 2+2?"}
+    rows = [{"prompt": [user], "chosen": [user, {"role": "assistant", "content": "4"}],
+             "rejected": [user, {"role": "assistant", "content": "5"}]}]
+    report = import_file(project, write_jsonl(tmp_path / "pref.jsonl", rows))
+    assert report.added["comparisons"] == 1
+    assert _comparisons(project)[0][:4] == ([user], "4", "5", "a")
+    # The usual TRL conversational form (the lists hold only the replies) still gets the prompt prepended.
+    rows = [{"prompt": [user], "chosen": [{"role": "assistant", "content": "four"}],
+             "rejected": [{"role": "assistant", "content": "five"}]}]
+    import_file(project, write_jsonl(tmp_path / "pref2.jsonl", rows))
+    assert _comparisons(project)[1][:4] == ([user], "four", "five", "a")
+    assert count(project, "SELECT COUNT(*) FROM prompt") == 1
+
+
+def test_import_judges_pairs_queued_as_pending(project, tmp_path):
+    """An imported judgment of a pair the project only has queued fills that pending row (in its orientation);
+    a pair already judged is a duplicate; a pending blind-evaluation item or retest is not filled."""
+    prompt = [{"role": "user", "content": "What is 2+2?"}]
+    pid, _ = project.add_prompt(prompt)
+    four, _ = project.add_response(pid, "4")
+    five, _ = project.add_response(pid, "5")
+    six, _ = project.add_response(pid, "6")
+    seven, _ = project.add_response(pid, "7")
+    queued = project.add_comparison(pid, five, four, source="queue")  # the other way round from the file
+    judged = project.add_comparison(pid, four, six, verdict="a", strength="clear")
+    retest = project.add_retest(judged)
+    eval_item = project.add_comparison(pid, four, seven, kind="eval", source="eval:1")
+    rows = [
+        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5", "margin": 1.0},
+        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "6"},
+        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "7"},
+    ]
+    report = import_file(project, write_jsonl(tmp_path / "pref.jsonl", rows))
+    assert report.added == {"judgments of pending comparisons": 1}
+    assert report.skipped == {
+        "duplicate of a comparison already in the project": 1,
+        "pair is queued for blind evaluation in the project": 1,
+    }
+    c = project.get_comparison(queued)
+    assert (c.verdict, c.strength, c.guideline_version, c.source) == ("b", "strong", None, "queue")
+    assert c.judged_at is not None
+    assert project.get_comparison(retest).verdict is None
+    assert project.get_comparison(eval_item).verdict is None
+    assert count(project, "SELECT COUNT(*) FROM comparison") == 4
+    s = project.stats()
+    assert s["verdicts"]["b"] == 1 and s["pending"] == 2
+    again = import_file(project, tmp_path / "pref.jsonl")
+    assert not again.added and again.skipped["duplicate of a comparison already in the project"] == 2
+
+
+def test_staging_refuses_a_response_compared_with_itself():
+    st = Staging(ImportReport("x", "trl"))
+    p = st.prompt([{"role": "user", "content": "q"}], source="s")
+    r = st.response(p, "same", source="s")
+    assert not st.comparison(p, r, r, verdict="a", strength=None, source="s")
+    assert st.comparisons == [] and st.report.skipped == {SELF_COMPARISON: 1}

@@ -182,15 +182,17 @@ def test_moderation(project, real_data):
             (prompt_hash([{"role": "user", "content": text}]),),
         )}
         assert cats == {"sexual", "sexual_minors"}
-    # Per-category rows from the file, computed independently: present if any known code is 1.
+    # Per-category rows from the file, computed independently: present if any known code is 1, absent only when
+    # every code of the category is known and 0, no row otherwise (a missing code is unknown).
     codes = {"sexual": ("S",), "sexual_minors": ("S3",), "hate_harassment": ("H", "H2", "HR"), "violence": ("V", "V2"), "self_harm": ("SH",)}
     expected = {}
     seen = set()
     for r in rows:
         for cat, cs in codes.items():
             known = [c for c in cs if c in r]
-            if known:
-                key = (r["prompt"], cat, any(r[c] for c in known))
+            present = any(r[c] for c in known)
+            if present or (known and len(known) == len(cs)):
+                key = (r["prompt"], cat, present)
                 if key not in seen:
                     seen.add(key)
                     expected[(cat, key[2])] = expected.get((cat, key[2]), 0) + 1
@@ -203,6 +205,13 @@ def test_moderation(project, real_data):
     # Positive S count from the README (237) survives: every S=1 text has a present sexual flag.
     s_pos_texts = {r["prompt"] for r in rows if r.get("S") == 1}
     assert count(project, "SELECT COUNT(*) FROM safety_flag WHERE category = 'sexual' AND present = 1") == len(s_pos_texts)
+    # Texts labelled only HR=0 (hate H and H2 unknown) carry no hate_harassment label at all, not a false "absent".
+    hr_only = {r["prompt"] for r in rows if "HR" in r and "H" not in r and "H2" not in r and r["HR"] == 0}
+    assert len(hr_only) > 600
+    hate_labelled = {json.loads(m)[0]["content"] for (m,) in project.conn.execute(
+        "SELECT p.messages FROM safety_flag f JOIN prompt p ON p.id = f.prompt_id WHERE f.category = 'hate_harassment'"
+    )}
+    assert not hr_only & hate_labelled
     again = import_file(project, path)
     assert not again.added
     assert again.skipped["prompt already in the project"] == 1670

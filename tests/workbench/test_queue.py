@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from workbench.importers import import_file
 from workbench.queue import AnnotationQueue, QueueConfig, sources, tags
 
 
@@ -75,6 +78,25 @@ def test_no_retest_when_share_is_zero_or_nothing_judged(project):
     c = q0.next()
     project.judge(c.id, "a")
     assert all(q0.next().retest_of is None for _ in range(2))
+
+
+def test_imported_judgments_are_never_retested(project, tmp_path):
+    """Only the expert's own judgments (made here: they carry a guideline version) come back as retests; imported
+    crowd judgments (no guideline version) never do, whatever the share."""
+    rows = [{"prompt": f"imported q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(30)]
+    (tmp_path / "pref.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    import_file(project, tmp_path / "pref.jsonl")
+    q = AnnotationQueue(project, QueueConfig(retest_share=1.0), seed=1)
+    assert q.next() is None  # nothing pending and nothing of the expert's own to retest
+    assert project.stats()["comparisons"] == 30
+    own = _fill(project, 2, source="desk")
+    for cid in own:
+        project.judge(cid, "a")
+    project.retract("comparison", own[1])
+    served = [q.next() for _ in range(5)]
+    retests = [c for c in served if c is not None and c.retest_of is not None]
+    # One retest row (served again while it waits), of the live own judgment: never an imported or retracted one.
+    assert retests and {(c.id, c.retest_of) for c in retests} == {(retests[0].id, own[0])}
 
 
 def test_write_queue_offers_prompts_without_a_good_answer_both_bad_first(project):

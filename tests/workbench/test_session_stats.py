@@ -3,11 +3,13 @@ test–retest agreement, judgments per hour."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timezone
 
 import pytest
 
+from workbench.importers import import_file
 from workbench.session_stats import (
     binomial_two_sided,
     judgments_per_hour,
@@ -87,6 +89,22 @@ def test_retest_agreement(project):
     assert ra.rate == pytest.approx(2 / 3)
     # first = [a, b, tie], second = [a, b, a]: po = 2/3, pe = (1*2 + 1*1 + 0) / 9 = 1/3, kappa = 0.5
     assert ra.kappa == pytest.approx(0.5)
+
+
+def test_retest_agreement_counts_only_the_experts_own_originals(project, tmp_path):
+    """A retest linked to an imported judgment (no guideline version) measures nobody's consistency: left out."""
+    (tmp_path / "pref.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "x", "rejected": "y"}) + "\n", encoding="utf-8")
+    import_file(project, tmp_path / "pref.jsonl")
+    imported = project.conn.execute("SELECT id FROM comparison").fetchone()[0]
+    assert project.get_comparison(imported).guideline_version is None
+    r = project.add_retest(imported)
+    project.judge(r, "b")
+    assert retest_agreement(project).pairs == 0
+    own = _pairs(project, 1)[0]
+    project.judge(own, "a")
+    project.judge(project.add_retest(own), "a")
+    ra = retest_agreement(project)
+    assert (ra.pairs, ra.agree) == (1, 1)
 
 
 def test_judgments_per_hour_and_median(project):

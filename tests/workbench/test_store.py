@@ -302,12 +302,33 @@ def test_trigger_counters_match_direct_counts_after_mixed_operations(project: Pr
     assert s["retracted"] == q("SELECT COUNT(*) FROM comparison WHERE retracted_at IS NOT NULL") > 0
     assert s["retests"] == q("SELECT COUNT(*) FROM comparison WHERE retest_of IS NOT NULL") == 1
     for v in ("a", "b", "tie", "both_bad"):
-        assert s["verdicts"][v] == q(f"SELECT COUNT(*) FROM comparison WHERE verdict = '{v}'")
+        assert s["verdicts"][v] == q(f"SELECT COUNT(*) FROM comparison WHERE verdict = '{v}' AND retracted_at IS NULL")
     assert s["verdicts"]["pending"] == q("SELECT COUNT(*) FROM comparison WHERE verdict IS NULL")
     for k in ("slight", "clear", "strong"):
-        assert s["strengths"][k] == q(f"SELECT COUNT(*) FROM comparison WHERE strength = '{k}'")
+        assert s["strengths"][k] == q(f"SELECT COUNT(*) FROM comparison WHERE strength = '{k}' AND retracted_at IS NULL")
     assert s["flags"] == q("SELECT COUNT(*) FROM safety_flag WHERE present = 1 AND retracted_at IS NULL")
     assert s["safety_labels"] == q("SELECT COUNT(*) FROM safety_flag")
     direct = dict(project.conn.execute(
         "SELECT category, COUNT(*) FROM safety_flag WHERE present = 1 AND retracted_at IS NULL GROUP BY category"))
     assert s["flag_categories"] == direct
+
+
+def test_retracting_an_original_keeps_it_so_its_retest_stays_a_retest(project: Project) -> None:
+    pid, a, b = _pair(project)
+    original = project.add_comparison(pid, a, b, verdict="a", strength="clear")
+    retest = project.add_retest(original)
+    project.judge(retest, "b")
+    assert project.retract("comparison", original) == "retracted"
+    assert project.get_comparison(retest).retest_of == original
+
+
+def test_stats_do_not_count_retracted_judgments(project: Project) -> None:
+    pid, a, b = _pair(project)
+    cid = project.add_comparison(pid, a, b, verdict="a", strength="slight")
+    project.create_snapshot("preference", {"comparison": [cid]})
+    project.undo_judgment(cid)
+    again = project.next_pending()
+    project.judge(again.id, "b", strength="strong")
+    s = project.stats()
+    assert s["judged"] == 1 and s["verdicts"]["a"] == 0 and s["verdicts"]["b"] == 1
+    assert s["strengths"] == {"slight": 0, "clear": 0, "strong": 1}

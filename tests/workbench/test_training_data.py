@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from workbench import training_data as td
 from workbench.errors import WorkbenchError
+from workbench.store import Project
 from workbench.taxonomy import DEFAULT_STRENGTH_MARGIN
 
 
@@ -245,3 +247,40 @@ def test_preference_pairs_fast_on_many_rows(project):
     assert len(pairs) == n_prompts * per
     assert pairs[0].margin == DEFAULT_STRENGTH_MARGIN["clear"]
     assert elapsed < 3.0, elapsed
+
+
+@pytest.mark.parametrize("take", [
+    lambda p: td.preference_snapshot(p),
+    lambda p: td.kto_snapshot(p, include_demonstrations=False),
+    lambda p: td.sft_snapshot(p, include_winners=True),
+])
+def test_snapshot_selection_and_freezing_are_one_transaction(project, project_path, take):
+    """A judgment undone from another connection while a snapshot is being taken is either frozen judged or not
+    frozen at all, never frozen as a pending row: selection waits for the write lock, as freezing does."""
+    pid, _ = project.add_prompt([{"role": "user", "content": "q"}])
+    a, _ = project.add_response(pid, "a")
+    b, _ = project.add_response(pid, "b")
+    cid = project.add_comparison(pid, a, b, verdict="a", strength="strong")
+    result: dict = {}
+
+    def snapshot() -> None:
+        other = Project.open(project_path)
+        try:
+            result["sid"] = take(other)
+        except BaseException as e:  # reported by the assertion below
+            result["error"] = e
+        finally:
+            other.close()
+
+    with project.transaction():  # another window holds the write lock while it undoes the judgment
+        worker = threading.Thread(target=snapshot)
+        worker.start()
+        time.sleep(0.5)  # the snapshot has started and waits on the lock (before the fix: after selecting)
+        assert project.undo_judgment(cid) == "cleared"
+    worker.join(30)
+    assert "error" not in result, result.get("error")
+    frozen = project.conn.execute(
+        "SELECT c.verdict FROM snapshot_item s JOIN comparison c ON c.id = s.item_id"
+        " WHERE s.snapshot_id = ? AND s.item_type = 'comparison'", (result["sid"],),
+    ).fetchall()
+    assert frozen == []

@@ -3,8 +3,9 @@
 Each text becomes a prompt (one user message) tagged ``moderation``. Its labels become safety-flag rows on the
 prompt itself (no response), one per built-in category the file's codes map to: S → sexual, S3 → sexual_minors,
 H/H2/HR → hate_harassment, V/V2 → violence, SH → self_harm. A category is present (severity medium) when any of
-its known codes is 1 and absent (present = 0) only when all its known codes are 0. A **missing key means unknown**,
-so a category none of whose codes is in the record gets no row at all. The note lists the original codes, e.g.
+its known codes is 1, and absent (present = 0) only when **every** code mapped to it is in the record and 0. A
+**missing key means unknown**: a record with only ``HR=0`` says nothing about hate (``H``), so hate_harassment gets
+no row, and neither does a category none of whose codes is in the record. The note lists the original codes, e.g.
 ``openai-moderation H=0 H2=1 HR=0``. A text seen twice in the file is one prompt (counted as a duplicate); labels
 the second copy adds are kept.
 """
@@ -52,8 +53,8 @@ def parse(records: Iterable[Record], ctx: Context) -> None:
         p = st.prompt(user(text), source=ctx.source, tags=[TAG], standalone=True)
         for category, codes in CATEGORY_CODES.items():
             known = [c for c in codes if c in labels]
-            if not known:
-                continue  # missing key: unknown, not 0
             present = any(labels[c] for c in known)
+            if not present and len(known) < len(codes):
+                continue  # a missing key is unknown, not 0: absence is claimed only when every code says so
             note = "openai-moderation " + " ".join(f"{c}={labels[c]}" for c in known)
             st.flag(p, category, present=present, severity=SEVERITY if present else None, note=note, source=ctx.source)

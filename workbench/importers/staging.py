@@ -9,7 +9,9 @@ unique by ``prompt_hash``, responses by ``(prompt, response_hash)``, stored mess
 prompt's title is its last user text cut to 500 characters; an existing prompt keeps its source and gains tags.
 
 Imported judgments carry no guideline version (they were not made under this project's guideline) and their
-``judged_at`` is the import time; ``left_side`` stays NULL because nothing was shown.
+``judged_at`` is the import time; ``left_side`` stays NULL because nothing was shown. A pair the project already
+holds judged (and not retracted) is skipped; a pair only queued as pending takes the imported judgment on that row
+(counted as "judgments of pending comparisons"), except a pending retest or blind-evaluation item.
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ DUP_PROMPT_PROJECT = "prompt already in the project"
 DUP_RESPONSE_FILE = "duplicate response earlier in the file"
 DUP_RESPONSE_PROJECT = "response already in the project"
 DUP_COMPARISON_FILE = "duplicate of a comparison earlier in the file"
+SELF_COMPARISON = "a response compared with itself"
 CONFLICT_COMPARISON_FILE = "same pair judged the other way earlier in the file"
 DUP_COMPARISON_PROJECT = "duplicate of a comparison already in the project"
+PENDING_EVAL_PROJECT = "pair is queued for blind evaluation in the project"
 DUP_DEMO_FILE = "duplicate of a demonstration earlier in the file"
 DUP_DEMO_PROJECT = "duplicate of a demonstration already in the project"
 DUP_FLAG_FILE = "duplicate of a flag earlier in the file"
 DUP_FLAG_PROJECT = "duplicate of a flag already in the project"
 
+PENDING_JUDGED = "judgments of pending comparisons"  # report key: a queued pair that took the imported verdict
 ABSENT_LABELS = "labels marked absent"  # report key for safety_flag rows with present = 0
 
 _CHUNK = 500  # bound parameters per IN (…) query, well under SQLite's limit
@@ -173,6 +178,10 @@ class Staging:
         self, prompt: PKey, a: RKey, b: RKey, *, verdict: str, strength: str | None, source: str, note: str | None = None
     ) -> bool:
         """Stage a judged comparison (``a``/``b`` are response_a/response_b). False when redundant (counted)."""
+        if a == b:
+            # Parsers skip identical replies themselves; this keeps a missed case from reaching the table's CHECK.
+            self.report.skip(SELF_COMPARISON)
+            return False
         pair = (prompt, frozenset((a[1], b[1])))
         # What the judgment says regardless of which side is "a": the winner, or the tie / both-bad verdict.
         outcome: Any = a if verdict == "a" else b if verdict == "b" else verdict
@@ -293,19 +302,45 @@ def write_staged(project: Project, st: Staging) -> None:
 
     # ---- comparisons
     if st.comparisons:
+        # Only a live judgment makes an imported one redundant. A pair merely queued (pending) takes the imported
+        # judgment instead, as in the project exchange; a pending retest or blind-evaluation item does not (the
+        # expert's own re-judgment and eval items must not be filled with someone else's verdict).
         existing_pairs = {
             frozenset(pair)
             for pair in _lookup(
                 conn,
-                "SELECT response_a, response_b FROM comparison WHERE retracted_at IS NULL AND prompt_id IN ({})",
+                "SELECT response_a, response_b FROM comparison WHERE verdict IS NOT NULL AND retracted_at IS NULL"
+                " AND prompt_id IN ({})",
                 old_prompt_ids,
             )
         }
-        rows = []
+        pending: dict[frozenset[int], tuple[int, int]] = {}  # pair -> (comparison id, its response_a)
+        held_for_eval: set[frozenset[int]] = set()
+        for cid, ra, rb, kind, retest_of in _lookup(
+            conn,
+            "SELECT id, response_a, response_b, kind, retest_of FROM comparison WHERE verdict IS NULL"
+            " AND retracted_at IS NULL AND prompt_id IN ({}) ORDER BY id",
+            old_prompt_ids,
+        ):
+            pair = frozenset((ra, rb))
+            if kind == "eval":
+                held_for_eval.add(pair)
+            elif retest_of is None:
+                pending.setdefault(pair, (cid, ra))
+        rows, updates = [], []
         for c in st.comparisons:
             a, b = response_id[c.a], response_id[c.b]
-            if frozenset((a, b)) in existing_pairs:
+            pair = frozenset((a, b))
+            if pair in existing_pairs:
                 report.skip(DUP_COMPARISON_PROJECT)
+                continue
+            if pair in pending:
+                cid, ra = pending.pop(pair)
+                verdict = c.verdict if ra == a else {"a": "b", "b": "a"}.get(c.verdict, c.verdict)
+                updates.append((verdict, c.strength, c.note, now, cid))
+                continue
+            if pair in held_for_eval:
+                report.skip(PENDING_EVAL_PROJECT)
                 continue
             rows.append((prompt_id[c.prompt], a, b, c.verdict, c.strength, c.note, now, c.source, now))
         conn.executemany(
@@ -313,7 +348,14 @@ def write_staged(project: Project, st: Staging) -> None:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        # guideline_version stays NULL: the judgment was not made under this project's guideline.
+        conn.executemany(
+            "UPDATE comparison SET verdict = ?, strength = ?, note = COALESCE(?, note), judged_at = ?,"
+            " guideline_version = NULL WHERE id = ?",
+            updates,
+        )
         _added(report, "comparisons", len(rows))
+        _added(report, PENDING_JUDGED, len(updates))
 
     # ---- demonstrations (one per response: the table's UNIQUE(response_id))
     if st.demonstrations:

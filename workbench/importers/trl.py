@@ -2,10 +2,12 @@
 
 - preference: ``prompt``/``chosen``/``rejected``, or implicit-prompt ``chosen``/``rejected``. Conversational rows
   are split at the longest shared prefix (so an explicit prompt and an implicit one give the same prompt); the two
-  continuations must each be one assistant message. Standard implicit-prompt rows that are HH-style transcripts
-  go through the HH-RLHF splitter; other standard implicit rows use TRL's own rule (the longest common leading
-  text is the prompt). Each row becomes a comparison judged ``a`` (chosen = response_a). An optional ``margin``
-  maps back to a strength: the nearest of our export's margins (0 none, 1/3 slight, 2/3 clear, 1 strong).
+  continuations must each be one assistant message. A prompt column the chosen and rejected conversations already
+  start with (a text prompt beside whole conversations, or the same list of messages) is not prepended again.
+  Standard implicit-prompt rows that are HH-style transcripts go through the HH-RLHF splitter; other standard
+  implicit rows use TRL's own rule (the longest common leading text is the prompt). Each row becomes a comparison
+  judged ``a`` (chosen = response_a). An optional ``margin`` maps back to a strength: the nearest of our export's
+  margins (0 none, 1/3 slight, 2/3 clear, 1 strong).
   Optional bool columns ``tie`` and ``both_bad`` (written by our ``trl-preference`` export when ties or both-bad
   verdicts are asked for) turn the row into that verdict, with response A = ``chosen``, B = ``rejected``.
 - ``prompt``/``completion``: a demonstration of the completion.
@@ -19,7 +21,8 @@
   one in a ``both_bad`` comparison (exported with ``--include-both-bad``). Those comparisons carry the note
   ``from KTO labels`` and are implied by the labels (a desirable answer beats an undesirable one to the same
   prompt). A prompt's lone undesirable completion cannot be paired: it stays a response marked only by its
-  source, and a ``trl-kto`` export leaves it out.
+  source, and a ``trl-kto`` export leaves it out. The same completion to the same prompt labelled both ways is an
+  input error.
 - ``prompt`` alone: prompts.
 
 Extra columns are ignored (many published sets carry ids and scores), except beside a lone ``prompt``.
@@ -33,6 +36,7 @@ from typing import Any
 from . import hh_rlhf, openai_chat
 from .common import Context, Messages, parse_bool, split_shared_prefix, strength_from_margin, user
 from .reading import Record
+from .staging import fast_response_hash
 
 KINDS = {
     "preference": ("chosen", "rejected"),
@@ -128,13 +132,17 @@ def _preference(rec: Record, ctx: Context) -> None:
         messages, reply_c, reply_r = user(prompt), chosen, rejected
     else:
         head = [] if prompt is None else _conversation(prompt, ctx, rec, "prompt")
-        if isinstance(prompt, str) and isinstance(chosen, list) and chosen and isinstance(chosen[0], dict) \
-                and chosen[0].get("role") != "assistant":
+        whole_c = ctx.messages(chosen, rec, "chosen")
+        whole_r = ctx.messages(rejected, rec, "rejected")
+        if isinstance(prompt, str) and whole_c[0]["role"] != "assistant":
             # Text prompt beside whole conversations (UltraFeedback-style): the lists carry the prompt, as TRL's
             # maybe_extract_prompt reads them; the text column is only a copy.
             head = []
-        conv_c = head + ctx.messages(chosen, rec, "chosen")
-        conv_r = head + ctx.messages(rejected, rec, "rejected")
+        elif head and whole_c[:len(head)] == head and whole_r[:len(head)] == head:
+            # A list prompt that both conversations already start with: a copy too, not turns to repeat.
+            head = []
+        conv_c = head + whole_c
+        conv_r = head + whole_r
         if conv_c == conv_r:
             ctx.report.skip(SKIP_IDENTICAL)
             return
@@ -184,6 +192,8 @@ def _kto(records: list[Record], ctx: Context) -> None:
     st = ctx.staging
     desirable: dict[str, list] = {}
     undesirable: dict[str, list] = {}
+    labelled: dict[tuple[str, str], tuple[bool, int]] = {}  # (prompt key, response hash) -> (label, first record)
+    unit = {"csv": "row", "json": "item"}.get(ctx.container, "line")
     for rec in records:
         ctx.require(rec, *KINDS["kto"])
         label = parse_bool(rec.data["label"], ctx, rec, "label")
@@ -191,6 +201,13 @@ def _kto(records: list[Record], ctx: Context) -> None:
         if got is None:
             continue
         p = st.prompt(got[0], source=ctx.source)
+        # A completion both desirable and undesirable has no meaning (and would be paired against itself).
+        first = labelled.setdefault((p, fast_response_hash(got[1])), (label, rec.line))
+        if first[0] != label:
+            ctx.error(
+                f"the same completion is labelled both desirable and undesirable (also on {unit} {first[1]})",
+                rec, "label",
+            )
         if label:
             r = st.response(p, got[1], source=ctx.source)
             if st.demonstration(p, r, source=ctx.source, note=KTO_TRUE_NOTE):
