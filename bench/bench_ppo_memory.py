@@ -160,7 +160,7 @@ def side_four(args) -> dict:
         hid = value(input_ids=s, attention_mask=torch.ones_like(s), output_hidden_states=True)
         v = value.base_model.model.score(hid.hidden_states[-1][:, P - 1 : -1]).squeeze(-1)
         vl = clipped_value_loss(v, vals[sl], ret[sl], mask[sl]).loss
-        ((pl + 0.1 * vl) * len(s) / len(seq)).backward()
+        ((pl + 0.1 * vl) * len(s) / len(seq)).backward()  # one backward of the summed losses, as on our side
     opt.step()
     return {"side": "four", "seconds": round(time.perf_counter() - t0, 1), "response_tokens": int(mask.sum()),
             "peak_rss_mb": _peak_mb(), "sequences": int(full.shape[0])}

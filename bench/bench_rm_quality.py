@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="less memory, ~30%% slower")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit-train", type=int, default=None, help="use only this many training pairs (smoke runs)")
     ap.add_argument("--out", type=Path, default=None, help="folder for curve.csv (default: a temp folder)")
     args = ap.parse_args(argv)
 
@@ -101,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    import os
+
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        # Measured here: under a load of ~12 on 2 cores one training step took minutes, not seconds; the curve then
+        # says more about the other jobs than about the reward model.
+        print(f"warning: load average {load:.1f} on {cores} cores; this benchmark wants a quiet machine "
+              "(with other jobs running, --threads 1 wastes less time spinning)", flush=True)
     torch.manual_seed(args.seed)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-rm-quality-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     with Project.open(work / "hh.wbp") as project:
         train_sid = preference_snapshot(project, split="train")
         held_sid = preference_snapshot(project, split="heldout")
+        if args.limit_train:
+            # a smoke run: freeze only the first N training comparisons
+            keep = project.snapshot_items(train_sid, "comparison")[: args.limit_train]
+            train_sid = project.create_snapshot("preference", {"comparison": keep, "ranking": []},
+                                                options={"split": "train", "limit": args.limit_train})
         train, enc = encode_pairs(None, train_sid, tokenizer, cfg, project=project)
         held, _ = encode_pairs(None, held_sid, tokenizer, cfg, project=project)
     st = enc.stats

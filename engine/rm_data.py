@@ -11,7 +11,7 @@ turn alone still does not fit, the prompt is cut at token level from the left. T
 a response alone leaves less than ``min_prompt_tokens`` for the prompt; then it keeps its beginning (counted in
 :class:`EncodeStats`, as every other cut).
 
-Batching, two layouts (equal rewards up to float rounding; tests/engine/test_rm_data.py):
+Batching, two layouts (equal rewards and gradients up to float rounding: tests/engine/test_reward_model.py):
 
 - ``packed`` (the default): the pairs of a batch in one row without padding, each pair as
   ``[prompt | chosen | rejected]`` with the ``wb_pairs`` attention (:mod:`engine.pair_attention`), so the prompt's
@@ -19,7 +19,9 @@ Batching, two layouts (equal rewards up to float rounding; tests/engine/test_rm_
 - ``padded``: chosen and rejected conversations as rows of one right-padded [2B, L] batch (rows 0..B-1 chosen,
   B..2B-1 rejected), ordinary attention: the prompt runs twice and padding is computed too.
 
-Which is faster was measured on this CPU (``bench/bench_rm_layout.py``; figures in its docstring).
+Measured on this CPU (``bench/bench_rm_layout.py``, figures in its docstring): ``packed`` trains 1.7–2.3× as fast
+as ``padded`` (1.3–1.5× as fast as packing each conversation whole) on HH-RLHF pairs at max length 256, and peaks at
+less than half the memory, because HH prompts are ~⅓–½ of each conversation's tokens.
 
 Batches are made from length-grouped orders (pairs of similar length together, the groups shuffled) so little of
 a padded batch is padding.

@@ -355,11 +355,13 @@ class RunManager(QObject):
         if self.busy:
             raise WorkbenchError(f"run {self.current.run_id} is still going; cancel it or wait for it to finish")
         self.current = job
-        job.started_run.connect(self.run_started)
-        job.progress.connect(self.progress)
-        job.metrics.connect(self.metrics)
-        job.log.connect(self.log)
-        job.finished_run.connect(self._finished)
+        # Only the current run speaks for the manager: signals still queued from a run it let go of (detached,
+        # replaced) must not reach the pages.
+        job.started_run.connect(lambda rid, d, j=job: self.run_started.emit(rid, d) if j is self.current else None)
+        job.progress.connect(lambda p, j=job: self.progress.emit(p) if j is self.current else None)
+        job.metrics.connect(lambda st, v, j=job: self.metrics.emit(st, v) if j is self.current else None)
+        job.log.connect(lambda lv, m, j=job: self.log.emit(lv, m) if j is self.current else None)
+        job.finished_run.connect(lambda o, j=job: self._finished(o) if j is self.current else None)
         self.jobs.append(job)
         job.start()
         self.busy_changed.emit(True)
@@ -390,6 +392,9 @@ class RunManager(QObject):
             j.detach()
         for j in self.jobs:
             j.wait(5000)
+        if self.current is not None:
+            self.current = None
+            self.busy_changed.emit(False)
 
     def shutdown(self, timeout_ms: int = 30000) -> None:
         """Kill every worker still going and end the threads (tests' teardown; closing with 'cancel')."""

@@ -232,6 +232,8 @@ class EvaluationPage(Page):
         save_round(self.project, rnd)
 
     def _step_done(self, outcome: Outcome) -> None:
+        if self.project.conn is None:
+            return  # the project was closed while the job ended
         self.job = None
         if outcome.status != "done":
             self.steps.clear()

@@ -244,6 +244,8 @@ class GeneratePage(Page):
                             f"{pending - self._counts_before[1]} new comparison(s) so far")
 
     def _on_finished(self, outcome: Outcome) -> None:
+        if self.project.conn is None:
+            return  # the project was closed while the run ended
         self.last_outcome = outcome
         self.job = None
         self.bar.setRange(0, 1)

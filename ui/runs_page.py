@@ -151,6 +151,8 @@ class RunsPage(Page):
         self.refresh()
 
     def _on_finished(self, outcome: Outcome) -> None:
+        if self.project.conn is None:
+            return  # the project was closed while the run ended
         self.refresh()
         if outcome.status == "failed":
             self.info.setText(f"<span style='color:#b00'>Run {outcome.run_id}: {outcome.error}</span>")

@@ -14,15 +14,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QFileDialog,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -445,8 +442,7 @@ class TrainPage(Page):
         if target is not None:
             self.run_id = target["id"]
             self._reset_view(f"Re-attaching to run {target['id']} (started earlier)…")
-            self.charts.set_series("", self.project.metrics(target["id"]))
-            self.manager.attach(target["id"])
+            self.manager.attach(target["id"])  # its log is read from the start: the curves fill in at once
         elif all_runs:
             last = all_runs[-1]
             self.run_id = last["id"]
@@ -509,6 +505,8 @@ class TrainPage(Page):
         self.log_view.appendPlainText(f"[{level}] {message}" if level != "info" else message)
 
     def _on_finished(self, outcome: Outcome) -> None:
+        if self.project.conn is None:
+            return  # the project was closed while the run ended
         self.last_outcome = outcome
         self.bar.setRange(0, max(1, self.bar.maximum()))
         rid = outcome.run_id if outcome.run_id is not None else "?"

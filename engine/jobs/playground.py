@@ -3,7 +3,8 @@ adapter, streaming tokens as they are sampled. Stage ``playground``; its config 
 (base_model, adapter_from, device, dtype, quantize, temperature, top_p, top_k, max_new_tokens, max_length, seed).
 
 The model is loaded once; then the job waits for commands. The worker's stdin listener reads them and, for every
-command that is not ``cancel``, puts ``(name, args)`` on ``ctx.commands`` (a ``queue.Queue``):
+command that is not ``cancel``, puts ``(name, args)`` on ``ctx.commands`` (a ``queue.Queue``), where this job
+takes them:
 
 - ``{"command": "chat", "id": 7, "messages": [{"role": "user", "content": "Hi"}], "sides": ["base", "tuned"],
   "temperature": 0.7, "max_new_tokens": 128}``: answer the conversation once per side (sampling settings
@@ -38,10 +39,7 @@ def _log(ctx: JobContext, level: str, message: str = "", **data: Any) -> None:
 
 
 def run(ctx: JobContext) -> JobResult:
-    commands: queue.Queue | None = getattr(ctx, "commands", None)
-    if commands is None:
-        raise JobError("this engine worker does not pass commands on to jobs (ctx.commands), which the Playground "
-                       "needs; update engine/worker.py", kind="input")
+    commands: queue.Queue = ctx.commands
     from ..models import load_model
 
     cfg = ctx.config

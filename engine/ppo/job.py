@@ -144,21 +144,23 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     for spec, what in ((cfg.reward_model, "reward_model"), (extras.safety_model, "safety_model")):
         if spec and not is_rule_spec(spec) and not Path(spec).expanduser().exists():
             raise JobError(f"{what} {spec}: no such folder")
-    if cfg.adapter_from:
+    if reward is None and is_rule_spec(cfg.reward_model):
         try:
-            check_adapter_folder(cfg.adapter_from)
-        except ModelError as e:
-            raise JobError(f"adapter_from: {e}") from e
-
-    if ctx.is_main and ctx.project_path is not None:
-        sid = freeze_or_read_prompts(ctx, cfg)
-        (ctx.run_dir / SNAPSHOT_FILE).write_text(str(sid))
-    elif cfg.snapshot_id is None:
-        raise JobError("PPO without a project needs snapshot_id")
-    else:
-        sid = cfg.snapshot_id
-    with Project.open(ctx.project_path, migrate=False) as project:
-        prompts = snapshot_prompts(project, sid)
+            rule_from_spec(cfg.reward_model)
+        except ValueError as e:
+            raise JobError(str(e)) from e
+    for spec, what in ((cfg.reward_model, "reward_model"), (extras.safety_model, "safety_model")):
+        path = Path(spec).expanduser() if spec and not is_rule_spec(spec) else None
+        if path is not None and not (path / "config.json").is_file() and not (what == "reward_model" and extras.reward_base):
+            _adapter_or_error(spec, what)
+    for what, spec in (("adapter_from", cfg.adapter_from), ("reference_adapter", extras.reference_adapter)):
+        if spec:
+            try:
+                check_adapter_folder(spec)
+            except ModelError as e:
+                raise JobError(f"{what}: {e}") from e
+    if ctx.project_path is None:
+        raise JobError("PPO needs a project (its prompts)")
 
     device = resolve_device(cfg.device)
     loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
@@ -179,6 +181,16 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     reward_src = reward or build_scorer(cfg.reward_model, REWARD, roles, tokenizer, cfg, extras, device, as_cost=False)
     cost_src = (build_scorer(extras.safety_model, SAFETY, roles, tokenizer, cfg, extras, device, as_cost=True)
                 if extras.safety_model else None)
+
+    # The prompts snapshot is frozen only once everything above loaded: a run that fails on its inputs leaves the
+    # project as it was.
+    if ctx.is_main:
+        sid = freeze_or_read_prompts(ctx, cfg)
+        (ctx.run_dir / SNAPSHOT_FILE).write_text(str(sid))
+    else:
+        sid = int((ctx.run_dir / SNAPSHOT_FILE).read_text())
+    with Project.open(ctx.project_path, migrate=False) as project:
+        prompts = snapshot_prompts(project, sid)
 
     max_prompt = extras.max_prompt_tokens or max(8, cfg.max_length - cfg.max_new_tokens)
     encoded = [encode_prompt(tokenizer, msgs, max_prompt) for _, msgs in prompts]

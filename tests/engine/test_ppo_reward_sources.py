@@ -97,3 +97,32 @@ def test_ppo_job_with_the_projects_reward_adapter(tiny_model_dir, project_path, 
         assert p.conn.execute("SELECT COUNT(*) FROM checkpoint WHERE run_id = ?", (run_id,)).fetchone()[0] == 1
     ck = run_dir / "checkpoints" / "step-00000001"
     assert (ck / "adapter" / "adapter_model.safetensors").is_file() and (ck / "value" / "head.safetensors").is_file()
+
+
+def test_a_separate_reward_model_scores_like_the_shared_adapter(tiny_model_dir, tmp_path):
+    """A reward model with its own copy of a base (adapter + head, ``reward_base``) or a full sequence classifier
+    folder: same scores as the same weights run as an adapter of the shared base."""
+    from transformers import AutoModelForSequenceClassification
+
+    from engine.ppo.rewards import SeparateScorer
+
+    rm = _headed_adapter(tiny_model_dir, tmp_path / "rm", seed=4)
+    model, tok = _model(tiny_model_dir)
+    roles = PpoRoles(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"), seed=0)
+    roles.load_frozen(REWARD, rm)
+    shared = AdapterScorer(roles, REWARD, tok, 64, 2)
+    separate = SeparateScorer(rm, base=str(tiny_model_dir), device=torch.device("cpu"), max_length=64, batch_size=3)
+    convs = [[{"role": "user", "content": q}] for q, _ in QUESTIONS[:3]]
+    texts = ["Paris.", "Eight legs.", "Blue."]
+    assert torch.allclose(separate(convs, texts), shared(convs, texts), atol=1e-5)
+
+    clf_dir = tmp_path / "classifier"
+    clf = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1, dtype=torch.float32)
+    clf.config.pad_token_id = tok.pad_token_id
+    clf.save_pretrained(clf_dir)
+    tok.save_pretrained(clf_dir)
+    full = SeparateScorer(clf_dir, base=None, device=torch.device("cpu"), max_length=64, batch_size=2)
+    scores = full(convs, texts)
+    assert scores.shape == (3,) and torch.isfinite(scores).all()
+    cost = SeparateScorer(clf_dir, base=None, device=torch.device("cpu"), max_length=64, batch_size=2, as_cost=True)
+    assert torch.allclose(cost(convs, texts), torch.sigmoid(scores), atol=1e-6)

@@ -109,6 +109,15 @@ def test_rm_job_trains_writes_adapter_head_and_metrics(tiny_model_dir, rm_projec
         # eval rm: accuracy on the held-out prompts' judgments with the trained adapter
         res = evaluate_reward_model(p, out, batch_size=4, max_length=96, device="cpu")
         assert res["pairs"] == 4 and 0.0 <= res["accuracy_low"] <= res["accuracy"] <= res["accuracy_high"] <= 1.0
+    # the same through the worker: the ``eval`` stage that ``workbench eval rm`` starts
+    from workbench.configs import EvalConfig
+
+    _, _, code, events = run_inprocess(rm_project, EvalConfig(adapter_from=str(out), batch_size=4, max_length=96,
+                                                              snapshot_id=int(res["snapshot_id"]), device="cpu"),
+                                       stage="eval")
+    assert code == 0, [e.data for e in events if e.type.value == "error"]
+    final = [e for e in events if e.type.value == "done"][-1].data["final_metrics"]
+    assert final["eval/accuracy"] == pytest.approx(res["accuracy"]) and final["eval/pairs"] == 4
 
 
 def losses_of(events) -> dict[int, float]:

@@ -65,6 +65,7 @@ def session(qtbot, tmp_path, training_project_path):
     if mgr is not None:
         mgr.shutdown()
         assert not mgr.live_jobs(), "an engine thread outlived its test"
+        qtbot.wait(50)  # deliver the last queued signals while the project is still open
     project.close()
 
 

@@ -41,7 +41,7 @@ def test_a_failing_worker_reports_the_reason_and_the_log(qtbot, session, tmp_pat
 
 def test_detach_leaves_the_run_going_and_attach_follows_it_to_the_end(qtbot, session, tiny_model_dir,
                                                                        training_project_path):
-    from ui.engine_client import EngineRun, live_runs, run_manager
+    from ui.engine_client import live_runs, run_manager
 
     mgr = run_manager(session)
     points = []
@@ -56,19 +56,20 @@ def test_detach_leaves_the_run_going_and_attach_follows_it_to_the_end(qtbot, ses
     with Project.open(training_project_path) as p:
         assert [r["id"] for r in live_runs(p)] == [job.run_id]
 
-    again = EngineRun.attach_run(training_project_path, job.run_id)
-    seen = []
-    again.metrics.connect(lambda step, values: seen.append(step))
-    done = []
-    again.finished_run.connect(done.append)
-    again.start()
-    try:
-        qtbot.waitUntil(lambda: len(seen) >= 3, timeout=120_000)
-        again.cancel(timeout_s=60)  # no stdin on a re-attached run: SIGTERM, which the worker takes as cancel
-        qtbot.waitUntil(lambda: bool(done), timeout=120_000)
-    finally:
-        again.stop()
-    assert done[0].status == "cancelled", done[0]
+    # A new Train page (the window opened again) re-attaches to the run by itself and follows it from its log.
+    from ui.train_page import TrainPage
+
+    page = TrainPage(session)
+    qtbot.addWidget(page)
+    assert page.run_id == job.run_id and mgr.busy
+    qtbot.waitUntil(lambda: page.charts.point_count() >= 2, timeout=30_000)  # the log so far, read at once
+    before = len(page.charts.series[("", "train/loss")].steps)
+    qtbot.waitUntil(lambda: len(page.charts.series[("", "train/loss")].steps) >= before + 3, timeout=120_000)
+    steps = page.charts.series[("", "train/loss")].steps
+    assert steps == sorted(set(steps))  # each step once: nothing drawn twice
+    page.cancel()  # no stdin on a re-attached run: SIGTERM, which the worker takes as cancel
+    qtbot.waitUntil(lambda: page.last_outcome is not None, timeout=120_000)
+    assert page.last_outcome.status == "cancelled", page.last_outcome
     qtbot.waitUntil(lambda: not _pid_alive(pid), timeout=30_000)  # the worker exits after its last event
     job.handle.process.wait(10)  # reap our child
     with Project.open(training_project_path) as p:
