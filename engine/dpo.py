@@ -199,7 +199,9 @@ def encode_pairs(project_path: Path, sid: int, tokenizer, cfg: DpoConfig) -> tup
     with Project.open(project_path, migrate=False) as project:
         pairs = [p for p in preference_pairs(project, sid) if not p.tie]
     encoder = ChatEncoder(tokenizer, cfg.max_length)
-    table = {**DEFAULT_MARGINS, **margins}
+    from .rm_job import margin_table
+
+    table = {**DEFAULT_MARGINS, **margin_table(margins)}
     return [encoder.encode(p.prompt, p.chosen, p.rejected, margin=float(table.get(p.strength, table.get(None, 0.0)))
                            if getattr(cfg, "use_margins", True) else 0.0, prompt_id=p.prompt_id) for p in pairs], encoder
 

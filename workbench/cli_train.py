@@ -3,9 +3,11 @@
 Each command builds the stage's config (a ``--config`` YAML file, then the flags given), starts the worker through
 the same :class:`~workbench.jobs.JobClient` the window uses, draws a progress bar on stderr while it runs, and
 prints a one-line JSON summary as the last line on stdout (``run_id``, ``status``, ``output``, ``tokens_per_s``,
-``peak_mem_mb``, ``metrics``; ``error`` when it failed). The exit code is 0 when the run finished, 1 when it failed,
-130 when it was cancelled. Ctrl-C asks the worker to stop (it checkpoints first); a second Ctrl-C kills it.
-``--resume RUN_ID`` continues a cancelled or failed run from its last checkpoint.
+``peak_mem_mb``, ``metrics``; ``error`` when it failed; a generate run adds ``prompts``, ``responses`` and
+``comparisons``). The exit code is 0 when the run finished, 1 when it failed, 130 when it was cancelled. Ctrl-C
+asks the worker to stop (it checkpoints first); a second Ctrl-C kills it. ``--resume RUN_ID`` continues a cancelled
+or failed run from its last checkpoint. :func:`config_from_args` turns a parsed command line into its config without
+running anything.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .configs import load_config
+from .configs import DPO_LOSS_TYPES, DpoConfig, GenerateConfig, ModelConfig, PpoConfig, load_config
 from .errors import WorkbenchError
 from .jobs import JobClient, RunHandle
 from .jobs.protocol import Event, EventType
+from .taxonomy import SPLITS
 
 TRAIN_STAGES = ("sft", "rm", "safety", "ppo", "dpo")
 
@@ -137,7 +140,8 @@ def summary(handle: RunHandle) -> dict[str, Any]:
         "peak_mem_mb": inner.get("peak_mem_mb"),
         "metrics": metrics,
     }
-    for key in ("steps", "train_s", "wall_s", "tokens"):
+    # Training runs report steps and times; generation runs what they added to the project.
+    for key in ("steps", "train_s", "wall_s", "tokens", "prompts", "responses", "comparisons", "duplicates", "empty"):
         if key in inner:
             out[key] = inner[key]
     if handle.error:
@@ -149,18 +153,25 @@ def _exit_code(status: str) -> int:
     return {"done": 0, "cancelled": 130}.get(status, 1)
 
 
-def _start(args: argparse.Namespace, stage: str, overrides: dict[str, Any]) -> int:
+def config_from_args(args: argparse.Namespace) -> ModelConfig:
+    """The config a parsed ``train``/``generate``/``eval`` command line asks for (``--config`` file, then flags)."""
+    stage, overrides = args.overrides(args)
+    cfg = load_config(stage, args.config, **overrides)
+    if getattr(cfg, "num_threads", 0) is None:
+        # Headless there is no window to keep a core free for: use them all (runs started from the window
+        # leave one free). --threads or num_threads in the config file say otherwise.
+        cfg = dataclasses.replace(cfg, num_threads=os.cpu_count() or 1)
+    return cfg
+
+
+def _start(args: argparse.Namespace) -> int:
     client = JobClient(args.project)
     try:
         if getattr(args, "resume", None) is not None:
             handle = client.resume(args.resume)
         else:
-            cfg = load_config(stage, args.config, **overrides)
-            if getattr(cfg, "num_threads", 0) is None:
-                # Headless there is no window to keep a core free for: use them all (runs started from the window
-                # leave one free). --threads or num_threads in the config file say otherwise.
-                cfg = dataclasses.replace(cfg, num_threads=os.cpu_count() or 1)
-            handle = client.start(stage, cfg)
+            stage, _ = args.overrides(args)
+            handle = client.start(stage, config_from_args(args))
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         print(json.dumps({"run_id": None, "status": "failed", "output": None, "tokens_per_s": None,
@@ -175,7 +186,8 @@ def _start(args: argparse.Namespace, stage: str, overrides: dict[str, Any]) -> i
     return _exit_code(result["status"])
 
 
-def _train(args: argparse.Namespace) -> int:
+# Each command's (stage, config overrides) from its flags; a flag left out is None and changes nothing.
+def _train_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     overrides = dict(
         base_model=args.base, max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size,
         max_length=args.max_length, lora_r=args.lora_r, lr=args.lr, quantize=args.quantize,
@@ -183,26 +195,34 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device, name=args.name, seed=args.seed, grad_accum=args.grad_accum,
         checkpoint_every=args.checkpoint_every, num_threads=args.threads,
     )
-    return _start(args, args.stage, overrides)
+    if args.stage == "ppo":
+        overrides.update(reward_model=args.reward_model, safety_model=args.safety_model,
+                         safety_weight=args.safety_weight)
+    elif args.stage == "dpo":
+        overrides.update(beta=args.beta, loss_type=args.loss_type)
+    return args.stage, overrides
 
 
-def _generate(args: argparse.Namespace) -> int:
-    overrides = dict(
+def _generate_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    return "generate", dict(
         base_model=args.base, adapter_from=args.adapter, n_per_prompt=args.n, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
-        snapshot_id=args.snapshot, prompt_ids=args.prompts, batch_size=args.batch_size, device=args.device,
-        quantize=args.quantize, name=args.name,
+        snapshot_id=args.snapshot, prompt_ids=args.prompts, tag=args.tag, split=args.split,
+        batch_size=args.batch_size, device=args.device, quantize=args.quantize, name=args.name,
     )
-    return _start(args, "generate", overrides)
 
 
-def _eval(args: argparse.Namespace) -> int:
-    overrides = dict(base_model=args.base, adapter_from=args.adapter, snapshot_id=args.snapshot,
-                     batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name)
-    return _start(args, "eval", overrides)
+def _eval_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    return "eval", dict(base_model=args.base, adapter_from=args.adapter, snapshot_id=args.snapshot,
+                        batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name)
 
 
 # ---------------------------------------------------------------------------------------------- parsers
+def _help(cls: type[ModelConfig], name: str) -> str:
+    """A flag's help: the config field's own help text (percent signs escaped for argparse)."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name).replace("%", "%%")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", help="the project file")
     p.add_argument("--config", metavar="FILE", help="a YAML run config (flags given here override it)")
@@ -238,7 +258,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this run from its last checkpoint")
         p.add_argument("--threads", type=int, metavar="N",
                        help="CPU threads for training (default here: all cores; runs started from the window leave one free)")
-        p.set_defaults(func=_train)
+        if stage == "ppo":
+            p.add_argument("--reward-model", metavar="DIR", help=_help(PpoConfig, "reward_model"))
+            p.add_argument("--safety-model", metavar="DIR", help=_help(PpoConfig, "safety_model"))
+            p.add_argument("--safety-weight", type=float, metavar="X", help=_help(PpoConfig, "safety_weight"))
+        elif stage == "dpo":
+            p.add_argument("--beta", type=float, metavar="X", help=_help(DpoConfig, "beta"))
+            p.add_argument("--loss-type", choices=DPO_LOSS_TYPES, help=_help(DpoConfig, "loss_type"))
+        p.set_defaults(func=_start, overrides=_train_overrides)
 
     gen = subparsers.add_parser("generate", help="sample responses for prompts and queue them for comparison")
     _common(gen)
@@ -252,8 +279,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int)
     gen.add_argument("--snapshot", type=int, metavar="ID", help="prompts of this snapshot")
     gen.add_argument("--prompts", type=int, nargs="+", metavar="ID", help="these prompt ids")
+    gen.add_argument("--tag", help=_help(GenerateConfig, "tag"))
+    gen.add_argument("--split", choices=SPLITS, help=_help(GenerateConfig, "split"))
     gen.add_argument("--quantize", choices=("auto", "4bit", "none"))
-    gen.set_defaults(func=_generate)
+    gen.set_defaults(func=_start, overrides=_generate_overrides)
 
     ev = subparsers.add_parser("eval", help="evaluate a trained model")
     kinds = ev.add_subparsers(dest="eval_kind", required=True, metavar="KIND")
@@ -263,4 +292,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rm.add_argument("--snapshot", type=int, metavar="ID", help="comparisons to score (default: held-out ones)")
     rm.add_argument("--batch-size", type=int, metavar="N")
     rm.add_argument("--max-length", type=int, metavar="N")
-    rm.set_defaults(func=_eval)
+    rm.set_defaults(func=_start, overrides=_eval_overrides)

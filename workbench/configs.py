@@ -5,7 +5,8 @@ the whole contract between whoever starts a job (the CLI, the window) and the en
 
 Layout: :class:`ModelConfig` (which model, on which device) → :class:`BaseRunConfig` (LoRA training common to
 every trainer) → one class per stage. :data:`CONFIG_CLASSES` maps a stage name to its class; other stages extend
-the stubs here (ask the owner of this file).
+the stubs here (ask the owner of this file). Field metadata: ``help`` (shown as a YAML comment, a tooltip and CLI
+help), and optionally ``min``/``max`` (range) and ``choices`` (allowed values), checked by ``validate``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 
 from .errors import InputError
 from .paths import BUNDLED_MODEL_REF
+from .taxonomy import DEFAULT_STRENGTH_MARGIN, SPLITS, STRENGTHS
 
 C = TypeVar("C", bound="ModelConfig")
 
@@ -119,6 +121,9 @@ class ModelConfig:
                 raise InputError(f"must be one of {', '.join(allowed)}, not {getattr(self, name)!r}", path=source, field=name)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            allowed = f.metadata.get("choices")
+            if allowed is not None and value is not None and value not in allowed:
+                raise InputError(f"must be one of {', '.join(allowed)}, not {value!r}", path=source, field=f.name)
             lo = f.metadata.get("min")
             if lo is not None and value is not None and value < lo:
                 raise InputError(f"must be at least {lo}, not {value}", path=source, field=f.name)
@@ -242,17 +247,36 @@ class SafetyConfig(BaseRunConfig):
     min_examples: int = _f(4, "Refuse to train on fewer labelled responses than this.", min=1)
 
 
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+# The taxonomy's strength → margin table with YAML-friendly keys: 'none' stands for a judgment without a strength.
+STRENGTH_MARGINS: dict[str, float] = {("none" if k is None else k): v for k, v in DEFAULT_STRENGTH_MARGIN.items()}
+
+
+def _check_margin_keys(margins: dict[str, float], source: str | None) -> None:
+    for key in margins:
+        if key not in (*STRENGTHS, "none"):
+            raise InputError(f"unknown strength {key!r} in margins; one of {', '.join((*STRENGTHS, 'none'))}",
+                             path=source, field="margins")
+
+
 @dataclass
 class DpoConfig(BaseRunConfig):
     """Direct preference optimisation against a frozen reference (the SFT adapter or the bare base)."""
 
     lr: float = _f(5e-5, "Peak learning rate (AdamW).", min=0.0)
     beta: float = _f(0.1, "Strength of the implicit KL penalty.", min=0.0)
-    loss_type: str = _f("sigmoid", "sigmoid (the DPO paper), ipo or hinge.")
+    loss_type: str = _f("sigmoid", "sigmoid (the DPO paper), ipo or hinge.", choices=DPO_LOSS_TYPES)
+    margins: dict[str, float] = _f(STRENGTH_MARGINS, "Margin subtracted inside the sigmoid per judged strength "
+                                   "(slight, clear, strong; 'none': a judgment without a strength).")
+    use_margins: bool = _f(True, "Use the strength margins (off: every pair has margin 0, plain DPO).")
     label_smoothing: float = _f(0.0, "Conservative DPO: assumed fraction of flipped labels.", min=0.0, max=0.5)
     reference_adapter: str | None = _f(None, "Adapter that forms the reference model (none: the bare base, or "
                                        "adapter_from when set).")
     min_examples: int = _f(4, "Refuse to train on fewer training pairs than this.", min=1)
+
+    def validate(self, source: str | None = None) -> None:
+        super().validate(source)
+        _check_margin_keys(self.margins, source)
 
 
 @dataclass
@@ -260,7 +284,19 @@ class PpoConfig(BaseRunConfig):
     """PPO with one frozen base serving policy, reference, value and reward through named LoRA adapters."""
 
     lr: float = _f(1e-5, "Peak learning rate (AdamW).", min=0.0)
-    reward_model: str | None = _f(None, "Reward model: an RM run's adapter folder.")
+    reward_model: str | None = _f(None, "Reward model: an RM run's adapter folder (or a rule such as "
+                                  "'rule:contains:WORD').")
+    reward_base: str | None = _f(None, "Base model of a reward model trained on another base (its adapter then runs "
+                                 "on its own copy of that base); none: the reward adapter shares the policy's base.")
+    safety_model: str | None = _f(None, "Safety classifier: a `train safety` run's adapter folder; none: no safety "
+                                  "cost.")
+    safety_weight: float = _f(1.0, "Weight of the safety cost subtracted from the reward (Safe-RLHF style).", min=0.0)
+    reference_adapter: str | None = _f(None, "Adapter forming the frozen reference (none: adapter_from, else the bare "
+                                       "base).")
+    value_from_reward: bool = _f(False, "Start the value adapter and head from the reward model's (shared base only).")
+    normalize_reward: bool = _f(True, "Normalise scores by their running mean and spread before clipping.")
+    reward_clip: float = _f(5.0, "Clip the (normalised) score to ±this (0: no clipping).", min=0.0)
+    missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")
     rollout_batch_size: int = _f(16, "Prompts per rollout.", min=1)
     ppo_epochs: int = _f(4, "Optimisation passes over each rollout.", min=1)
     clip_range: float = _f(0.2, "Policy ratio clip.", min=0.0)
@@ -269,11 +305,17 @@ class PpoConfig(BaseRunConfig):
     kl_coef: float = _f(0.05, "Initial KL penalty coefficient.", min=0.0)
     adaptive_kl: bool = _f(True, "Adapt the KL coefficient towards target_kl.")
     target_kl: float = _f(6.0, "Target KL for the adaptive controller.", min=0.0)
+    kl_horizon: float = _f(10000.0, "Horizon (in responses) of the adaptive KL controller.", min=1.0)
     gamma: float = _f(1.0, "Discount.", min=0.0, max=1.0)
     lam: float = _f(0.95, "GAE lambda.", min=0.0, max=1.0)
+    whiten_advantages: bool = _f(True, "Whiten advantages over each rollout.")
     max_new_tokens: int = _f(128, "Tokens generated per rollout response.", min=1)
     temperature: float = _f(1.0, "Sampling temperature of rollouts.", min=0.0)
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0)
+    top_k: int = _f(0, "Sample among the k likeliest tokens in rollouts (0: no limit).", min=0)
+    max_prompt_tokens: int | None = _f(None, "Longest prompt in tokens (none: max_length − max_new_tokens).", min=8)
+    sample_every: int = _f(10, "Store sample responses in the project every N PPO steps (0: never).", min=0)
+    samples_per_store: int = _f(4, "How many responses to store each time.", min=0)
     min_examples: int = _f(4, "Refuse to train on fewer prompts than this.", min=1)
 
 
@@ -281,16 +323,23 @@ class PpoConfig(BaseRunConfig):
 class GenerateConfig(ModelConfig):
     """Batched sampling of candidate responses; results are stored with provenance and queued for comparison."""
 
-    snapshot_id: int | None = _f(None, "Prompts of this snapshot (none: prompt_ids, else every training prompt).")
-    prompt_ids: list[int] = _f([], "Generate for these prompts.")
+    prompt_ids: list[int] = _f([], "Generate for these prompts (empty: the prompts of snapshot_id, else every "
+                               "training prompt).")
+    snapshot_id: int | None = _f(None, "Generate for the prompts this snapshot refers to (when prompt_ids is empty).")
+    tag: str | None = _f(None, "Only prompts with this tag.")
+    split: str | None = _f(None, "Only prompts of this split, train or heldout (none: train when neither prompt_ids "
+                           "nor snapshot_id is given, else both).", choices=SPLITS)
     n_per_prompt: int = _f(2, "Responses sampled per prompt.", min=1)
     temperature: float = _f(0.7, "Sampling temperature (0: greedy).", min=0.0)
     top_p: float = _f(0.9, "Nucleus sampling threshold.", min=0.0, max=1.0)
     top_k: int = _f(50, "Sample among the k most likely tokens (0: no limit).", min=0)
     max_new_tokens: int = _f(256, "Maximum tokens per response.", min=1)
     max_length: int = _f(1024, "Maximum prompt tokens; longer prompts lose their oldest turns.", min=8)
+    repetition_penalty: float = _f(1.0, "Above 1 discourages repeating tokens already in the text (1: off).", min=0.01)
     batch_size: int = _f(8, "Sequences generated together.", min=1)
     queue_comparisons: bool = _f(True, "Queue the new responses as comparisons for annotation.")
+    compare_with_existing: bool = _f(False, "Also pair each new response with the prompt's earlier responses (not "
+                                     "only with the other new ones).")
 
 
 @dataclass

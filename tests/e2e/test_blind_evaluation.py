@@ -3,9 +3,7 @@ models (the base and base + adapter) on held-out prompts, the pairs reach the Co
 items, the expert judges them with key presses, and the win rate with its interval appears; the eval items never
 enter a training snapshot. Also the Playground through a real worker.
 
-Both need engine jobs that another part of the project provides (``generate``; for the Playground, the worker
-passing commands on to jobs and a ``playground`` config class): each test says so and skips when its job is not
-in this engine yet."""
+The round needs the engine's ``generate`` job (issue 4): the test says so and skips while this engine has none."""
 
 from __future__ import annotations
 
@@ -97,8 +95,7 @@ def test_playground_chats_side_by_side_through_the_worker(qtbot, session, tiny_m
     from workbench.configs import CONFIG_CLASSES
 
     if "playground" not in CONFIG_CLASSES:
-        pytest.skip("workbench.configs has no 'playground' config class yet, and the worker must pass commands on "
-                    "to jobs (ctx.commands): see the Playground notes in the report")
+        pytest.skip("workbench.configs has no 'playground' config class")
     from ui.playground_page import PlaygroundPage
 
     page = PlaygroundPage(session)

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sqlite3
-
 import pytest
 
 import workbench.store
-from workbench.schema import APPLICATION_ID
 from workbench.store import Project
 
 QUESTIONS = [
@@ -69,28 +66,13 @@ def session(qtbot, tmp_path, training_project_path):
     project.close()
 
 
-def _header_check_through_sqlite(path) -> bool:
-    """``is_project_file`` without a raw open()/close() of the database file.
-
-    WORKAROUND, to remove when workbench/store.py is fixed: the store's check opens and closes the file with
-    Python's open(); on POSIX that drops every lock this process holds on the file, so when another process (the
-    worker) later closes its connection it believes it is the last one, deletes the -shm index, and this process's
-    open connection then reads a stale WAL index ("database disk image is malformed", writes of the worker not
-    seen). Reported to the lead with a reproduction (the window starts workers through JobClient, which calls
-    Project.open in the window's process, so the window hits this on every run)."""
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
-
-
 @pytest.fixture(autouse=True)
 def _posix_lock_safe_store(monkeypatch):
-    monkeypatch.setattr(workbench.store, "is_project_file", _header_check_through_sqlite)
+    """The window's stop-gap for the store's lock-dropping header check (ui/store_lock_fix.py), also for the
+    test's own Project.open calls in this process."""
+    from ui.store_lock_fix import is_project_file
+
+    monkeypatch.setattr(workbench.store, "is_project_file", is_project_file)
 
 
 @pytest.fixture(scope="session")

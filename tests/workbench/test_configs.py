@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 
-from workbench.configs import CONFIG_CLASSES, RewardConfig, SftConfig, load_config
+from workbench.configs import CONFIG_CLASSES, DpoConfig, GenerateConfig, PpoConfig, RewardConfig, SftConfig, load_config
 from workbench.errors import InputError
 from workbench.paths import BUNDLED_MODEL_REF
+from workbench.taxonomy import DEFAULT_STRENGTH_MARGIN
 
 
 @pytest.mark.parametrize("cls", list(CONFIG_CLASSES.values()), ids=list(CONFIG_CLASSES))
@@ -74,3 +75,47 @@ def test_load_config_applies_only_given_overrides(tmp_path):
         load_config("generate", None, lora_r=4)
     with pytest.raises(InputError, match="unknown job kind"):
         load_config("nope")
+
+
+def test_ppo_config_carries_every_setting_the_ppo_job_reads(tmp_path):
+    from engine.ppo.settings import PpoExtras
+
+    # Same names and defaults, so a config written before these fields existed trains exactly as before.
+    ppo_fields = {f.name: f for f in dataclasses.fields(PpoConfig)}
+    for f in dataclasses.fields(PpoExtras):
+        assert f.name in ppo_fields, f"PpoConfig lacks {f.name}"
+        assert ppo_fields[f.name].default == f.default, f.name
+    # Non-default values written to a YAML file reach the PPO job's settings object.
+    changed = dict(reward_base="/models/other-base", safety_model="/runs/3/adapter", safety_weight=0.25,
+                   reference_adapter="/runs/1/adapter", value_from_reward=True, normalize_reward=False,
+                   reward_clip=2.5, missing_eos_penalty=0.5, whiten_advantages=False, kl_horizon=500,
+                   top_k=7, sample_every=0, samples_per_store=2, max_prompt_tokens=64)
+    path = PpoConfig(**changed).save(tmp_path / "ppo.yaml")
+    extras = PpoExtras.from_config(load_config("ppo", path))
+    assert dataclasses.asdict(extras) == {**changed, "kl_horizon": 500.0}
+    assert isinstance(extras.kl_horizon, float)
+    with pytest.raises(InputError, match="at least 0") as e:
+        PpoConfig.from_yaml("safety_weight: -1\n")
+    assert e.value.field == "safety_weight"
+
+
+def test_dpo_margins_default_to_the_taxonomy_table_and_loss_type_is_checked():
+    cfg = DpoConfig()
+    assert cfg.margins == {("none" if k is None else k): v for k, v in DEFAULT_STRENGTH_MARGIN.items()}
+    assert cfg.margins is not DpoConfig().margins
+    back = DpoConfig.from_yaml("margins:\n  slight: 0.1\n  strong: 2\nloss_type: ipo\n")
+    assert back.margins == {"slight": 0.1, "strong": 2.0} and back.loss_type == "ipo"
+    assert DpoConfig.from_yaml(back.to_yaml()) == back
+    with pytest.raises(InputError, match="unknown strength 'strnog'") as e:
+        DpoConfig.from_yaml("margins:\n  strnog: 1.0\n", source="dpo.yaml")
+    assert e.value.field == "margins" and "dpo.yaml" in str(e.value)
+    with pytest.raises(InputError, match="one of sigmoid, ipo, hinge") as e:
+        DpoConfig.from_yaml("loss_type: kto\n")
+    assert e.value.field == "loss_type"
+
+
+def test_generate_config_split_is_checked():
+    assert GenerateConfig.from_yaml("tag: greet\nsplit: heldout\n").split == "heldout"
+    with pytest.raises(InputError, match="one of train, heldout") as e:
+        GenerateConfig.from_yaml("split: test\n")
+    assert e.value.field == "split"
