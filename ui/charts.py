@@ -13,7 +13,8 @@ least every ``REFRESH_MS`` (2.5 times a second). New plots are appended to the g
 curves are downsampled to the pixels they cover (pyqtgraph's peak downsampling, clipped to the view).
 
 Smoothing is an exponential moving average (TensorBoard's: weight 0 shows the raw points), applied on display
-only; the raw values are what the CSV export writes. Zoom and pan are pyqtgraph's (wheel, drag; right-drag
+only; the raw values are what the CSV export writes, and "Raw points" draws them faintly behind the smoothed
+curve (off by default: it doubles the drawing work while a run streams). Zoom and pan are pyqtgraph's (wheel, drag; right-drag
 zooms one axis); "Fit" resets the view.
 """
 
@@ -31,6 +32,7 @@ refcount_guard.protect()  # PySide6 6.12 on Python 3.11 leaks references to None
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -107,6 +109,7 @@ class MetricCharts(QWidget):
         self.plots: dict[str, pg.PlotItem] = {}
         self.run_colors: dict[str, str] = {}
         self.smoothing = 0.6
+        self.show_raw = False
         self.redraws = 0
         self.redraw_ms = redraw_ms
         self._tick = 0
@@ -126,6 +129,10 @@ class MetricCharts(QWidget):
         self.slider.valueChanged.connect(self._smoothing_changed)
         self.smooth_label = QLabel()
         self._smoothing_changed(self.slider.value())
+        self.raw_box = QCheckBox("Raw points")
+        self.raw_box.setToolTip("Also draw the unsmoothed values, faint (off by default: it doubles the drawing "
+                                "work while a run streams)")
+        self.raw_box.toggled.connect(self._raw_toggled)
         fit = QPushButton("Fit")
         fit.setToolTip("Reset zoom and pan of every plot (wheel zooms, drag pans, right-drag zooms one axis)")
         fit.clicked.connect(self.fit)
@@ -137,6 +144,7 @@ class MetricCharts(QWidget):
         bar.addWidget(QLabel("Smoothing"))
         bar.addWidget(self.slider, 1)
         bar.addWidget(self.smooth_label)
+        bar.addWidget(self.raw_box)
         bar.addStretch(1)
         for b in (fit, png, csv_b):
             bar.addWidget(b)
@@ -228,12 +236,17 @@ class MetricCharts(QWidget):
         """Lay out ``slots`` empty plots now (e.g. when a run starts), so the first metrics only fill them in:
         creating and laying out plots is the one costly step of drawing."""
         while len(self.plots) + len(self._free) < slots:
-            self._free.append(self._make_plot())
+            plot = self._make_plot()
+            for axis in ("left", "bottom"):
+                plot.hideAxis(axis)  # an empty slot shows nothing until a metric takes it
+            self._free.append(plot)
         self.empty.hide()
         self.view.show()
 
     def _new_plot(self, group: str) -> pg.PlotItem:
         plot = self._free.pop(0) if self._free else self._make_plot()
+        for axis in ("left", "bottom"):
+            plot.showAxis(axis)
         plot.setTitle(group.replace("_", " "))
         self.plots[group] = plot
         self._waiting[group] = 0.0
@@ -275,9 +288,10 @@ class MetricCharts(QWidget):
             if group_of(key) != group or not s.dirty:
                 continue
             color = self._color(run, key)
-            if s.curve is None:
+            if s.raw_curve is None and self.show_raw:
                 s.raw_curve = plot.plot(pen=pg.mkPen(color, width=1))
                 s.raw_curve.setOpacity(0.25)
+            if s.curve is None:
                 # Markers only on sparse series (eval metrics come every N steps): markers on a dense curve
                 # cost more to paint than the curve itself.
                 sparse = not key.startswith("train/") and len(s.steps) < 50
@@ -285,11 +299,12 @@ class MetricCharts(QWidget):
                                     symbol="o" if sparse else None, symbolSize=5, symbolBrush=color)
             smoothed = ema(s.values, self.smoothing)
             s.curve.setData(s.steps, smoothed, connect="finite")
-            if self.smoothing > 0 and len(s.steps) > 1:
-                s.raw_curve.setData(s.steps, s.values, connect="finite")
-                s.raw_curve.show()
-            else:
-                s.raw_curve.hide()
+            if s.raw_curve is not None:
+                if self.show_raw and self.smoothing > 0 and len(s.steps) > 1:
+                    s.raw_curve.setData(s.steps, s.values, connect="finite")
+                    s.raw_curve.show()
+                else:
+                    s.raw_curve.hide()
             s.dirty = False
             drawn += len(s.steps)
         if id(plot) not in self._manual:
@@ -326,13 +341,21 @@ class MetricCharts(QWidget):
         if self.timer.interval() != interval:
             self.timer.setInterval(interval)
 
-    def flush(self) -> None:
-        """Draw everything buffered now (exports, screenshots, tests)."""
+    def flush(self, *, fit: bool = False) -> None:
+        """Draw everything buffered now (exports, screenshots, tests, finished runs); ``fit``: tight ranges, for
+        a curve that will not grow any more."""
         self.redraw(everything=True)
+        if fit:
+            self.fit()
 
     def _smoothing_changed(self, value: int) -> None:
         self.smoothing = value / 100
         self.smooth_label.setText(f"{self.smoothing:.2f}")
+        for s in self.series.values():
+            s.dirty = True
+
+    def _raw_toggled(self, on: bool) -> None:
+        self.show_raw = on
         for s in self.series.values():
             s.dirty = True
 

@@ -226,7 +226,7 @@ class RunsPage(Page):
         self.charts.clear()
         for r in runs:
             self.charts.set_series(f"run {r['id']}", self.project.metrics(r["id"]))
-        self.charts.flush()
+        self.charts.flush(fit=True)
 
     def show_diff(self, runs: list[dict[str, Any]]) -> None:
         if len(runs) != 2:

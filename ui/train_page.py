@@ -524,7 +524,7 @@ class TrainPage(Page):
             self.status.setText(f"Run {rid} failed.")
             self._fail_banner(outcome.error or "the run failed", outcome.log_tail)
         self._apply_progress()
-        self.charts.flush()
+        self.charts.flush(fit=outcome.status != "detached")
         self.refresh_data()
 
     def _fail_banner(self, message: str, tail: str) -> None:

@@ -57,10 +57,36 @@ def tiny_model(folder: Path) -> str:
     return str(folder)
 
 
+def playground_shot(session, out: Path, wait, snap) -> None:
+    """The Playground answering with the bundled SmolLM2 (a real chat model, so the text reads as text)."""
+    from workbench.paths import BUNDLED_MODEL_REF
+
+    from .playground_page import PlaygroundPage
+
+    page = PlaygroundPage(session)
+    page.resize(1400, 880)
+    page.show()
+    page.activate()
+    page.model.set_model(BUNDLED_MODEL_REF)
+    page.max_new.setValue(60)
+    page.temperature.setValue(0.0)
+    page.load()
+    wait(lambda: page.ready or page.last_outcome is not None, 600)
+    page.input.setPlainText("In one sentence: why is the sky blue?")
+    page.send()
+    wait(lambda: len(page.base_pane.history) >= 2 or page.last_outcome is not None, 600)
+    snap(page, "playground")
+    page.unload()
+    wait(lambda: page.last_outcome is not None, 60)
+    page.close()
+    page.deleteLater()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs"))
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--only", choices=("playground",), help="take only this page's screenshot")
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QEventLoop, QTimer
@@ -71,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from .evaluation_page import EvaluationPage
     from .generate_page import GeneratePage
-    from .playground_page import PlaygroundPage
     from .prefs import Prefs
     from .runs_page import RunsPage
     from .session import Session
@@ -79,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = Path(tempfile.mkdtemp(prefix="desk-shots-"))
-    model = tiny_model(tmp / "tiny") if args.model == "tiny" else BUNDLED_MODEL_REF if args.model == "bundled" else args.model
+    if args.only:
+        model = BUNDLED_MODEL_REF
+    else:
+        model = tiny_model(tmp / "tiny") if args.model == "tiny" else BUNDLED_MODEL_REF if args.model == "bundled" else args.model
     project = Project.open(build_project(tmp / "desk.wbp"))
     session = Session(project, Prefs(tmp / "prefs.ini"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
             app.processEvents()
         widget.grab().save(str(args.out / f"{name}.png"))
         print(args.out / f"{name}.png")
+
+    if args.only == "playground":
+        playground_shot(session, args.out, wait, snap)
+        session._run_manager.shutdown()
+        project.close()
+        return 0
 
     train = TrainPage(session)
     train.resize(1400, 880)
@@ -148,13 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     runs.tabs.setCurrentIndex(1)
     snap(runs, "runs-diff")
 
-    for cls, name in ((GeneratePage, "generate"), (PlaygroundPage, "playground"), (EvaluationPage, "evaluation")):
+    playground_shot(session, args.out, wait, snap)
+    for cls, name in ((GeneratePage, "generate"), (EvaluationPage, "evaluation")):
         page = cls(session)
         page.resize(1400, 880)
         page.show()
         page.activate()
-        if name == "playground":
-            page.model.set_model(model)
         snap(page, name)
         page.close()
         page.deleteLater()
