@@ -1,5 +1,6 @@
-"""Reward-model throughput and peak memory: our ``rm`` job against TRL's ``RewardTrainer``, each in a fresh
-process, on the same preference pairs.
+"""Reward-model throughput and peak memory: our ``rm`` job against TRL's ``RewardTrainer`` on the same pairs.
+
+Each side runs in a fresh process, so each peak resident memory (``ru_maxrss``) is that side's own.
 
     .venv/bin/python -m bench.bench_rm_vs_trl [--steps 10] [--warmup 2] [--quick] [--json]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -78,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             marks.append((state.global_step, time.perf_counter(), float(self.trainer._total_train_tokens),
                           time.process_time()))
 
+    out_dir = tempfile.mkdtemp(prefix="bench-trl-")  # TRL wants one; nothing is saved into it
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix="bench-trl-"),
+        output_dir=out_dir,
         per_device_train_batch_size=args.batch_size,
         max_length=args.max_length,
         max_steps=total_steps,
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if kept != len(dataset):
         result["note"] = f"TRL kept {kept} of {len(dataset)} examples"
+    shutil.rmtree(out_dir, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

@@ -26,9 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pyqtgraph as pg
-from . import refcount_guard
 
-refcount_guard.protect()  # PySide6 6.12 on Python 3.11 leaks references to None/True: see the module
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (

@@ -27,10 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import refcount_guard, store_lock_fix
 
-refcount_guard.protect()  # PySide6 6.12 on Python 3.11 leaks references to None/True: see the module
-store_lock_fix.apply()    # the store's header check drops this process's SQLite locks: see the module
 
 from PySide6.QtCore import QObject, QThread, Signal
 

@@ -34,7 +34,7 @@ from .engine_client import EngineRun, Outcome, run_manager
 from .model_picker import ModelPicker
 from .pages.base import Page
 
-SKIP = ("base_model", "adapter_from", "snapshot_id", "prompt_ids", "trust_remote_code", "name")
+SKIP = ("base_model", "adapter_from", "snapshot_id", "prompt_ids", "trust_remote_code", "name", "tag", "split")
 MAX_PROMPTS_SHOWN = 200
 
 

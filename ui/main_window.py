@@ -33,7 +33,7 @@ from .help import HelpDialog
 from .lock import WindowLock
 from .prefs import Prefs
 from .session import Session
-from .shortcuts import KeyRouter
+from .shortcuts import SHORTCUTS, KeyRouter
 from .welcome import Welcome
 
 # (name, title, module, class): the sidebar, in order; Ctrl+1… follow this order.
@@ -44,6 +44,11 @@ PAGES = (
     ("write", "Write", "ui.pages.write", "WritePage"),
     ("history", "History", "ui.pages.history", "HistoryPage"),
     ("dashboard", "Dashboard", "ui.pages.dashboard", "DashboardPage"),
+    ("train", "Train", "ui.train_page", "TrainPage"),
+    ("runs", "Runs", "ui.runs_page", "RunsPage"),
+    ("generate", "Generate", "ui.generate_page", "GeneratePage"),
+    ("playground", "Playground", "ui.playground_page", "PlaygroundPage"),
+    ("evaluation", "Evaluation", "ui.evaluation_page", "EvaluationPage"),
 )
 
 
@@ -65,9 +70,10 @@ class MainWindow(QMainWindow):
         self.sidebar = QListWidget()
         self.sidebar.setFixedWidth(150)
         self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        for i, (_, title, _, _) in enumerate(PAGES):
+        page_keys = {b.action: b.keys[0] for b in SHORTCUTS if b.scope == "global" and b.action.startswith("page_")}
+        for i, (name, title, _, _) in enumerate(PAGES):
             self.sidebar.addItem(f"{title}")
-            self.sidebar.item(i).setToolTip(f"Ctrl+{i + 1}")
+            self.sidebar.item(i).setToolTip(page_keys.get(f"page_{name}", ""))
         self.sidebar.currentRowChanged.connect(self._row_changed)
         self.stack = QStackedWidget()
         self.placeholder = Welcome()
@@ -214,6 +220,10 @@ class MainWindow(QMainWindow):
             self.session.project.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close_project(self) -> None:
+        # Runs keep going in their own process; the next start re-attaches to them or shows how they ended.
+        manager = getattr(self.session, "_run_manager", None) if self.session is not None else None
+        if manager is not None:
+            manager.detach_all()
         for page in self.pages.values():
             self.stack.removeWidget(page)
             page.deleteLater()
@@ -237,6 +247,10 @@ class MainWindow(QMainWindow):
         self.sidebar.setEnabled(False)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        train = self.pages.get("train")
+        if train is not None and not train.confirm_close():  # a run is going: cancel it, let it finish, or stay
+            event.ignore()
+            return
         self.prefs.settings.setValue("window/geometry", self.saveGeometry())
         self.close_project()
         super().closeEvent(event)

@@ -38,6 +38,11 @@ SHORTCUTS: tuple[Binding, ...] = (
     _b("global", "Ctrl+4", "page_write", "Go to Write"),
     _b("global", "Ctrl+5", "page_history", "Go to History"),
     _b("global", "Ctrl+6", "page_dashboard", "Go to Dashboard"),
+    _b("global", "Ctrl+7", "page_train", "Go to Train"),
+    _b("global", "Ctrl+8", "page_runs", "Go to Runs"),
+    _b("global", "Ctrl+9", "page_generate", "Go to Generate"),
+    _b("global", "Ctrl+Shift+P", "page_playground", "Go to Playground"),
+    _b("global", "Ctrl+Shift+E", "page_evaluation", "Go to Evaluation"),
     _b("global", "Ctrl+O", "open_project", "Open a project"),
     _b("global", "Ctrl+N", "new_project", "Create a project"),
     # ---- compare (left/right are screen sides; the window maps them to the responses shown there)

@@ -1,4 +1,5 @@
-"""Screenshots of the training desk for ``docs/``: ``python -m ui.training_screenshots [--out docs] [--model M]``.
+"""Screenshots of the training desk for ``docs/``: ``python -m ui.training_screenshots [--out docs] [--model M]``
+(``--only playground``: the Playground chatting with the bundled SmolLM2, which the full run leaves out).
 
 Runs offscreen with real worker processes: an SFT run watched live on the Train page, a second run with other
 settings cancelled half way, a third killed (the failure banner), then the Runs page with both curves overlaid and
@@ -182,7 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     runs.tabs.setCurrentIndex(1)
     snap(runs, "runs-diff")
 
-    playground_shot(session, args.out, wait, snap)
     for cls, name in ((GeneratePage, "generate"), (EvaluationPage, "evaluation")):
         page = cls(session)
         page.resize(1400, 880)

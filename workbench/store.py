@@ -107,14 +107,23 @@ def _check_choice(value: Any, allowed: Sequence[Any], what: str) -> None:
 
 
 def is_project_file(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is an SQLite file that carries our application id (read without changing it)."""
+    """True when ``path`` is an SQLite file that carries our application id, read without changing it.
+
+    The header is read through SQLite itself, never with a plain open()/close(): on POSIX, closing any descriptor
+    of a file drops every lock this process holds on it, including those of an open project connection, after
+    which another process closing its connection would delete the WAL index under this one's feet.
+    """
     p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            header = f.read(100)
-    except OSError:
+    if not p.is_file():
         return False
-    return len(header) == 100 and header[:16] == b"SQLite format 3\x00" and int.from_bytes(header[68:72], "big") == APPLICATION_ID
+    try:
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
 
 
 class Project:

@@ -66,15 +66,6 @@ def session(qtbot, tmp_path, training_project_path):
     project.close()
 
 
-@pytest.fixture(autouse=True)
-def _posix_lock_safe_store(monkeypatch):
-    """The window's stop-gap for the store's lock-dropping header check (ui/store_lock_fix.py), also for the
-    test's own Project.open calls in this process."""
-    from ui.store_lock_fix import is_project_file
-
-    monkeypatch.setattr(workbench.store, "is_project_file", is_project_file)
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama chat model folder (tests/tiny_models.py), built once per test session."""

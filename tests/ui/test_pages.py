@@ -23,8 +23,10 @@ def test_overview_shows_the_counts(window):
 
 
 def test_every_page_opens_by_key(qtbot, window):
-    for i, (name, *_rest) in enumerate(PAGES):
-        qtbot.keyClick(window.current_page(), Qt.Key(Qt.Key.Key_1 + i), Qt.KeyboardModifier.ControlModifier)
+    keys = {b.action: b.keys[0] for b in SHORTCUTS if b.scope == "global"}
+    for name, *_rest in PAGES:
+        combo = QKeySequence(keys[f"page_{name}"])[0]
+        qtbot.keyClick(window.current_page(), combo.key(), combo.keyboardModifiers())
         assert window.current_page() is window.pages[name]
 
 

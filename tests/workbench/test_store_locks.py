@@ -1,4 +1,4 @@
-"""The window's stop-gap for the store's header check: checking a project file while this process holds an open
+"""The store's header check: checking a project file while this process holds an open
 connection must not drop its SQLite locks, or a worker process closing its connection deletes the WAL index and
 this process stops seeing the worker's writes ("database disk image is malformed")."""
 
@@ -8,8 +8,7 @@ import os
 import subprocess
 import sys
 
-from ui.store_lock_fix import is_project_file
-from workbench.store import Project
+from workbench.store import Project, is_project_file
 
 
 def test_header_check_keeps_the_locks_of_an_open_connection(tmp_path):
