@@ -47,7 +47,7 @@ from .losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
 from .reward_model import HeadedModel
 from .ppo.padding import pad_rows
 from .rm_data import ChatEncoder, EncodedPair, length_grouped_order, pad_token_id
-from .training import check_finite, warmup_cosine
+from .training import check_finite, release_free_memory, warmup_cosine
 
 POLICY, REFERENCE = "policy", "reference"
 SNAPSHOT_FILE = "snapshot_id"
@@ -397,6 +397,7 @@ def run_job(ctx: JobContext) -> JobResult:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        release_free_memory()
         step += 1
         tokens_seen += step_tokens
         train_time += time.perf_counter() - t0

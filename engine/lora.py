@@ -21,7 +21,9 @@ class LoraSettings:
 
     r: int = field(default=16, metadata={"help": "Rank of the low-rank update: capacity of the adapter (8–64 usual)."})
     alpha: int = field(default=32, metadata={"help": "Scaling numerator: the update is scaled by alpha / r (2·r is usual)."})
-    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter's input during training (0 to disable)."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input during training; off by "
+                                                   "default (as TRL's reward trainer) because it costs time and "
+                                                   "memory (a mask and a kept copy per adapted layer)."})
     target_modules: str | list[str] = field(
         default="all-linear",
         metadata={"help": "Layers that get an adapter: 'all-linear' (every linear layer except the output head) "

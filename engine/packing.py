@@ -148,12 +148,15 @@ def packed_sdpa(module, query, key, value, attention_mask, scaling=None, dropout
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     bounds = cu.tolist()
-    outs = []
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        outs.append(F.scaled_dot_product_attention(
-            query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=scaling,
-            dropout_p=dropout, enable_gqa=gqa,
-        ))
+    lengths = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
+    if bounds[0] != 0 or bounds[-1] != query.shape[2]:
+        raise ValueError(f"cu_seq_lens {bounds} do not cover the {query.shape[2]} packed tokens")
+    # torch.split rather than slicing: the backward of a split is one concatenation, while each slice's backward
+    # builds a zeroed full-length gradient and adds into it (a large share of a step with many examples).
+    outs = [
+        F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa)
+        for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
+    ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 

@@ -41,20 +41,29 @@ def pair_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0
         kwargs.pop("pair_segments", None)
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     gqa = query.shape[1] != key.shape[1]
+    if not segments or segments[0][0] != 0 or segments[-1][3] != query.shape[2] or any(
+        a[3] != b[0] for a, b in zip(segments[:-1], segments[1:])
+    ):
+        raise ValueError(f"pair_segments do not tile the {query.shape[2]} packed tokens")
+    # torch.split into per-pair pieces ([prompt | chosen], [rejected]) rather than slicing the full row: the
+    # backward of a split is one concatenation, while each full-row slice's backward builds a zeroed full-length
+    # gradient and adds into it. Slices of a piece (the prompt's keys below) only touch that pair's piece.
+    sizes = [n for p0, _, r0, end in segments for n in (r0 - p0, end - r0)]
+    qs, ks, vs = query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2)
     outs = []
-    for p0, c0, r0, end in segments:
+    for i, (p0, c0, r0, end) in enumerate(segments):
+        q_pc, k_pc, v_pc = qs[2 * i], ks[2 * i], vs[2 * i]
         outs.append(F.scaled_dot_product_attention(
-            query[:, :, p0:r0], key[:, :, p0:r0], value[:, :, p0:r0], is_causal=True, scale=scaling,
-            dropout_p=dropout, enable_gqa=gqa,
+            q_pc, k_pc, v_pc, is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
         ))
         if end > r0:
             n_prompt, n_rej = c0 - p0, end - r0
-            k = torch.cat([key[:, :, p0:c0], key[:, :, r0:end]], dim=2)
-            v = torch.cat([value[:, :, p0:c0], value[:, :, r0:end]], dim=2)
+            k = torch.cat([k_pc[:, :, :n_prompt], ks[2 * i + 1]], dim=2)
+            v = torch.cat([v_pc[:, :, :n_prompt], vs[2 * i + 1]], dim=2)
             # lower-right causal: rejected token i sees the whole prompt and rejected tokens 0..i
             mask = torch.ones(n_rej, n_prompt + n_rej, dtype=torch.bool, device=query.device).tril(diagonal=n_prompt)
             outs.append(F.scaled_dot_product_attention(
-                query[:, :, r0:end], k, v, attn_mask=mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
+                qs[2 * i + 1], k, v, attn_mask=mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
             ))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None

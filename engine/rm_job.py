@@ -44,7 +44,7 @@ from .losses import bradley_terry_loss
 from .pair_attention import pairs_attention
 from .reward_model import HEAD_FILE, HeadedModel, pair_rewards
 from .rm_data import ChatEncoder, EncodedPair, collate_pairs, pad_token_id
-from .training import DataOrder, check_finite, make_accelerator, warmup_cosine
+from .training import DataOrder, check_finite, make_accelerator, release_free_memory, warmup_cosine
 
 SNAPSHOT_FILE = "snapshot_id"
 ADAPTER = "default"
@@ -352,6 +352,7 @@ def run_rm(ctx: JobContext) -> JobResult:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        release_free_memory()
         step += 1
         stats = torch.cat([stats, torch.tensor([float(local_tokens)], dtype=torch.float64)])
         if world > 1:

@@ -34,7 +34,10 @@ from . import checkpoints as ckpt
 from .jobs import JobError, JobResult
 from .jobs.context import JobContext
 from .packing import Encoded, PackedBatch, encode_chat, pack, packed_token_losses, register_packed_attention
-from .training import DataOrder, check_finite, load_for_training, make_accelerator, trainable_parameters, warmup_cosine
+from .training import (
+    DataOrder, check_finite, load_for_training, make_accelerator, release_free_memory, trainable_parameters,
+    warmup_cosine,
+)
 
 SNAPSHOT_FILE = "snapshot_id"
 
@@ -221,6 +224,7 @@ def run_job(ctx: JobContext) -> JobResult:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        release_free_memory()
         step += 1
         totals = torch.tensor([local_sum, float(local_tokens)], dtype=torch.float64, device=device)
         if world > 1:

@@ -8,13 +8,17 @@ training, throughput and memory figures.
 - :class:`DataOrder`: a reproducible stream of example indices, one fresh permutation per epoch from the seed, that
   can be saved into and restored from a checkpoint at any step;
 - :func:`load_for_training`: base model + tokenizer (``engine.models``) + a LoRA adapter (fresh, or continued from
-  ``adapter_from``).
+  ``adapter_from``);
+- :func:`release_free_memory`: hand the C allocator's freed pages back to the system after an optimizer step.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,3 +135,30 @@ def check_finite(value: float, step: int, what: str = "training loss") -> None:
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None elsewhere (macOS, Windows, musl) or if the symbol is missing."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_free_memory() -> bool:
+    """Return the memory glibc's allocator keeps after a training step to the system; True if it ran.
+
+    The activations and gradients of a step are freed into glibc's arenas, which keep them, so the process's
+    resident size stays at several times what is live (3.4-3.8 GB after a step with ~1.1 GB live). ``malloc_trim``
+    gives the free pages back; it costs well under a millisecond here. A no-op off glibc."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True

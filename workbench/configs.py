@@ -189,7 +189,10 @@ class BaseRunConfig(ModelConfig):
                                  "current data when the run starts.")
     lora_r: int = _f(16, "LoRA rank.", min=1)
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", min=1)
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", min=0.0, max=1.0)
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input. Off by default, as in TRL's reward trainer: peft draws "
+                             "a mask per adapted layer and keeps the dropped copy for the backward pass, which "
+                             "costs about a fifth of the step time and a tenth of the memory; try 0.05-0.1 "
+                             "against overfitting on small data.", min=0.0, max=1.0)
     lora_targets: list[str] = _f(["all-linear"], "Modules that get LoRA: 'all-linear' or module names such as "
                                  "q_proj, v_proj.")
     lr: float = _f(2e-4, "Peak learning rate (AdamW).", min=0.0)

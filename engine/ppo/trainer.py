@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..losses import AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, whiten
+from ..training import release_free_memory
 from .experience import Experience
 from .roles import POLICY, VALUE, PpoRoles
 
@@ -75,6 +76,8 @@ class PpoTrainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 n += 1
+        # once per PPO step (after all its mini-batch updates) rather than per update: one trim covers them all
+        release_free_memory()
         out = {k: v / max(1, n) for k, v in sums.items()}
         out["ppo/explained_variance"] = explained_variance(exp.values, exp.returns, mask)
         out["ppo/updates"] = float(n)
