@@ -397,8 +397,8 @@ def run_job(ctx: JobContext) -> JobResult:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        release_free_memory()
         step += 1
+        release_free_memory(step)
         tokens_seen += step_tokens
         train_time += time.perf_counter() - t0
         n = len(indices)

@@ -352,8 +352,8 @@ def run_rm(ctx: JobContext) -> JobResult:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        release_free_memory()
         step += 1
+        release_free_memory(step)
         stats = torch.cat([stats, torch.tensor([float(local_tokens)], dtype=torch.float64)])
         if world > 1:
             stats = accelerator.reduce(stats.to(device), reduction="sum").cpu()

@@ -224,8 +224,8 @@ def run_job(ctx: JobContext) -> JobResult:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        release_free_memory()
         step += 1
+        release_free_memory(step)
         totals = torch.tensor([local_sum, float(local_tokens)], dtype=torch.float64, device=device)
         if world > 1:
             totals = accelerator.reduce(totals, reduction="sum")

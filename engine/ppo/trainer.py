@@ -76,7 +76,8 @@ class PpoTrainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 n += 1
-        # once per PPO step (after all its mini-batch updates) rather than per update: one trim covers them all
+        # once per PPO step rather than per update: a PPO step (rollout + ppo_epochs x mini-batch updates) already
+        # spans several optimizer steps, which keeps the refault cost after a trim small (see RELEASE_EVERY)
         release_free_memory()
         out = {k: v / max(1, n) for k, v in sums.items()}
         out["ppo/explained_variance"] = explained_variance(exp.values, exp.returns, mask)
