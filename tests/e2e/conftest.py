@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_models import build_tiny_causal_lm
-from tests.ui.engine_fixtures import _posix_lock_safe_store, session, training_project_path  # noqa: F401 - fixtures
+from tests.ui.engine_fixtures import session, training_project_path  # noqa: F401 - fixtures
 
 TINY_SETTINGS = dict(device="cpu", dtype="float32", quantize="none", batch_size=2, lr=1e-3, lora_r=4, lora_alpha=8,
                      eval_fraction=0.2, num_threads=1, log_every=1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tests.ui.engine_fixtures import (  # noqa: F401 - fixtures
-    _posix_lock_safe_store,
     session,
     tiny_model_dir,
     training_project_path,

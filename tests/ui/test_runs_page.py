@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from tests.ui.engine_fixtures import _posix_lock_safe_store, session, training_project_path  # noqa: F401
+from tests.ui.engine_fixtures import session, training_project_path  # noqa: F401
 from workbench.configs import RewardConfig, SftConfig
 from workbench.jobs.client import run_dir_for
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.ui.engine_fixtures import _posix_lock_safe_store, session, training_project_path  # noqa: F401
+from tests.ui.engine_fixtures import session, training_project_path  # noqa: F401
 from workbench.configs import config_class
 from workbench.paths import BUNDLED_MODEL_REF
 
