@@ -234,10 +234,16 @@ class RewardConfig(BaseRunConfig):
     margins: dict[str, float] = _f({"none": 0.0, "slight": 1 / 3, "clear": 2 / 3, "strong": 1.0},
                                    "Margin added to the Bradley–Terry logit per judged strength (after Llama 2).")
     ties_as_half: bool = _f(False, "Train on ties with a target of 0.5 (otherwise ties are left out).")
-    center_rewards: float = _f(0.0, "Coefficient of a penalty on the squared mean reward (0: off).", min=0.0)
+    center_rewards: float = _f(0.0, "Coefficient of the auxiliary loss mean((r_chosen + r_rejected)^2) that centres "
+                               "rewards around 0 (0: off).", min=0.0)
     share_prompt_encoding: bool = _f(True, "Encode the shared prompt once per pair where that is faster.")
     include_retests: bool = _f(False, "Also train on retest judgments (left out by default).")
     min_examples: int = _f(4, "Refuse to train on fewer training pairs than this.", min=1)
+    gradient_checkpointing: bool = _f(
+        True,
+        "Recompute activations in the backward pass: less memory, ~30% slower. On by default for the reward model, "
+        "whose batches hold two responses per pair (as TRL's reward trainer does).",
+    )
 
 
 @dataclass
