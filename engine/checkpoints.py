@@ -15,6 +15,8 @@ that looks complete. :func:`prune` keeps the last N plus the best one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 import random
 import shutil
@@ -164,3 +166,31 @@ def prune(root: Path, keep: int) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
+
+
+@dataclass
+class Progress:
+    """Where a training loop stands: what a checkpoint restores and a fresh run starts from."""
+
+    step: int = 0
+    tokens: int = 0
+    train_time: float = 0.0
+    best: float = float("inf")
+    data_order_state: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None
+    path: Path | None = None
+
+
+def resume_progress(checkpoint_dir: Path, *, model: Any, optimizer: Any, scheduler: Any, adapter_name: str) -> Progress:
+    """Load the latest checkpoint into model, optimizer and scheduler, and return the loop's position; the
+    caller restores its own extras (a head, the data order) from the result."""
+    last = latest_checkpoint(checkpoint_dir)
+    if last is None:
+        from .jobs import JobError
+
+        raise JobError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
+    state, extra = load_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, adapter_name=adapter_name)
+    return Progress(
+        step=int(state["step"]), tokens=int(state["tokens"]), train_time=float(state["train_time"]),
+        best=float(state.get("best", float("inf"))), data_order_state=state["data_order"], extra=extra, path=last,
+    )

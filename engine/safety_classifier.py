@@ -217,16 +217,12 @@ def run_safety(ctx: JobContext) -> JobResult:
     order = DataOrder(len(train), cfg.seed)
     step, tokens_seen, train_time, best = 0, 0, 0.0, float("inf")
     if ctx.resume:
-        last = ckpt.latest_checkpoint(ctx.checkpoint_dir)
-        if last is None:
-            raise JobError(f"nothing to resume: no checkpoint in {ctx.checkpoint_dir}")
-        state, extra = ckpt.load_checkpoint(last, model=hm.peft, optimizer=optimizer, scheduler=scheduler,
-                                            adapter_name=ADAPTER)
-        restore_head(hm, extra)
-        step, tokens_seen = int(state["step"]), int(state["tokens"])
-        train_time, best = float(state["train_time"]), float(state.get("best", float("inf")))
-        order = DataOrder.from_state(state["data_order"], len(train))
-        ctx.log(f"resumed from {last.name} at step {step}")
+        at = ckpt.resume_progress(ctx.checkpoint_dir, model=hm.peft, optimizer=optimizer, scheduler=scheduler,
+                                  adapter_name=ADAPTER)
+        restore_head(hm, at.extra)
+        step, tokens_seen, train_time, best = at.step, at.tokens, at.train_time, at.best
+        order = DataOrder.from_state(at.data_order_state, len(train))
+        ctx.log(f"resumed from {at.path.name} at step {step}")
     ctx.log(f"safety classifier over {', '.join(categories)}: {len(train)} texts ({len(evals)} held out), "
             f"{total_steps} steps")
     last_metrics: dict[str, float] = {}
