@@ -43,6 +43,13 @@ def _lower_priority(num_threads: int | None, world_size: int = 1) -> None:
         os.nice(10)
     except OSError:
         pass
+    # The worker runs in its own session, and with Linux's autogroup scheduling (on by default) a session's nice
+    # value, not the process's, decides its share against the window's session: lower both.
+    try:
+        with open("/proc/self/autogroup", "w", encoding="ascii") as f:
+            f.write("10")
+    except OSError:
+        pass
     import torch
 
     cores = os.cpu_count() or 1

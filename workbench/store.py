@@ -893,6 +893,15 @@ class Project:
             )
         return int(cur.lastrowid)
 
+    def forget_missing_checkpoints(self, run_id: int) -> int:
+        """Delete the rows of ``run_id``'s checkpoints whose folder is gone (pruned); returns how many."""
+        rows = self.conn.execute("SELECT id, path FROM checkpoint WHERE run_id = ?", (run_id,)).fetchall()
+        gone = [(r[0],) for r in rows if not Path(r[1]).exists()]
+        if gone:
+            with self.transaction():
+                self.conn.executemany("DELETE FROM checkpoint WHERE id = ?", gone)
+        return len(gone)
+
     def delete_run(self, run_id: int) -> None:
         with self.transaction():
             self.conn.execute("DELETE FROM run WHERE id = ?", (run_id,))

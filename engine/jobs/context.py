@@ -122,6 +122,8 @@ class JobContext:
         project = self.project()
         if project is not None and self.run_id is not None:
             project.add_checkpoint(self.run_id, step, str(path), metrics=metrics, is_best=best)
+            # jobs prune old checkpoint folders on disk; their rows go with them
+            project.forget_missing_checkpoints(self.run_id)
 
     # ------------------------------------------------------------------ cancellation
     def request_cancel(self) -> None:

@@ -211,3 +211,14 @@ def test_sft_on_the_bundled_smollm2(project_path):
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(run_dir / "adapter").r == 4
+
+
+def test_pruned_checkpoints_leave_no_rows_behind(tiny, demo_project):
+    cfg = cfg_for(tiny, checkpoint_every=1, keep_checkpoints=2)
+    run_id, run_dir, code, events = run_inprocess(demo_project, cfg)
+    assert code == 0, events[-1]
+    on_disk = {str(p) for p in ckpt.list_checkpoints(run_dir / "checkpoints")}
+    assert sum(e.type.value == "checkpoint" for e in events) >= 5  # several were written, most then pruned
+    with Project.open(demo_project) as p:
+        rows = {r[0] for r in p.conn.execute("SELECT path FROM checkpoint WHERE run_id = ?", (run_id,))}
+    assert rows == on_disk and 1 <= len(rows) <= 3  # the last two and the best

@@ -22,6 +22,15 @@ def demo_project(project_path):
     return project_path
 
 
+def worker_priority(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        out = {"nice": int(f.read().rsplit(") ", 1)[1].split()[16])}
+    if os.path.exists(f"/proc/{pid}/autogroup"):
+        with open(f"/proc/{pid}/autogroup", encoding="ascii") as f:
+            out["autogroup_nice"] = int(f.read().split("nice")[1])
+    return out
+
+
 def cfg(tiny, **kw) -> SftConfig:
     base = dict(base_model=str(tiny), batch_size=2, lr=1e-3, max_steps=4, checkpoint_every=2, eval_fraction=0.2,
                 lora_r=4, lora_alpha=8, num_threads=1)
@@ -57,8 +66,12 @@ def test_cancel_on_stdin_stops_after_a_checkpoint(tiny_model_dir, demo_project):
     for ev in handle.events():
         seen.append(ev)
         if ev.type.value == "progress" and ev.step == 2:
+            priority = worker_priority(handle.pid)
             handle.cancel(timeout_s=120)
     assert handle.status == "cancelled", seen[-1]
+    # it leaves the window its share: nice 10, and (Linux autogroups) its session's nice 10 too
+    assert priority["nice"] == 10
+    assert priority.get("autogroup_nice", 10) == 10
     assert seen[-1].data["state"] == "cancelled"
     assert handle.process.returncode == 0  # it stopped by itself, not by the hard kill
     last = ckpt.latest_checkpoint(handle.run_dir / "checkpoints")

@@ -37,9 +37,26 @@ def run_dir_for(project_path: str | os.PathLike[str], run_id: int) -> Path:
     return runs_dir(project_path) / str(run_id)
 
 
+def _pid_alive_windows(pid: int) -> bool:
+    # os.kill(pid, 0) on Windows sends CTRL_C_EVENT (signal 0) instead of probing: ask the kernel instead.
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists, it is not ours
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
 def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
+    if os.name == "nt":
+        return _pid_alive_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
