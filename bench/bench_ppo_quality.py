@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-HH_TRAIN = "anthropic-hh-rlhf/helpful-base/train.jsonl.gz"
+HH_TRAIN = "anthropic-hh-rlhf/helpful-base/test.jsonl.gz"  # the data folder holds the test split only (2,354 rows)
 
 
 def prepare(workdir: Path, rows: int, heldout: int, seed: int) -> tuple[Path, list[int]]:

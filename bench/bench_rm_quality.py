@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--center", type=float, default=0.01, help="reward-centring coefficient")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes of training between held-out evaluations")
+    ap.add_argument("--skip-first-eval", action="store_true",
+                    help="no held-out evaluation before training (the untrained head scores about chance)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="less memory, ~30%% slower")
     ap.add_argument("--seed", type=int, default=0)
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         return row
 
-    evaluate()
+    if not args.skip_first_eval:
+        evaluate()
     scorer.train()
     while train_s < budget:
         if not order:

@@ -14,6 +14,13 @@ A conversion is written into a temporary folder beside the target and renamed in
 concurrent conversion never leaves a half-written model behind; a marker file records the source and makes the
 common case (already converted) a single ``stat``.
 
+The marker identifies the source by content (size and SHA-256), and remembers each installed copy it has seen by
+size and modification time. The cache folder is per user, not per Python environment: a second virtual
+environment (a CI clone, a re-install) holds the same wheel with new modification times, and a marker keyed on
+the file's stamp alone made every environment convert again (30 s) and overwrite the others' conversion, so they
+took turns re-converting. Now a copy with an unknown stamp but the same content is hashed once (a fraction of a
+second), added to the marker, and served from the folder as it is.
+
 ``python -m engine.bundled [FILE.gguf]`` converts the bundled model (or the given file) and prints the folder.
 """
 
@@ -27,6 +34,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from workbench.paths import BUNDLED_GGUF_PACKAGE, BUNDLED_MODEL_NAME, bundled_model_dir, cache_dir
 
@@ -36,6 +44,8 @@ BUNDLED_GGUF_FILE = f"{BUNDLED_MODEL_NAME}.Q4_1.gguf"
 MARKER = "workbench-conversion.json"
 # Bump when the conversion itself changes, so old cache folders are redone.
 CONVERSION_VERSION = 1
+# Installed copies remembered per conversion (environments come and go; the oldest are forgotten first).
+MAX_STAMPS = 8
 
 
 def bundled_gguf_path() -> Path:
@@ -56,27 +66,90 @@ def bundled_gguf_path() -> Path:
 
 def _source_stamp(gguf: Path) -> dict[str, object]:
     st = gguf.stat()
-    return {"source": str(gguf.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": CONVERSION_VERSION}
+    return {"source": str(gguf.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def is_converted(folder: Path, gguf: Path | None = None) -> bool:
-    """True when ``folder`` holds a finished conversion (of ``gguf`` as it is now, when given)."""
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
     try:
         marker = json.loads((Path(folder) / MARKER).read_text())
     except (OSError, ValueError):
-        return False
-    if marker.get("version") != CONVERSION_VERSION:
+        return None
+    if not isinstance(marker, dict) or marker.get("version") != CONVERSION_VERSION:
+        return None
+    return marker
+
+
+def _write_marker(folder: Path, marker: dict[str, Any]) -> None:
+    """Replace the marker atomically (readers see the old or the new one, never half of one)."""
+    tmp = Path(folder) / f".{MARKER}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        tmp.write_text(json.dumps(marker, indent=2))
+        os.replace(tmp, Path(folder) / MARKER)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _known_stamps(marker: dict[str, Any]) -> list[dict[str, Any]]:
+    # Markers written before content hashing carry a single stamp at the top level.
+    stamps = [s for s in marker.get("sources", []) if isinstance(s, dict)]
+    if "mtime_ns" in marker:
+        stamps.append({"size": marker.get("size"), "mtime_ns": marker.get("mtime_ns")})
+    return stamps
+
+
+def is_converted(folder: Path, gguf: Path | None = None) -> bool:
+    """True when ``folder`` holds a finished conversion (of ``gguf``'s content, when given).
+
+    A known stamp (size, modification time) of ``gguf`` answers at once; an unknown one is checked by content
+    hash and, when the content is the same, recorded in the marker so the next check is a ``stat`` again."""
+    marker = _read_marker(Path(folder))
+    if marker is None:
         return False
     if gguf is None:
         return True
+    gguf = Path(gguf)
     stamp = _source_stamp(gguf)
-    return marker.get("size") == stamp["size"] and marker.get("mtime_ns") == stamp["mtime_ns"]
+    known = _known_stamps(marker)
+    if any(s.get("size") == stamp["size"] and s.get("mtime_ns") == stamp["mtime_ns"] for s in known):
+        if not marker.get("sha256"):
+            # An old marker that matches by stamp: add the content hash, so other copies of this file match too.
+            _update_marker(Path(folder), marker, gguf, stamp)
+        return True
+    if not marker.get("sha256") or marker.get("size") != stamp["size"]:
+        return False
+    if file_sha256(gguf) != marker["sha256"]:
+        return False
+    _update_marker(Path(folder), marker, gguf, stamp)
+    return True
+
+
+def _update_marker(folder: Path, marker: dict[str, Any], gguf: Path, stamp: dict[str, object]) -> None:
+    marker = dict(marker)
+    marker.setdefault("sha256", file_sha256(gguf))
+    sources = [s for s in marker.get("sources", []) if isinstance(s, dict) and s.get("source") != stamp["source"]]
+    marker["sources"] = [*sources, stamp][-MAX_STAMPS:]
+    try:
+        _write_marker(folder, marker)
+    except OSError:
+        pass  # a read-only cache still serves the conversion; the hash is simply checked again next time
 
 
 def ensure_bundled_model() -> Path:
     """The bundled SmolLM2 as a safetensors folder, converting it on first use (about 40 s); then instant."""
-    target = bundled_model_dir()
-    gguf = bundled_gguf_path()
+    return ensure_converted(bundled_gguf_path(), bundled_model_dir())
+
+
+def ensure_converted(gguf: Path, target: Path) -> Path:
+    """``target`` holding the conversion of ``gguf``: as it is when it already does (by stamp or by content),
+    converted otherwise."""
     if is_converted(target, gguf):
         return target
     return convert_gguf(gguf, target)
@@ -95,10 +168,7 @@ def ensure_gguf_converted(gguf: str | os.PathLike[str]) -> Path:
     gguf = Path(gguf).expanduser()
     if not gguf.is_file():
         raise ModelError("no such GGUF file", ref=str(gguf))
-    target = gguf_cache_dir(gguf)
-    if is_converted(target, gguf):
-        return target
-    return convert_gguf(gguf, target)
+    return ensure_converted(gguf, gguf_cache_dir(gguf))
 
 
 def _bf16_is_lossless(model) -> bool:
@@ -141,8 +211,12 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         model.config.dtype = dtype
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        stamp = _source_stamp(gguf) | {"dtype": str(dtype).removeprefix("torch."), "seconds": round(time.perf_counter() - started, 1)}
-        (tmp / MARKER).write_text(json.dumps(stamp, indent=2))
+        stamp = _source_stamp(gguf)
+        marker = {
+            "version": CONVERSION_VERSION, "sha256": file_sha256(gguf), "size": stamp["size"], "sources": [stamp],
+            "dtype": str(dtype).removeprefix("torch."), "seconds": round(time.perf_counter() - started, 1),
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
         del model
         if target.exists():
             # An older or unfinished conversion (or one a concurrent process just finished): replace the former,
@@ -150,7 +224,10 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
             if is_converted(target, gguf):
                 shutil.rmtree(tmp, ignore_errors=True)
                 return target
-            shutil.rmtree(target)
+            # Moved aside rather than deleted in place, so a process still reading the old files keeps them.
+            old = target.parent / f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
         try:
             os.replace(tmp, target)
         except OSError:

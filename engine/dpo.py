@@ -3,7 +3,17 @@
 Data: a ``preference`` snapshot (the config's ``snapshot_id``, or one frozen from the current judgments when the run
 starts; too small a snapshot is rolled back and the project left unchanged); each pair's margin comes from the
 judged strength (``margins``, subtracted inside the sigmoid as for the reward model); ties are left out (DPO has no
-target for them). A fraction of the prompts is held out for the eval metrics (implicit-reward accuracy).
+target for them). A fraction of the snapshot's prompts is split off for the ``eval/`` metrics.
+
+Held-out evaluation: the judgments on the project's **held-out prompts** (split ``heldout``: they never enter a
+training snapshot) are frozen into their own snapshot when the run starts (its id in the run folder, file
+``heldout_snapshot_id``; at most ``HELDOUT_MAX_PAIRS`` pairs, a seeded sample beyond that) and scored before the
+first update (step 0), at every evaluation and at the end: the ``heldout/`` metrics. ``heldout/accuracy`` is the
+implicit-reward preference accuracy with ties counted as half a correct pair (a tie is an implicit-reward
+difference within ``TIE_TOLERANCE``), so it reads 0.5 at step 0, where the policy is the reference (a fresh LoRA
+adapter adds exact zeros; a policy continued from ``adapter_from`` is that reference adapter) and every pair is a
+tie; ``heldout/ties`` counts them, ``heldout/accuracy_low``/``_high`` are its 95 % Wilson interval.
+:func:`evaluate_preferences` scores any saved adapter the same way (a checkpoint of a cancelled run, say).
 
 Model: one base with the trained adapter ``policy`` (fresh, or continued from ``adapter_from``) and the frozen
 reference: the adapter ``reference`` (``reference_adapter``, else ``adapter_from``) on the same base, or the bare
@@ -16,7 +26,8 @@ the LM head (no [B, L, vocab] logits over the prompt). Batches group pairs of si
 
 Losses (``engine.losses.dpo_loss``): ``sigmoid`` (DPO, summed log-probabilities, optional label smoothing),
 ``ipo`` (mean per-token log-probabilities), and ``hinge`` (SLiC: ``relu(1 − β·h)``, here). Metrics: loss, implicit
-rewards β·(logπ − logπ_ref) of chosen and rejected, their accuracy and margin; the same on the held-out pairs.
+rewards β·(logπ − logπ_ref) of chosen and rejected, their accuracy and margin; the same on the eval split and on
+the held-out prompts' pairs.
 
 Checkpoints, exact resume (data order, RNG, optimizer, scheduler), cancel, output folder and model card as SFT.
 """
@@ -51,6 +62,12 @@ from .training import check_finite, release_free_memory, warmup_cosine
 
 POLICY, REFERENCE = "policy", "reference"
 SNAPSHOT_FILE = "snapshot_id"
+HELDOUT_FILE = "heldout_snapshot_id"
+# Held-out pairs scored per evaluation (a seeded sample beyond this): enough for a ±5 % interval, bounded cost.
+HELDOUT_MAX_PAIRS = 1000
+# An implicit-reward difference this small (β-scaled log-probabilities) is a tie, not a win: at step 0 the policy's
+# and the reference's log-probabilities agree exactly, later differences are orders of magnitude larger.
+TIE_TOLERANCE = 1e-6
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
@@ -237,6 +254,101 @@ def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[Encod
     return rc, rr
 
 
+# ---------------------------------------------------------------------------------------------- held-out pairs
+@torch.no_grad()
+def score_pairs(hm: HeadedModel, name: str | None, pairs: Sequence[EncodedPair], batch_size: int, pad_id: int,
+                device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Summed log-probabilities of chosen and rejected and their token counts, [N] each, under adapter ``name``
+    (``None``: the bare base), in consecutive chunks of ``batch_size``: the policy and its reference scored with
+    the same chunks run the same computations, so they agree exactly while the policy is the reference."""
+    outs: list[list[Tensor]] = [[], [], [], []]
+    for s in range(0, len(pairs), batch_size):
+        batch = collate_shared(pairs[s : s + batch_size], pad_id).to(device)
+        for acc, t in zip(outs, pair_logprobs(hm, name, batch)):
+            acc.append(t.float().cpu())
+    if not pairs:
+        return tuple(torch.zeros(0) for _ in range(4))  # type: ignore[return-value]
+    return tuple(torch.cat(t) for t in outs)  # type: ignore[return-value]
+
+
+def preference_metrics(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tensor, nr: Tensor, margin: Tensor, *,
+                       beta: float, loss_type: str, label_smoothing: float = 0.0) -> dict[str, float]:
+    """Loss, implicit-reward accuracy (ties count half) with its 95 % Wilson interval, ties, margin and mean rewards
+    of pairs whose policy (pc, pr) and reference (rc, rr) log-probabilities are given."""
+    from .rm_job import wilson_interval
+
+    n = int(pc.numel())
+    if n == 0:
+        return {}
+    out = preference_loss(pc, pr, rc, rr, nc, nr, beta=beta, loss_type=loss_type, margin=margin,
+                          label_smoothing=label_smoothing)
+    diff = (out.chosen_rewards - out.rejected_rewards).double()
+    ties = int((diff.abs() <= TIE_TOLERANCE).sum())
+    wins = int((diff > TIE_TOLERANCE).sum())
+    correct = wins + 0.5 * ties
+    low, high = wilson_interval(correct, n)  # type: ignore[arg-type]
+    return {"loss": float(out.losses.mean()), "accuracy": correct / n, "accuracy_low": low, "accuracy_high": high,
+            "wins": float(wins), "ties": float(ties), "pairs": float(n), "margin": float(diff.mean()),
+            "chosen": float(out.chosen_rewards.mean()), "rejected": float(out.rejected_rewards.mean())}
+
+
+def heldout_snapshot(project: Project, note: str) -> int | None:
+    """A snapshot of the held-out prompts' judgments, or None when there are none (then nothing is written)."""
+    from workbench.training_data import preference_snapshot, select_preference_items
+
+    if not any(select_preference_items(project, split="heldout").values()):
+        return None
+    return preference_snapshot(project, split="heldout", note=note)
+
+
+def heldout_pairs(project_path: Path, sid: int, tokenizer, cfg: DpoConfig,
+                  max_pairs: int = HELDOUT_MAX_PAIRS) -> list[EncodedPair]:
+    """The held-out snapshot's pairs (ties left out), encoded; a sample seeded by the run's seed beyond
+    ``max_pairs``, in snapshot order."""
+    pairs, _ = encode_pairs(project_path, sid, tokenizer, cfg)
+    if len(pairs) > max_pairs:
+        keep = sorted(random.Random(cfg.seed).sample(range(len(pairs)), max_pairs))
+        pairs = [pairs[i] for i in keep]
+    return pairs
+
+
+def evaluate_preferences(project_path: Path, adapter: str | Path | None, *, snapshot_id: int | None = None,
+                         cfg: DpoConfig | None = None, reference_adapter: str | Path | None = None,
+                         max_pairs: int = HELDOUT_MAX_PAIRS) -> dict[str, float]:
+    """Held-out implicit-reward accuracy of a saved DPO policy adapter (``None``: the bare base) against its
+    reference (``reference_adapter``, else the bare base), on ``snapshot_id`` (else a new snapshot of the held-out
+    prompts' judgments); the same numbers the job reports as ``heldout/``. ``cfg`` gives base, beta, loss, lengths,
+    batch size and device (a DPO run's config.yaml, say)."""
+    from .devices import resolve_device
+    from .models import load_model
+
+    cfg = cfg or DpoConfig()
+    if snapshot_id is None:
+        with Project.open(project_path, migrate=False) as project:
+            snapshot_id = heldout_snapshot(project, "held-out preference evaluation")
+        if snapshot_id is None:
+            raise JobError("the project has no judged pairs on held-out prompts to evaluate on")
+    device = resolve_device(cfg.device)
+    loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
+                        trust_remote_code=cfg.trust_remote_code)
+    hm = HeadedModel(loaded.model)
+    if adapter is not None:
+        hm.load_adapter(POLICY, adapter, trainable=False)
+    if reference_adapter is not None:
+        hm.load_adapter(REFERENCE, reference_adapter, trainable=False)
+    hm.eval()
+    pairs = heldout_pairs(project_path, snapshot_id, loaded.tokenizer, cfg, max_pairs)
+    if not pairs:
+        raise JobError(f"snapshot {snapshot_id} holds no preference pairs to evaluate on")
+    pad_id = pad_token_id(loaded.tokenizer)
+    ref = score_pairs(hm, REFERENCE if reference_adapter is not None else None, pairs, cfg.batch_size, pad_id, device)
+    pol = score_pairs(hm, POLICY if adapter is not None else None, pairs, cfg.batch_size, pad_id, device)
+    margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
+    res = preference_metrics(pol[0], pol[1], ref[0], ref[1], pol[2], pol[3], margin, beta=cfg.beta,
+                             loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
+    return {"snapshot_id": float(snapshot_id), **res}
+
+
 # ---------------------------------------------------------------------------------------------- the job
 def build_model(cfg: DpoConfig, device: torch.device) -> tuple[HeadedModel, Any, str | None]:
     from .lora import LoraSettings, check_adapter_folder
@@ -295,6 +407,15 @@ def run_job(ctx: JobContext) -> JobResult:
     train_idx, eval_idx = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed, cfg.min_examples)
     if len(train_idx) < cfg.min_examples:
         raise JobError(f"snapshot {sid}: only {len(train_idx)} usable training pair(s); DPO needs at least {cfg.min_examples}")
+    held_file = ctx.run_dir / HELDOUT_FILE
+    if held_file.is_file():  # a resumed run scores the held-out pairs it started with
+        text = held_file.read_text().strip()
+        held_sid = int(text) if text else None
+    else:
+        project = ctx.project()
+        assert project is not None
+        held_sid = heldout_snapshot(project, f"dpo run {ctx.run_id}: held-out evaluation")
+        held_file.write_text("" if held_sid is None else str(held_sid))
     stats = encoder.stats
     if stats.turns_dropped or stats.prompts_cut or stats.responses_cut:
         ctx.log(f"max_length {cfg.max_length}: {stats.turns_dropped} turn(s) dropped, {stats.prompts_cut} prompt(s) "
@@ -307,7 +428,14 @@ def run_job(ctx: JobContext) -> JobResult:
     hm.eval()
     ref_c, ref_r = reference_logprobs(hm, reference, train, cfg.batch_size, pad_id, device)
     eval_ref = reference_logprobs(hm, reference, evals, cfg.batch_size, pad_id, device) if evals else None
+    held = heldout_pairs(ctx.project_path, held_sid, tokenizer, cfg) if held_sid is not None else []
+    held_margin = torch.tensor([p.margin for p in held], dtype=torch.float32)
+    held_ref = score_pairs(hm, reference, held, cfg.batch_size, pad_id, device) if held else None
     ref_seconds = time.perf_counter() - t_ref
+    # The policy starts as the reference: a fresh adapter (LoRA B = 0) on the base the reference is, or the
+    # reference adapter itself. Then its log-probabilities equal the reference's exactly and need no second pass.
+    starts_as_reference = (reference is None and not cfg.adapter_from) or (
+        bool(cfg.adapter_from) and cfg.reference_adapter in (None, "", cfg.adapter_from))
 
     per_step = cfg.batch_size * cfg.grad_accum
     steps_per_epoch = max(1, math.ceil(len(train) / per_step))
@@ -354,6 +482,21 @@ def run_job(ctx: JobContext) -> JobResult:
                 sums["chosen"] += float(out.chosen_rewards.sum())
                 sums["rejected"] += float(out.rejected_rewards.sum())
         return {f"eval/{k}": v / len(evals) for k, v in sums.items()}
+
+    def evaluate_heldout(at_start: bool = False) -> dict[str, float]:
+        assert held_ref is not None
+        hm.eval()
+        pol = held_ref if at_start and starts_as_reference else score_pairs(hm, POLICY, held, cfg.batch_size, pad_id,
+                                                                              device)
+        res = preference_metrics(pol[0], pol[1], held_ref[0], held_ref[1], pol[2], pol[3], held_margin,
+                                 beta=cfg.beta, loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
+        return {f"heldout/{k}": v for k, v in res.items()}
+
+    if held and step == 0:
+        start = evaluate_heldout(at_start=True)
+        ctx.metrics(0, start)
+        ctx.log(f"held-out implicit-reward accuracy before training: {start['heldout/accuracy']:.3f} on "
+                f"{len(held)} pairs of snapshot {held_sid} ({int(start['heldout/ties'])} ties, counted as half)")
 
     def save(step: int, metric: float) -> None:
         nonlocal best
@@ -417,9 +560,12 @@ def run_job(ctx: JobContext) -> JobResult:
                      eta_s=round((total_steps - step) * train_time / step, 1))
         stop = ctx.should_stop()
         at_checkpoint = cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps
-        if evals and eval_every and step % eval_every == 0 and step < total_steps:
-            last_metrics.update(evaluate())
-            ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith("eval/")})
+        if eval_every and step % eval_every == 0 and step < total_steps and (evals or held):
+            if evals:
+                last_metrics.update(evaluate())
+            if held:
+                last_metrics.update(evaluate_heldout())
+            ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith(("eval/", "heldout/"))})
             hm.train(cfg.lora_dropout > 0)
         if at_checkpoint or stop:
             save(step, last_metrics.get("eval/loss", metrics["train/loss"]))
@@ -427,9 +573,12 @@ def run_job(ctx: JobContext) -> JobResult:
             ctx.log(f"cancelled at step {step}; checkpoint saved")
             return JobResult("cancelled", None, dict(last_metrics), _summary(tokens_seen, train_time, step, total_steps, ref_seconds))
 
-    if evals:
-        last_metrics.update(evaluate())
-        ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith("eval/")})
+    if evals or held:
+        if evals:
+            last_metrics.update(evaluate())
+        if held:
+            last_metrics.update(evaluate_heldout())
+        ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith(("eval/", "heldout/"))})
     output = ctx.output_dir
     write_output(output, hm, tokenizer, cfg, ctx, sid, last_metrics)
     return JobResult("done", str(output), dict(last_metrics), _summary(tokens_seen, train_time, step, total_steps, ref_seconds))

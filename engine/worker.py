@@ -1,7 +1,7 @@
 """``python -m engine.worker RUN_DIR [--resume]``: run one job from a run folder and stream its events.
 
 The run folder (made by ``workbench.jobs.client.JobClient``) holds ``job.json`` (stage, run id, project file) and
-``config.yaml``. The worker lowers its priority and leaves one core free, listens for commands on stdin (and
+``config.yaml``. The worker lowers its priority (nice 10, or ``$RLHF_WORKBENCH_WORKER_NICE``) and leaves one core free, listens for commands on stdin (and
 treats SIGTERM as cancel), looks the stage's job function up in :mod:`engine.jobs`, and turns the outcome into a
 ``done`` event or an ``error`` event with one clear message, recording the run's status in the project file.
 It also runs under ``accelerate launch`` (every process runs the job; the main one talks).
@@ -38,16 +38,26 @@ def peak_mem_mb() -> float:
     return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
 
 
-def _lower_priority(num_threads: int | None, world_size: int = 1) -> None:
+def worker_nice() -> int:
+    """How far the worker lowers itself: 10, or ``$RLHF_WORKBENCH_WORKER_NICE`` (a benchmark or a busy test machine
+    may want the worker level with its other work; negative values need root)."""
     try:
-        os.nice(10)
+        return int(os.environ.get("RLHF_WORKBENCH_WORKER_NICE", "10"))
+    except ValueError:
+        return 10
+
+
+def _lower_priority(num_threads: int | None, world_size: int = 1) -> None:
+    nice = worker_nice()
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
     except OSError:
         pass
     # The worker runs in its own session, and with Linux's autogroup scheduling (on by default) a session's nice
     # value, not the process's, decides its share against the window's session: lower both.
     try:
         with open("/proc/self/autogroup", "w", encoding="ascii") as f:
-            f.write("10")
+            f.write(str(nice))
     except OSError:
         pass
     import torch

@@ -32,6 +32,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
+    QGraphicsItem,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -45,6 +46,7 @@ pg.setConfigOptions(antialias=False, background="w", foreground="k")
 REDRAW_MS = 250      # timer interval with a single plot
 REFRESH_MS = 400     # each plot shows its new points within this long
 MIN_TICK_MS = 40
+AXIS_WIDTH = 54      # px for the y tick labels ("0.0008", "12000")
 COLUMNS = 3
 # Stable colours per run (Okabe–Ito, readable for colour-blind viewers), then per metric prefix.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -220,6 +222,15 @@ class MetricCharts(QWidget):
         # No grid: grid lines are redrawn with every axis change and doubled the cost of an update here.
         plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
         plot.setLabel("bottom", "step")
+        for name in ("left", "bottom"):
+            axis = plot.getAxis(name)
+            # No SI prefix (it re-sets the axis label's HTML on every range change) and fixed text space: a tick
+            # label that grows must not re-lay out the grid, which repaints every plot.
+            axis.enableAutoSIPrefix(False)
+            axis.setStyle(autoExpandTextSpace=False)
+            # Painted from a pixmap while its range stays: a plot repainted for new points skips its axes' text.
+            axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        plot.getAxis("left").setWidth(AXIS_WIDTH)
         plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
         # Ranges are set by _fit_range with hysteresis: an axis that changes on every update costs far more to
@@ -235,20 +246,35 @@ class MetricCharts(QWidget):
         creating and laying out plots is the one costly step of drawing."""
         while len(self.plots) + len(self._free) < slots:
             plot = self._make_plot()
-            for axis in ("left", "bottom"):
-                plot.hideAxis(axis)  # an empty slot shows nothing until a metric takes it
+            # An empty slot shows nothing until a metric takes it, but keeps its axes' room in the layout:
+            # showing an axis later would re-lay out the grid and repaint every plot.
+            plot.setOpacity(0.0)
             self._free.append(plot)
         self.empty.hide()
         self.view.show()
 
     def _new_plot(self, group: str) -> pg.PlotItem:
         plot = self._free.pop(0) if self._free else self._make_plot()
-        for axis in ("left", "bottom"):
-            plot.showAxis(axis)
+        plot.setOpacity(1.0)
         plot.setTitle(group.replace("_", " "))
         self.plots[group] = plot
         self._waiting[group] = 0.0
+        for (run, key), s in self.series.items():
+            if group_of(key) == group:
+                self._make_curves(plot, run, key, s)
         return plot
+
+    def _make_curves(self, plot: pg.PlotItem, run: str, key: str, s: _Series) -> None:
+        color = self._color(run, key)
+        if s.raw_curve is None and self.show_raw:
+            s.raw_curve = plot.plot(pen=pg.mkPen(color, width=1))
+            s.raw_curve.setOpacity(0.25)
+        if s.curve is None:
+            # Markers only on sparse series (eval metrics come every N steps): markers on a dense curve
+            # cost more to paint than the curve itself.
+            sparse = not key.startswith("train/") and len(s.steps) < 50
+            s.curve = plot.plot(pen=pg.mkPen(color, width=2), name=f"{run} {key}".strip(),
+                                symbol="o" if sparse else None, symbolSize=5, symbolBrush=color)
 
     def _missing_groups(self) -> list[str]:
         groups = {group_of(k) for _, k in self.series} - set(self.plots)
@@ -257,6 +283,8 @@ class MetricCharts(QWidget):
     def redraw(self, *, everything: bool = False) -> None:
         """One timer tick: create at most one new plot, then redraw the dirty plot that has waited longest
         (``everything=True``: create and redraw all, e.g. before an export)."""
+        if not everything and not self.isVisible():
+            return  # another page is shown: the points wait in their buffers, drawn when the charts show again
         self._tick += 1
         missing = self._missing_groups()
         if missing:
@@ -265,6 +293,11 @@ class MetricCharts(QWidget):
                 self.view.show()
             for g in missing if everything else missing[:1]:
                 self._new_plot(g)
+            if not everything:
+                # Laying out a plot (title, curves, legend) and drawing its first points were the costliest tick
+                # together: the points come at the next tick.
+                self._retime()
+                return
         dirty_groups = {group_of(key) for (_run, key), s in self.series.items()
                         if s.dirty and group_of(key) in self.plots}
         if not dirty_groups:
@@ -285,16 +318,7 @@ class MetricCharts(QWidget):
         for (run, key), s in self.series.items():
             if group_of(key) != group or not s.dirty:
                 continue
-            color = self._color(run, key)
-            if s.raw_curve is None and self.show_raw:
-                s.raw_curve = plot.plot(pen=pg.mkPen(color, width=1))
-                s.raw_curve.setOpacity(0.25)
-            if s.curve is None:
-                # Markers only on sparse series (eval metrics come every N steps): markers on a dense curve
-                # cost more to paint than the curve itself.
-                sparse = not key.startswith("train/") and len(s.steps) < 50
-                s.curve = plot.plot(pen=pg.mkPen(color, width=2), name=f"{run} {key}".strip(),
-                                    symbol="o" if sparse else None, symbolSize=5, symbolBrush=color)
+            self._make_curves(plot, run, key, s)
             smoothed = ema(s.values, self.smoothing)
             s.curve.setData(s.steps, smoothed, connect="finite")
             if s.raw_curve is not None:
@@ -327,7 +351,9 @@ class MetricCharts(QWidget):
             x1 = max(10.0, x_max * 1.5) if not force else max(1.0, x_max)
             changed = True
         if lo < y0 or hi > y1 or (hi - lo) < (y1 - y0) / 3 or force:
-            y0, y1 = lo - 0.1 * span, hi + 0.1 * span
+            # Room ahead on the side the data left by (a falling loss keeps falling), so the next points stay in.
+            below, above = (0.1, 0.1) if force else (0.3 if lo < y0 else 0.1, 0.3 if hi > y1 else 0.1)
+            y0, y1 = lo - below * span, hi + above * span
             changed = True
         if changed:
             self._ranges[group] = (x1, y0, y1)

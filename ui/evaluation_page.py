@@ -10,8 +10,13 @@ Over-refusal: XSTest's 250 safe prompts are imported as held-out prompts; both m
 refusal matcher (checked against XSTest's human labels, agreement shown) counts refusals: the rate before (A) and
 after (B), each with its 95% interval.
 
-An automatic win rate judged by a reward model needs per-response reward scores from the engine; the page offers
-it when the engine has a ``score`` job and says so plainly otherwise.
+Automatic win rate: beside the expert's win rate, the same round judged by a reward model the expert picks (a
+finished reward-model run of the project, or any reward-model folder). "Score with reward model" runs the engine's
+``score`` job, which scores both responses of every comparison of the round with the conversation's prompt and
+stores the scores in the project (:mod:`workbench.reward_scores`); the page then shows model B's win rate by reward
+with its 95% interval, for the same pair of models and the same pairs, names the reward model, and says how often
+it agrees with the expert's verdicts. Scores stay in the project: switching rounds or reward models shows what was
+already scored without running anything.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from collections.abc import Callable
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -31,7 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.configs import GenerateConfig
+from workbench.configs import GenerateConfig, ScoreConfig
 from workbench.errors import WorkbenchError
 from workbench.evaluation import (
     XSTEST_TAG,
@@ -49,6 +57,14 @@ from workbench.evaluation import (
     save_round,
 )
 from workbench.paths import shared_real_data
+from workbench.reward_scores import (
+    AutoResult,
+    auto_round_result,
+    normal_path,
+    reward_model_name,
+    reward_model_problem,
+    reward_model_runs,
+)
 
 from .engine_client import EngineRun, Outcome, run_manager
 from .model_picker import ModelPicker
@@ -101,9 +117,22 @@ class EvaluationPage(Page):
         self.refusal_label = QLabel()
         self.refusal_label.setWordWrap(True)
         self.refusal_label.setTextFormat(Qt.TextFormat.RichText)
-        self.auto_label = QLabel("Automatic win rate judged by a reward model: needs the engine's response-scoring job "
-                                 "(stage <i>score</i>), which this engine does not have yet.")
+        self.rm_box = QComboBox()
+        self.rm_box.setToolTip("The reward model that judges the round: a finished reward-model run, or a folder")
+        self.rm_box.currentIndexChanged.connect(self._rm_choice)
+        self.rm_path = QLineEdit()
+        self.rm_path.setPlaceholderText("reward model folder (adapter + head.safetensors)")
+        self.rm_path.textChanged.connect(lambda _t: (self.show_auto(), self._buttons()))
+        self.rm_browse = QPushButton("Browse…")
+        self.rm_browse.clicked.connect(self._browse_rm)
+        self.score_button = QPushButton("Score with reward model")
+        self.score_button.setToolTip("Score both responses of every pair of this round with the reward model")
+        self.score_button.clicked.connect(self.start_scoring)
+        self.auto_label = QLabel()
         self.auto_label.setWordWrap(True)
+        self.auto_label.setTextFormat(Qt.TextFormat.RichText)
+        self.last_auto: AutoResult | None = None
+        self.last_outcome: Outcome | None = None
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(1000)
@@ -129,15 +158,32 @@ class EvaluationPage(Page):
         row.addStretch(1)
         bl.addLayout(row)
         bl.addWidget(self.progress)
-        res = QGroupBox("2. Win rate from your blind judgments (Compare page, evaluation items)")
+        res = QGroupBox("2. Win rate: your blind judgments (Compare page, evaluation items) and a reward model's")
         rl = QVBoxLayout(res)
         row = QHBoxLayout()
         row.addWidget(QLabel("Round"))
         row.addWidget(self.round_box, 1)
         row.addWidget(self.refresh_button)
         rl.addLayout(row)
-        rl.addWidget(self.result)
-        rl.addWidget(self.auto_label)
+        # The two win rates side by side: the expert's verdicts on the left, the reward model's on the right.
+        grid = QGridLayout()
+        grid.addWidget(QLabel("<b>Your blind verdicts</b>"), 0, 0)
+        grid.addWidget(QLabel("<b>Judged by a reward model</b>"), 0, 1)
+        grid.addWidget(self.result, 1, 0, Qt.AlignmentFlag.AlignTop)
+        auto = QVBoxLayout()
+        row = QHBoxLayout()
+        row.addWidget(self.rm_box, 1)
+        row.addWidget(self.score_button)
+        auto.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(self.rm_path, 1)
+        row.addWidget(self.rm_browse)
+        auto.addLayout(row)
+        auto.addWidget(self.auto_label)
+        grid.addLayout(auto, 1, 1)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        rl.addLayout(grid)
         tax = QGroupBox("3. Alignment tax: over-refusal on benign prompts (XSTest), model A before, model B after")
         tl = QVBoxLayout(tax)
         tl.addWidget(self.xstest_button, 0, Qt.AlignmentFlag.AlignLeft)
@@ -179,6 +225,7 @@ class EvaluationPage(Page):
         if keep_round is not None and self.round_box.findData(keep_round) >= 0:
             self.round_box.setCurrentIndex(self.round_box.findData(keep_round))
         self.round_box.blockSignals(False)
+        self._fill_reward_models()
         self.show_result()
         self._buttons()
 
@@ -270,8 +317,11 @@ class EvaluationPage(Page):
         self.start_button.setEnabled(not busy and bool(self.prompt_ids()))
         self.xstest_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
+        self.score_button.setEnabled(not busy and self.round_box.currentData() is not None
+                                     and bool(self.rm_path.text().strip()))
 
     def show_result(self) -> None:
+        self.show_auto()
         rid = self.round_box.currentData()
         if rid is None:
             self.result.setText("No evaluation round yet.")
@@ -290,6 +340,124 @@ class EvaluationPage(Page):
                        "no significant difference yet")
             text += f"<br>Verdict at 95%: {verdict}."
         self.result.setText(text)
+
+    # ------------------------------------------------------------------ the automatic win rate
+    def _fill_reward_models(self) -> None:
+        keep = self.rm_path.text().strip()
+        self.rm_box.blockSignals(True)
+        self.rm_box.clear()
+        self.rm_box.addItem("Choose a reward model…", "")
+        for label, folder in reward_model_runs(self.project):
+            self.rm_box.addItem(label, folder)
+        self.rm_box.addItem("Another folder…", None)
+        if keep:
+            i = self.rm_box.findData(keep)
+            self.rm_box.setCurrentIndex(i if i >= 0 else self.rm_box.count() - 1)
+        elif self.rm_box.count() > 2:
+            self.rm_box.setCurrentIndex(1)  # the newest finished reward-model run
+        self.rm_box.blockSignals(False)
+        if not keep and self.rm_box.currentData():
+            self.rm_path.blockSignals(True)
+            self.rm_path.setText(self.rm_box.currentData())
+            self.rm_path.blockSignals(False)
+
+    def _rm_choice(self, _i: int) -> None:
+        data = self.rm_box.currentData()
+        if data is None:
+            self._browse_rm()
+        elif data:
+            self.rm_path.setText(data)
+
+    def _browse_rm(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Reward model folder (adapter + head.safetensors)")
+        if path:
+            self.rm_path.setText(path)
+
+    def set_reward_model(self, folder: str) -> None:
+        """Choose the reward model by its folder (a listed run's output is selected in the list)."""
+        i = self.rm_box.findData(folder)
+        self.rm_box.blockSignals(True)
+        self.rm_box.setCurrentIndex(i if i >= 0 else self.rm_box.count() - 1)
+        self.rm_box.blockSignals(False)
+        self.rm_path.setText(folder)
+
+    def show_auto(self) -> None:
+        """The round's win rate by the chosen reward model's stored scores (nothing is run here)."""
+        self.last_auto = None
+        rid = self.round_box.currentData()
+        folder = self.rm_path.text().strip()
+        if rid is None:
+            self.auto_label.setText("")
+            return
+        if not folder:
+            self.auto_label.setText("Choose a reward model (a finished reward-model run, or a folder), then "
+                                    "<i>Score with reward model</i>.")
+            return
+        problem = reward_model_problem(folder)
+        if problem:
+            self.auto_label.setText(f"<span style='color:#b00'>{_esc(folder)}: {_esc(problem)}</span>")
+            return
+        rnd = get_round(self.project, rid)
+        res = auto_round_result(self.project, rnd, folder)
+        self.last_auto = res
+        name = _esc(res.reward_model)
+        if res.scored == 0:
+            self.auto_label.setText(f"Round {rid} is not scored by <b>{name}</b> yet: press <i>Score with reward "
+                                    "model</i>.")
+            return
+        w = res.win
+        b_rate, b_low, b_high = 1 - w.rate, 1 - w.high, 1 - w.low
+        text = (f"<b>{_esc(rnd.model_b.name)}</b> wins <b>{b_rate:.1%}</b> (95% CI {b_low:.1%}–{b_high:.1%}) against "
+                f"<b>{_esc(rnd.model_a.name)}</b> by the reward of <b>{name}</b>: {w.losses} wins, {w.wins} losses, "
+                f"{w.ties} ties of {w.n} scored pairs")
+        text += f"; {res.unscored} not scored yet." if res.unscored else "."
+        verdict = "B is better" if b_low > 0.5 else "A is better" if b_high < 0.5 else "no significant difference"
+        text += f"<br>Verdict at 95%: {verdict}."
+        if res.judged:
+            rate, low, high = res.agreement
+            text += (f"<br>Agrees with your verdict on {res.agree} of {res.judged} judged pair(s): {rate:.0%} "
+                     f"(95% CI {low:.0%}–{high:.0%}).")
+        self.auto_label.setText(text)
+
+    def start_scoring(self) -> bool:
+        rid = self.round_box.currentData()
+        folder = self.rm_path.text().strip()
+        if rid is None:
+            self.auto_label.setText("<span style='color:#b00'>No evaluation round to score.</span>")
+            return False
+        problem = reward_model_problem(folder)
+        if problem:
+            # Refused here, before a run exists: the project stays as it was.
+            self.auto_label.setText(f"<span style='color:#b00'>{_esc(folder or 'reward model')}: {_esc(problem)}</span>")
+            return False
+        if self.job is not None:
+            return False
+        name = reward_model_name(folder, self.project)
+        cfg = ScoreConfig(reward_model=normal_path(folder), round_id=rid, name=f"round {rid} by {name}")
+        self.job = self.manager.job("score", cfg)
+        self.job.log.connect(lambda level, msg: self.log_view.appendPlainText(f"[{level}] {msg}"))
+        self.job.progress.connect(lambda p, n=name: self.auto_label.setText(
+            f"Scoring round {rid} with <b>{_esc(n)}</b>: {p.get('step')}/{p.get('total')} responses…"))
+        self.job.finished_run.connect(self._scoring_done)
+        self.auto_label.setText(f"Loading the reward model <b>{_esc(name)}</b>…")
+        self.job.start()
+        self._buttons()
+        return True
+
+    def _scoring_done(self, outcome: Outcome) -> None:
+        if self.project.conn is None:
+            return  # the project was closed while the job ended
+        self.job = None
+        self.last_outcome = outcome
+        if outcome.status != "done" and outcome.status != "cancelled":
+            self.last_error = outcome.error or outcome.status
+            if outcome.log_tail:
+                self.log_view.appendPlainText(outcome.log_tail)
+            self._buttons()
+            self.auto_label.setText(f"<span style='color:#b00'>Scoring stopped: {_esc(self.last_error)}</span>")
+            return
+        self._buttons()
+        self.show_auto()
 
     # ------------------------------------------------------------------ over-refusal
     def start_refusal(self) -> bool:
@@ -325,3 +493,9 @@ class EvaluationPage(Page):
             except (OSError, WorkbenchError):
                 self.matcher_text = ""
         self.refusal_label.setText("<br>".join(rows) + (f"<br><i>{self.matcher_text}</i>" if self.matcher_text else ""))
+
+
+def _esc(text: str) -> str:
+    from html import escape
+
+    return escape(str(text), quote=False)

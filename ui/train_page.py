@@ -552,9 +552,13 @@ class TrainPage(Page):
         box.setText(f"Run {self.run_id} is still going.")
         box.setInformativeText("Cancel it (it saves a checkpoint you can resume), or let it finish in the background "
                                "(the next time you open this project, the Train page shows it again).")
+        box.setObjectName("closeWhileRunning")
         cancel = box.addButton("Cancel the run", QMessageBox.ButtonRole.DestructiveRole)
         keep = box.addButton("Let it finish in the background", QMessageBox.ButtonRole.AcceptRole)
-        box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
+        stay = box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
+        for button, name in ((cancel, "cancelRun"), (keep, "letItFinish"), (stay, "dontClose")):
+            button.setObjectName(name)
+        box.setEscapeButton(stay)  # Esc, or closing the question itself, keeps the window open
         box.exec()
         if box.clickedButton() is cancel:
             self.manager.cancel(timeout_s=30)

@@ -1,4 +1,5 @@
-"""``workbench train sft|rm|safety|ppo|dpo``, ``workbench generate`` and ``workbench eval rm``: run a job headless.
+"""``workbench train sft|rm|safety|ppo|dpo``, ``workbench generate``, ``workbench eval rm`` and ``workbench eval
+winrate``: run a job headless.
 
 Each command builds the stage's config (a ``--config`` YAML file, then the flags given), starts the worker through
 the same :class:`~workbench.jobs.JobClient` the window uses, draws a progress bar on stderr while it runs, and
@@ -8,6 +9,14 @@ prints a one-line JSON summary as the last line on stdout (``run_id``, ``status`
 asks the worker to stop (it checkpoints first); a second Ctrl-C kills it. ``--resume RUN_ID`` continues a cancelled
 or failed run from its last checkpoint. :func:`config_from_args` turns a parsed command line into its config without
 running anything.
+
+``workbench eval winrate PROJECT --reward-model DIR [--round ID]`` runs the ``score`` job (a reward model scores
+both responses of every comparison of an evaluation round, the newest one by default) and prints, last, a JSON
+summary of model A's automatic win rate against model B: ``wins``, ``losses``, ``ties``, ``n``, ``win_rate`` with
+``win_rate_low``/``win_rate_high`` (95% Wilson interval), ``b_win_rate`` (the same from model B's side, as the
+Evaluation page shows it), ``agree``/``judged`` (agreement with the expert's verdicts), ``model_a``, ``model_b``,
+``reward_model`` and ``run_id``/``status`` (``error`` when it failed). A folder that is not a reward model is
+refused before any run is created, so the project stays unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .configs import DPO_LOSS_TYPES, DpoConfig, GenerateConfig, ModelConfig, PpoConfig, load_config
+from .configs import DPO_LOSS_TYPES, DpoConfig, GenerateConfig, ModelConfig, PpoConfig, ScoreConfig, load_config
 from .errors import WorkbenchError
 from .jobs import JobClient, RunHandle
 from .jobs.protocol import Event, EventType
@@ -217,6 +226,68 @@ def _eval_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                         batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name)
 
 
+def _winrate_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    from .reward_scores import normal_path
+
+    # Recorded absolute: the scores are looked up by the reward model's folder from anywhere later.
+    return "score", dict(reward_model=normal_path(args.reward_model) if args.reward_model else None,
+                         base_model=args.base, round_id=args.round, comparison_ids=args.comparisons,
+                         batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name,
+                         num_threads=args.threads)
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def winrate_summary(handle: RunHandle | None, *, error: str | None = None) -> dict[str, Any]:
+    """The JSON summary of ``eval winrate`` (see the module docstring)."""
+    final = (handle.final or {}) if handle is not None else {}
+    inner = final.get("summary") or {}
+    out: dict[str, Any] = {"run_id": handle.run_id if handle is not None else None,
+                           "status": (handle.status or "failed") if handle is not None else "failed"}
+    for key in ("round_id", "model_a", "model_b", "reward_model", "reward_model_path", "wins", "losses", "ties",
+                "n", "win_rate", "win_rate_low", "win_rate_high", "agree", "judged", "agreement", "responses",
+                "scored", "unscored"):
+        if key in inner:
+            out[key] = _finite(inner[key])
+    if out.get("win_rate") is not None:
+        out["b_win_rate"] = 1 - out["win_rate"]
+        out["b_win_rate_low"], out["b_win_rate_high"] = 1 - out["win_rate_high"], 1 - out["win_rate_low"]
+    err = error or (handle.error if handle is not None else None)
+    if err:
+        out["error"] = err
+    return out
+
+
+def run_winrate(args: argparse.Namespace) -> int:
+    """``workbench eval winrate``: score a round with a reward model and print the automatic win rate as JSON."""
+    from .reward_scores import reward_model_problem
+
+    problem = reward_model_problem(args.reward_model)
+    if problem:
+        msg = f"reward_model {args.reward_model}: {problem}"
+        print(f"error: {msg}", file=sys.stderr)
+        print(json.dumps(winrate_summary(None, error=msg)))
+        return 1
+    try:
+        handle = JobClient(args.project).start("score", config_from_args(args))
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(json.dumps(winrate_summary(None, error=str(e))))
+        return 1
+    follow(handle, quiet=args.quiet)
+    result = winrate_summary(handle)
+    if result["status"] != "done" and result.get("error"):
+        print(f"run {handle.run_id} {result['status']}: {result['error']}", file=sys.stderr)
+    elif result.get("win_rate") is not None:
+        print(f"{result.get('model_b')} wins {result['b_win_rate']:.1%} (95% CI {result['b_win_rate_low']:.1%}–"
+              f"{result['b_win_rate_high']:.1%}) against {result.get('model_a')} by {result.get('reward_model')}",
+              file=sys.stderr)
+    print(json.dumps(result, ensure_ascii=False, default=str))
+    return _exit_code(result["status"])
+
+
 # ---------------------------------------------------------------------------------------------- parsers
 def _help(cls: type[ModelConfig], name: str) -> str:
     """A flag's help: the config field's own help text (percent signs escaped for argparse)."""
@@ -293,3 +364,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rm.add_argument("--batch-size", type=int, metavar="N")
     rm.add_argument("--max-length", type=int, metavar="N")
     rm.set_defaults(func=_start, overrides=_eval_overrides)
+
+    wr = kinds.add_parser("winrate", help="automatic win rate of an evaluation round, judged by a reward model")
+    _common(wr)
+    wr.add_argument("--reward-model", required=True, metavar="DIR", help=_help(ScoreConfig, "reward_model"))
+    wr.add_argument("--round", type=int, metavar="ID", help=_help(ScoreConfig, "round_id"))
+    wr.add_argument("--comparisons", type=int, nargs="+", metavar="ID", help=_help(ScoreConfig, "comparison_ids"))
+    wr.add_argument("--batch-size", type=int, metavar="N", help=_help(ScoreConfig, "batch_size"))
+    wr.add_argument("--max-length", type=int, metavar="N", help=_help(ScoreConfig, "max_length"))
+    wr.add_argument("--threads", type=int, metavar="N", help="CPU threads (default here: all cores)")
+    wr.set_defaults(func=run_winrate, overrides=_winrate_overrides)

@@ -360,6 +360,27 @@ class EvalConfig(ModelConfig):
     max_length: int = _f(512, "Maximum tokens per conversation.", min=8)
 
 
+@dataclass
+class ScoreConfig(ModelConfig):
+    """Score both responses of evaluation comparisons with a reward model: the automatic win rate of a round."""
+
+    reward_model: str = _f("", "The reward model: a reward-model run's output folder (LoRA adapter + head.safetensors) "
+                           "or a sequence-classification model folder with one label.")
+    base_model: str = _f("", "Base model the reward adapter runs on; empty: the base its adapter_config.json records "
+                         "(a full classifier folder needs none).")
+    adapter_from: str | None = _f(None, "Not used when scoring (the reward model is reward_model).")
+    quantize: str = _f("none", "Scoring loads the reward model unquantised, as PPO's reward-model loader does.",
+                       choices=("none",))
+    round_id: int | None = _f(None, "Score the comparisons of this evaluation round (none, and no comparison_ids: "
+                              "the newest round).", min=1)
+    comparison_ids: list[int] = _f([], "Score these comparisons instead of a round's (response_a counts as the "
+                                   "first model).")
+    batch_size: int = _f(8, "Responses scored together.", min=1)
+    max_length: int = _f(512, "Maximum tokens per conversation; longer ones lose their oldest turns first, never the "
+                         "response.", min=8)
+    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
+
+
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "sft": SftConfig,
     "rm": RewardConfig,
@@ -370,6 +391,8 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "eval": EvalConfig,
     # The Playground: a long-lived generation job that answers chat commands on stdin (engine/jobs/playground.py).
     "playground": GenerateConfig,
+    # Reward-model scores of evaluation responses: the automatic win rate (engine/jobs/score.py).
+    "score": ScoreConfig,
 }
 
 

