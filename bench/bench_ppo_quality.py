@@ -145,10 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boost", type=int, default=None,
                     help="set each worker's session (autogroup) nice to this, e.g. -10 (root only), so other work on "
                          "the machine does not eat the wall-clock budget")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of this process's before/after evaluation (default: all cores but one, like "
+                         "the worker; more threads than free cores makes torch spin, many times slower)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    import torch
+
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - 1))
     from bench.machine import describe
     from workbench.configs import PpoConfig, RewardConfig
     from workbench.jobs.client import JobClient

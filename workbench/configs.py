@@ -308,6 +308,8 @@ class PpoConfig(BaseRunConfig):
     missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")
     rollout_batch_size: int = _f(16, "Prompts per rollout.", min=1)
     ppo_epochs: int = _f(4, "Optimisation passes over each rollout.", min=1)
+    backward_rows: int = _f(2, "At most this many sequences in one forward/backward of the update (a micro-batch is "
+                            "split further; same gradients, less memory). 0: the whole micro-batch.", min=0)
     clip_range: float = _f(0.2, "Policy ratio clip.", min=0.0)
     value_clip: float = _f(0.2, "Value prediction clip.", min=0.0)
     value_coef: float = _f(0.1, "Weight of the value loss.", min=0.0)

@@ -210,7 +210,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         roles, optimizer, ppo_epochs=cfg.ppo_epochs, mini_batch_size=cfg.batch_size * cfg.grad_accum,
         micro_batch_size=cfg.batch_size, clip_range=cfg.clip_range, value_clip=cfg.value_clip,
         value_coef=cfg.value_coef, max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature,
-        whiten_advantages=extras.whiten_advantages,
+        whiten_advantages=extras.whiten_advantages, backward_rows=cfg.backward_rows,
     )
     kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, extras.kl_horizon)
     sample_gen = torch.Generator().manual_seed(cfg.seed)

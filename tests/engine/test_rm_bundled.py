@@ -5,7 +5,6 @@ base weights as they were."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import itertools
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from engine.bundled import file_sha256
 from engine.reward_model import HEAD_FILE, HeadedModel, read_head_meta
 from engine.worker import run as run_worker
 from workbench.configs import RewardConfig
@@ -22,14 +22,6 @@ from workbench.jobs import JobClient
 from workbench.store import Project
 
 HH = "anthropic-hh-rlhf/helpful-base/test.jsonl.gz"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.mark.slow
@@ -45,7 +37,7 @@ def test_reward_model_on_the_bundled_model(real_data, project_path, tmp_path):
         import_file(p, src, "hh-rlhf")
         assert len(p.prompt_ids()) == 16
     base_dir = resolve_model_path("bundled:SmolLM2-135M-Instruct")
-    base_hash = sha256(base_dir / "model.safetensors")
+    base_hash = file_sha256(base_dir / "model.safetensors")
 
     cfg = RewardConfig(device="cpu", quantize="none", batch_size=2, max_steps=3, max_length=160, eval_fraction=0.25,
                        checkpoint_every=0, lora_r=4, lora_alpha=8, lora_targets=["q_proj", "v_proj"], lr=1e-4,
@@ -69,7 +61,7 @@ def test_reward_model_on_the_bundled_model(real_data, project_path, tmp_path):
     assert tensors and all("lora_" in k for k in tensors)  # the adapter holds LoRA weights only, no base weights
     assert read_head_meta(out)["kind"] == "reward"
     # the base weights on disk are untouched, and the base in memory is too: adapter off = a fresh base
-    assert sha256(base_dir / "model.safetensors") == base_hash
+    assert file_sha256(base_dir / "model.safetensors") == base_hash
     lm = load_model(device="cpu", quantize="none")
     ids = torch.tensor([lm.tokenizer.encode("Hello, how can I help you today?")])
     with torch.no_grad():
