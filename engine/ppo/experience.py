@@ -50,10 +50,17 @@ class Experience:
         return self.response_mask.sum(1).long()
 
     def select(self, index: Tensor | list[int]) -> "Experience":
-        """The rows ``index``, with the response columns trimmed to the longest selected response (less padding in
-        a mini-batch means less compute)."""
+        """The rows ``index``, with the response columns trimmed to the longest selected response and the prompt
+        columns to the longest selected prompt (less padding in a mini-batch means less compute: prompts are
+        left-padded to the longest of the whole rollout, often several times a short one's length). Positions
+        count real tokens only (``position_ids_of``), so dropping columns that are padding in every selected row
+        changes no position and no attended token."""
         idx = torch.as_tensor(index, dtype=torch.long)
         width = max(1, int(self.response_mask[idx].sum(1).max().item()))
+        P = self.prompt_width
+        prompt_real = self.attention_mask[idx, :P].bool().any(0)
+        # A prompt has at least one real token, so at least one prompt column stays (P' >= 1).
+        skip = int(prompt_real.long().argmax().item()) if bool(prompt_real.any()) else max(0, P - 1)
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -62,10 +69,11 @@ class Experience:
                 continue
             v = v[idx]
             if f.name in ("sequences", "attention_mask"):
-                v = v[:, : self.prompt_width + width]
+                v = v[:, skip : P + width]
             elif v.dim() == 2:
                 v = v[:, :width]
             out[f.name] = v
+        out["prompt_width"] = P - skip
         return Experience(**out)
 
     def to(self, device: torch.device | str) -> "Experience":

@@ -72,6 +72,10 @@ class PpoTrainer:
                 mini = perm[start : start + self.mini_batch_size]
                 tokens = float(exp.response_mask[mini].sum().clamp_min(1.0))
                 rows = min(self.micro_batch_size, self.backward_rows) if self.backward_rows > 0 else self.micro_batch_size
+                if rows < len(mini):
+                    # Chunks of similar length waste less on padding (Experience.select trims each chunk to its own
+                    # longest prompt and response); the sum of token-weighted chunk losses is the same in any grouping.
+                    mini = mini[torch.argsort(exp.attention_mask[mini].sum(1), stable=True)]
                 for m0 in range(0, len(mini), rows):
                     micro = exp.select(mini[m0 : m0 + rows])
                     share = float(micro.response_mask.sum()) / tokens

@@ -129,3 +129,20 @@ def test_sampling_masks_after_eos_and_is_reproducible_from_the_generator(tiny_lm
         else:
             assert n == a.response_mask.shape[1]
     assert torch.equal(a.attention_mask[:, P:].float(), a.response_mask)
+
+
+def test_experience_select_drops_prompt_columns_that_are_padding_in_every_selected_row():
+    exp = _exp(P=4)
+    # left-padded prompts: row 0 has 3 real prompt tokens, rows 1 and 2 have 1 and 2
+    mask = torch.ones(3, 8, dtype=torch.long)
+    mask[0, :1] = 0
+    mask[1, :3] = 0
+    mask[2, :2] = 0
+    exp.attention_mask = mask
+    sub = exp.select([1, 2])
+    assert sub.prompt_width == 2  # the longest selected prompt (row 2: 2 tokens)
+    assert sub.sequences.shape == (2, 2 + 2)  # and the longest selected response (2)
+    assert torch.equal(sub.sequences, exp.sequences[[1, 2], 2:6])
+    assert torch.equal(sub.attention_mask, torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
+    whole = exp.select([0, 1, 2])
+    assert whole.prompt_width == 3 and torch.equal(whole.sequences, exp.sequences[:, 1:])

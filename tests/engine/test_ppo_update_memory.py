@@ -50,3 +50,47 @@ def test_split_backward_gives_the_gradients_of_the_summed_loss(tiny_model_dir):
     assert sum(float(g.abs().sum()) for g in joint[len(roles.parameters_of(POLICY)):]) > 0
     for a, b in zip(split, joint):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+class _GradRecorder(torch.optim.SGD):
+    """SGD with lr 0 that keeps a copy of the gradients of each step (the trainer zeroes them right after)."""
+
+    def __init__(self, params):
+        super().__init__(params, lr=0.0)
+        self.seen: list[list[torch.Tensor]] = []
+
+    def step(self, closure=None):
+        self.seen.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
+        return super().step(closure)
+
+
+def test_chunks_sorted_and_trimmed_give_the_gradient_of_one_whole_micro_batch(tiny_model_dir):
+    torch.manual_seed(0)
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
+    roles = PpoRoles(loaded.model, lora, seed=0)
+    tok = loaded.tokenizer
+    texts = ["hi", "hello there, how are you today my friend", "a much longer prompt about many many things", "ok",
+             "tell me", "what is the weather like on the moon in winter"]
+    prompts = [tok.encode(t) for t in texts]
+    convs = [[{"role": "user", "content": t}] for t in texts]
+    maker = ExperienceMaker(roles, tok, contains_rule("e"), max_new_tokens=6, forward_batch_size=3)
+    exp, _ = maker.make(prompts, convs, 0.05, torch.Generator().manual_seed(0))
+    assert exp.attention_mask[:, 0].sum() < exp.batch_size  # some prompts are left-padded
+    with torch.no_grad():
+        roles.hm.heads[VALUE].weight.normal_(0, 0.5)
+    params = roles.parameters_of(POLICY) + roles.parameters_of(VALUE)
+
+    def grads(backward_rows: int) -> list[torch.Tensor]:
+        opt = _GradRecorder(params)
+        trainer = PpoTrainer(roles, opt, ppo_epochs=1, mini_batch_size=exp.batch_size,
+                             micro_batch_size=exp.batch_size, whiten_advantages=False, backward_rows=backward_rows,
+                             max_grad_norm=0.0)
+        trainer.step(exp, torch.Generator().manual_seed(1))
+        return opt.seen[0]
+
+    whole = grads(0)  # one forward/backward over all rows, padded to the longest prompt of the rollout
+    chunked = grads(2)  # sorted by length, chunks of 2 trimmed to their own longest prompt and response
+    assert sum(float(g.abs().sum()) for g in whole) > 0
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
