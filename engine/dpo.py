@@ -103,6 +103,32 @@ def collate_shared(pairs: Sequence[EncodedPair], pad_id: int) -> SharedPairBatch
 
 
 # ---------------------------------------------------------------------------------------------- log-probabilities
+# Rows of the [rows, C, vocab] float logits alive at once: the LM head and log-softmax run per chunk of rows, and
+# under autograd each chunk is checkpointed (recomputed in the backward), so only the hidden states are kept. With
+# SmolLM2's 49k vocabulary, batch 8 pairs (16 rows) of 500 tokens would otherwise keep about 1.6 GB of logits per
+# copy, several copies through the log-softmax's backward.
+HEAD_ROWS = 2
+
+
+def _token_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor) -> Tensor:
+    logits = lm_head(hidden).float()
+    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def continuation_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor, rows: int = HEAD_ROWS) -> Tensor:
+    """log p(ids[b, j] | ·) [B, C] from the hidden states that predict them [B, C, H], ``rows`` rows at a time."""
+    from torch.utils.checkpoint import checkpoint
+
+    parts = []
+    for s in range(0, hidden.shape[0], rows):
+        h, t = hidden[s : s + rows], ids[s : s + rows]
+        if torch.is_grad_enabled() and h.requires_grad:
+            parts.append(checkpoint(_token_logprobs, lm_head, h, t, use_reentrant=False))
+        else:
+            parts.append(_token_logprobs(lm_head, h, t))
+    return torch.cat(parts)
+
+
 def pair_logprobs(hm: HeadedModel, name: str | None, batch: SharedPairBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Summed log-probabilities of the chosen and rejected continuations [B] each, and their token counts [B] each,
     under adapter ``name`` (``None``: the bare base). ``batch`` is in the ``shared`` layout."""
@@ -131,8 +157,7 @@ def pair_logprobs(hm: HeadedModel, name: str | None, batch: SharedPairBatch) -> 
             hidden, cmask = run()
     else:
         hidden, cmask = run()
-    logits = lm_head(hidden).float()
-    lp = logits.gather(-1, batch.cont_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    lp = continuation_logprobs(lm_head, hidden, batch.cont_ids)
     m = cmask.to(lp.dtype)
     sums, counts = (lp * m).sum(1), m.sum(1)
     return sums[0::2], sums[1::2], counts[0::2], counts[1::2]
