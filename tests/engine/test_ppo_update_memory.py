@@ -14,12 +14,16 @@ from engine.ppo.roles import POLICY, VALUE, PpoRoles
 from engine.ppo.trainer import PpoTrainer
 
 
-def test_split_backward_gives_the_gradients_of_the_summed_loss(tiny_model_dir):
+def _roles(tiny_model_dir):
+    """Fresh PPO roles (policy and value adapters) on the tiny model, seeded, and its tokenizer."""
     torch.manual_seed(0)
     loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
-    roles = PpoRoles(loaded.model, lora, seed=0)
-    tok = loaded.tokenizer
+    return PpoRoles(loaded.model, lora, seed=0), loaded.tokenizer
+
+
+def test_split_backward_gives_the_gradients_of_the_summed_loss(tiny_model_dir):
+    roles, tok = _roles(tiny_model_dir)
     prompts = [tok.encode(f"hello {i}") for i in range(4)]
     convs = [[{"role": "user", "content": f"hello {i}"}] for i in range(4)]
     maker = ExperienceMaker(roles, tok, contains_rule("e"), max_new_tokens=5, forward_batch_size=2)
@@ -65,11 +69,7 @@ class _GradRecorder(torch.optim.SGD):
 
 
 def test_chunks_sorted_and_trimmed_give_the_gradient_of_one_whole_micro_batch(tiny_model_dir):
-    torch.manual_seed(0)
-    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
-    roles = PpoRoles(loaded.model, lora, seed=0)
-    tok = loaded.tokenizer
+    roles, tok = _roles(tiny_model_dir)
     texts = ["hi", "hello there, how are you today my friend", "a much longer prompt about many many things", "ok",
              "tell me", "what is the weather like on the moon in winter"]
     prompts = [tok.encode(t) for t in texts]
