@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rollout", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--ppo-epochs", type=int, default=2)
+    ap.add_argument("--lora-top-layers", type=int, default=None,
+                    help="policy and value LoRA on the top N layers only (the update's backward stops below them)")
+    ap.add_argument("--worker-threads", type=int, default=None, help="torch threads of the PPO worker")
     ap.add_argument("--target-kl", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rm-max-length", type=int, default=256, help="reward model's maximum tokens per conversation")
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                         batch_size=args.batch_size, ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
                         target_kl=args.target_kl, max_steps=100_000, checkpoint_every=10,
                         max_length=args.max_prompt_tokens + args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-                        temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo")
+                        temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo",
+                        lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads)
     handle = boost(client.start("ppo", ppo_cfg), args.boost)
     ppo_info = follow(handle, minutes=args.ppo_minutes, label="ppo")
     from engine import checkpoints as ckpt
@@ -206,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe()}")
     print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
-          f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, target KL {args.target_kl}")
+          f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
+          f"tokens, target KL {args.target_kl}, LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
+          f"{args.worker_threads or 'default'}")
     print("curve (step: train score mean, KL nats/response):")
     kl_by_step = {s: v for s, _, v in kl_curve}
     for s, _, v in score_curve:

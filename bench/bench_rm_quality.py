@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (costs about a fifth of the step)")
+    ap.add_argument("--lora-top-layers", type=int, default=None,
+                    help="LoRA on the top N layers only (the backward stops below them: more pairs in the budget)")
     ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--center", type=float, default=0.01, help="reward-centring coefficient")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes of training between held-out evaluations")
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     t_setup = time.perf_counter()
     counts = build_project(work / "hh.wbp", args.heldout, args.seed)
     cfg = RewardConfig(max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
-                       lora_alpha=2 * args.lora_r, lora_dropout=0.05, center_rewards=args.center, seed=args.seed,
+                       lora_alpha=2 * args.lora_r, lora_dropout=args.lora_dropout,
+                       lora_top_layers=args.lora_top_layers, center_rewards=args.center, seed=args.seed,
                        gradient_checkpointing=args.gradient_checkpointing, device="cpu", dtype="float32",
                        quantize="none")
     device = torch.device("cpu")

@@ -20,9 +20,12 @@ reference: the adapter ``reference`` (``reference_adapter``, else ``adapter_from
 base through ``disable_adapter()`` when there is none. No second copy of the model exists. The reference never
 changes, so its log-probabilities of every pair are computed once, before training, in one no-grad pass.
 
-Speed: pairs are encoded as prompt + two continuations (``engine.rm_data``) and batched in the ``shared`` layout:
-the prompt runs once per pair and its KV cache serves both continuations; only the response positions go through
-the LM head (no [B, L, vocab] logits over the prompt). Batches group pairs of similar length.
+Speed and memory: pairs are encoded as prompt + two continuations (``engine.rm_data``) and packed as the reward
+model packs them (:class:`DpoBatch`): one row without padding, each pair's prompt once, the ``wb_pairs`` attention
+(``engine.pair_attention``) letting each response see only the prompt and itself. Only the response positions go
+through the LM head, in checkpointed chunks (no [B, L, vocab] logits kept). Nothing in this layout needs a KV cache,
+so gradient checkpointing (on by default, as for the reward model) works with it. Batches group pairs of similar
+length.
 
 Losses (``engine.losses.dpo_loss``): ``sigmoid`` (DPO, summed log-probabilities, optional label smoothing),
 ``ipo`` (mean per-token log-probabilities), and ``hinge`` (SLiC: ``relu(1 − β·h)``, here). Metrics: loss, implicit
@@ -55,9 +58,9 @@ from . import checkpoints as ckpt
 from .jobs import JobError, JobResult
 from .jobs.context import JobContext
 from .losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
+from .pair_attention import pairs_attention
 from .reward_model import HeadedModel
-from .ppo.padding import pad_rows
-from .rm_data import ChatEncoder, EncodedPair, length_grouped_order, pad_token_id
+from .rm_data import ChatEncoder, EncodedPair, length_grouped_order
 from .training import check_finite, release_free_memory, warmup_cosine
 
 POLICY, REFERENCE = "policy", "reference"
@@ -78,36 +81,61 @@ def peak_mem_mb() -> float:
 
 # ---------------------------------------------------------------------------------------------- batches
 @dataclass
-class SharedPairBatch:
-    """B pairs with each prompt once: prompts [B, P] left-padded, continuations [2B, R] right-padded and
-    interleaved (row 2i chosen of pair i, row 2i+1 rejected), margins [B]."""
+class DpoBatch:
+    """B pairs packed in one row without padding, as the reward model packs them (``engine.rm_data``, layout
+    ``packed``: each pair ``[prompt | chosen | rejected]``, the prompt once, the ``wb_pairs`` attention), plus where
+    each response token's prediction sits in that row.
 
-    prompt_ids: Tensor
-    prompt_mask: Tensor
-    cont_ids: Tensor
-    cont_mask: Tensor
+    ``input_ids``/``position_ids`` [1, T]; ``segments`` one (prompt start, chosen start, rejected start, end) per
+    pair; ``predictor`` [N] the row position whose hidden state predicts each of the N response tokens, ``target``
+    [N] that token, ``sequence`` [N] which response it belongs to (2i: pair i's chosen, 2i+1: its rejected);
+    ``margin`` [B]."""
+
+    input_ids: Tensor
+    position_ids: Tensor
+    segments: list[tuple[int, int, int, int]]
+    predictor: Tensor
+    target: Tensor
+    sequence: Tensor
     margin: Tensor
     n_tokens: int  # tokens of both conversations of every pair, no padding
 
-    def to(self, device: torch.device | str) -> "SharedPairBatch":
-        return SharedPairBatch(self.prompt_ids.to(device), self.prompt_mask.to(device), self.cont_ids.to(device),
-                               self.cont_mask.to(device), self.margin.to(device), self.n_tokens)
+    @property
+    def size(self) -> int:
+        return int(self.margin.shape[0])
+
+    def to(self, device: torch.device | str) -> "DpoBatch":
+        return DpoBatch(**{k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()})
 
 
-def collate_shared(pairs: Sequence[EncodedPair], pad_id: int) -> SharedPairBatch:
-    pids, pmask = pad_rows([p.prompt_ids for p in pairs], pad_id, left=True)
-    cids, cmask = pad_rows([x for p in pairs for x in (p.chosen_ids, p.rejected_ids)], pad_id)
-    margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-    n_tokens = sum(2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
-    return SharedPairBatch(pids, pmask, cids, cmask, margin, n_tokens)
+def collate_dpo(pairs: Sequence[EncodedPair]) -> DpoBatch:
+    from .rm_data import collate_pairs
+
+    packed = collate_pairs(pairs, layout="packed")
+    predictor: list[int] = []
+    target: list[int] = []
+    sequence: list[int] = []
+    for i, (p, (p0, c0, r0, end)) in enumerate(zip(pairs, packed.segments)):
+        if c0 == p0:
+            raise ValueError("a DPO pair needs a non-empty prompt (its first response token is predicted from it)")
+        # Chosen token j is predicted by the position before it (the prompt's last position for j = 0); rejected
+        # token 0 likewise by the prompt's last position, which it shares with the chosen, then by its own tokens.
+        predictor.extend(range(c0 - 1, r0 - 1))
+        predictor.extend([c0 - 1, *range(r0, end - 1)] if end > r0 else [])
+        target.extend(p.chosen_ids)
+        target.extend(p.rejected_ids)
+        sequence.extend([2 * i] * len(p.chosen_ids) + [2 * i + 1] * len(p.rejected_ids))
+    return DpoBatch(packed.input_ids, packed.position_ids, packed.segments,
+                    torch.tensor(predictor, dtype=torch.long), torch.tensor(target, dtype=torch.long),
+                    torch.tensor(sequence, dtype=torch.long), packed.margin, packed.n_tokens)
 
 
 # ---------------------------------------------------------------------------------------------- log-probabilities
-# Rows of the [rows, C, vocab] float logits alive at once: the LM head and log-softmax run per chunk of rows, and
-# under autograd each chunk is checkpointed (recomputed in the backward), so only the hidden states are kept. With
-# SmolLM2's 49k vocabulary, batch 8 pairs (16 rows) of 500 tokens would otherwise keep about 1.6 GB of logits per
-# copy, several copies through the log-softmax's backward.
-HEAD_ROWS = 2
+# Response tokens whose [tokens, vocab] float logits are alive at once: the LM head and log-softmax run per chunk,
+# and under autograd each chunk is checkpointed (recomputed in the backward), so only the hidden states are kept.
+# With SmolLM2's 49k vocabulary, batch 8 pairs of ~500 response tokens each would otherwise keep about 1.6 GB of
+# logits per copy, several copies through the log-softmax's backward.
+HEAD_TOKENS = 1024
 
 
 def _token_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor) -> Tensor:
@@ -115,13 +143,14 @@ def _token_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor) -> Te
     return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def continuation_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor, rows: int = HEAD_ROWS) -> Tensor:
-    """log p(ids[b, j] | ·) [B, C] from the hidden states that predict them [B, C, H], ``rows`` rows at a time."""
+def chunked_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor, chunk: int = HEAD_TOKENS) -> Tensor:
+    """log p(ids[i] | ·) from the hidden states that predict them (``hidden`` [N, ..., H], ``ids`` [N, ...]),
+    ``chunk`` entries of the first dimension at a time."""
     from torch.utils.checkpoint import checkpoint
 
     parts = []
-    for s in range(0, hidden.shape[0], rows):
-        h, t = hidden[s : s + rows], ids[s : s + rows]
+    for s in range(0, hidden.shape[0], chunk):
+        h, t = hidden[s : s + chunk], ids[s : s + chunk]
         if torch.is_grad_enabled() and h.requires_grad:
             parts.append(checkpoint(_token_logprobs, lm_head, h, t, use_reentrant=False))
         else:
@@ -129,37 +158,31 @@ def continuation_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor,
     return torch.cat(parts)
 
 
-def pair_logprobs(hm: HeadedModel, name: str | None, batch: SharedPairBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Summed log-probabilities of the chosen and rejected continuations [B] each, and their token counts [B] each,
-    under adapter ``name`` (``None``: the bare base). ``batch`` is in the ``shared`` layout."""
+def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Summed log-probabilities of the chosen and rejected responses [B] each, and their token counts [B] each,
+    under adapter ``name`` (``None``: the bare base).
+
+    With gradient checkpointing the backward recomputes the forward, so it must run inside
+    ``pairs_attention(hm.transformer())`` too (the training loop does this)."""
     body = hm.backbone()
     lm_head = hm.transformer().get_output_embeddings()
 
-    def run() -> tuple[Tensor, Tensor]:
-        pmask = batch.prompt_mask
-        ppos = (pmask.cumsum(1) - 1).clamp_min(0)
-        out = body(input_ids=batch.prompt_ids, attention_mask=pmask, position_ids=ppos, use_cache=True)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(2)
-        cmask = batch.cont_mask
-        full_mask = torch.cat([pmask.repeat_interleave(2, dim=0), cmask], dim=1)
-        start = pmask.sum(1).repeat_interleave(2)
-        cpos = start[:, None] + torch.arange(cmask.shape[1], device=cmask.device)[None, :]
-        out2 = body(input_ids=batch.cont_ids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache,
-                    use_cache=True)
-        # Token 0 of a continuation is predicted by the prompt's last position, token j by continuation position j−1.
-        first = out.last_hidden_state[:, -1:].repeat_interleave(2, dim=0)
-        return torch.cat([first, out2.last_hidden_state[:, :-1]], dim=1), cmask
+    def run() -> Tensor:
+        with pairs_attention(hm.transformer()):
+            out = body(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
+                       pair_segments=batch.segments)
+        return out.last_hidden_state[0]
 
     hm.activate(name)
     if name is None:
         with hm.peft.disable_adapter():
-            hidden, cmask = run()
+            hidden = run()
     else:
-        hidden, cmask = run()
-    lp = continuation_logprobs(lm_head, hidden, batch.cont_ids)
-    m = cmask.to(lp.dtype)
-    sums, counts = (lp * m).sum(1), m.sum(1)
+        hidden = run()
+    lp = chunked_logprobs(lm_head, hidden.index_select(0, batch.predictor), batch.target)
+    n = 2 * batch.size
+    sums = torch.zeros(n, dtype=lp.dtype, device=lp.device).index_add(0, batch.sequence, lp)
+    counts = torch.bincount(batch.sequence, minlength=n).to(lp.dtype)
     return sums[0::2], sums[1::2], counts[0::2], counts[1::2]
 
 
@@ -266,14 +289,14 @@ def split_by_prompt(pairs: list[EncodedPair], fraction: float, seed: int, min_tr
 
 
 @torch.no_grad()
-def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[EncodedPair], batch_size: int, pad_id: int,
+def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[EncodedPair], batch_size: int,
                        device: torch.device) -> tuple[Tensor, Tensor]:
     """Summed reference log-probabilities of every pair's chosen and rejected continuation, [N] each."""
     rc, rr = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        batch = collate_shared([pairs[i] for i in idx], pad_id).to(device)
+        batch = collate_dpo([pairs[i] for i in idx]).to(device)
         c, r, _, _ = pair_logprobs(hm, reference, batch)
         rc[idx], rr[idx] = c.float().cpu(), r.float().cpu()
     return rc, rr
@@ -281,14 +304,14 @@ def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[Encod
 
 # ---------------------------------------------------------------------------------------------- held-out pairs
 @torch.no_grad()
-def score_pairs(hm: HeadedModel, name: str | None, pairs: Sequence[EncodedPair], batch_size: int, pad_id: int,
+def score_pairs(hm: HeadedModel, name: str | None, pairs: Sequence[EncodedPair], batch_size: int,
                 device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Summed log-probabilities of chosen and rejected and their token counts, [N] each, under adapter ``name``
     (``None``: the bare base), in consecutive chunks of ``batch_size``: the policy and its reference scored with
     the same chunks run the same computations, so they agree exactly while the policy is the reference."""
     outs: list[list[Tensor]] = [[], [], [], []]
     for s in range(0, len(pairs), batch_size):
-        batch = collate_shared(pairs[s : s + batch_size], pad_id).to(device)
+        batch = collate_dpo(pairs[s : s + batch_size]).to(device)
         for acc, t in zip(outs, pair_logprobs(hm, name, batch)):
             acc.append(t.float().cpu())
     if not pairs:
@@ -365,9 +388,8 @@ def evaluate_preferences(project_path: Path, adapter: str | Path | None, *, snap
     pairs = heldout_pairs(project_path, snapshot_id, loaded.tokenizer, cfg, max_pairs)
     if not pairs:
         raise JobError(f"snapshot {snapshot_id} holds no preference pairs to evaluate on")
-    pad_id = pad_token_id(loaded.tokenizer)
-    ref = score_pairs(hm, REFERENCE if reference_adapter is not None else None, pairs, cfg.batch_size, pad_id, device)
-    pol = score_pairs(hm, POLICY if adapter is not None else None, pairs, cfg.batch_size, pad_id, device)
+    ref = score_pairs(hm, REFERENCE if reference_adapter is not None else None, pairs, cfg.batch_size, device)
+    pol = score_pairs(hm, POLICY if adapter is not None else None, pairs, cfg.batch_size, device)
     margin = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     res = preference_metrics(pol[0], pol[1], ref[0], ref[1], pol[2], pol[3], margin, beta=cfg.beta,
                              loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
@@ -390,9 +412,7 @@ def build_model(cfg: DpoConfig, device: torch.device) -> tuple[HeadedModel, Any,
                         trust_remote_code=cfg.trust_remote_code)
     loaded.model.config.use_cache = False
     hm = HeadedModel(loaded.model)
-    targets = cfg.lora_targets
-    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                        target_modules="all-linear" if targets in (["all-linear"], "all-linear") else list(targets))
+    lora = LoraSettings.from_run_config(cfg, loaded.model)
     if cfg.adapter_from:
         hm.load_adapter(POLICY, cfg.adapter_from, trainable=True)
     else:
@@ -447,15 +467,14 @@ def run_job(ctx: JobContext) -> JobResult:
                 f"and {stats.responses_cut} response(s) cut")
     train = [pairs[i] for i in train_idx]
     evals = [pairs[i] for i in eval_idx]
-    pad_id = pad_token_id(tokenizer)
 
     t_ref = time.perf_counter()
     hm.eval()
-    ref_c, ref_r = reference_logprobs(hm, reference, train, cfg.batch_size, pad_id, device)
-    eval_ref = reference_logprobs(hm, reference, evals, cfg.batch_size, pad_id, device) if evals else None
+    ref_c, ref_r = reference_logprobs(hm, reference, train, cfg.batch_size, device)
+    eval_ref = reference_logprobs(hm, reference, evals, cfg.batch_size, device) if evals else None
     held = heldout_pairs(ctx.project_path, held_sid, tokenizer, cfg) if held_sid is not None else []
     held_margin = torch.tensor([p.margin for p in held], dtype=torch.float32)
-    held_ref = score_pairs(hm, reference, held, cfg.batch_size, pad_id, device) if held else None
+    held_ref = score_pairs(hm, reference, held, cfg.batch_size, device) if held else None
     ref_seconds = time.perf_counter() - t_ref
     # The policy starts as the reference: a fresh adapter (LoRA B = 0) on the base the reference is, or the
     # reference adapter itself. Then its log-probabilities equal the reference's exactly and need no second pass.
@@ -496,7 +515,7 @@ def run_job(ctx: JobContext) -> JobResult:
         with torch.no_grad():
             for s in range(0, len(evals), cfg.batch_size):
                 chunk = evals[s : s + cfg.batch_size]
-                batch = collate_shared(chunk, pad_id).to(device)
+                batch = collate_dpo(chunk).to(device)
                 pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
                 rc, rr = eval_ref[0][s : s + len(chunk)].to(device), eval_ref[1][s : s + len(chunk)].to(device)
                 out = preference_loss(pc, pr, rc, rr, nc, nr, beta=cfg.beta, loss_type=cfg.loss_type,
@@ -511,7 +530,7 @@ def run_job(ctx: JobContext) -> JobResult:
     def evaluate_heldout(at_start: bool = False) -> dict[str, float]:
         assert held_ref is not None
         hm.eval()
-        pol = held_ref if at_start and starts_as_reference else score_pairs(hm, POLICY, held, cfg.batch_size, pad_id,
+        pol = held_ref if at_start and starts_as_reference else score_pairs(hm, POLICY, held, cfg.batch_size,
                                                                               device)
         res = preference_metrics(pol[0], pol[1], held_ref[0], held_ref[1], pol[2], pol[3], held_margin,
                                  beta=cfg.beta, loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
@@ -537,8 +556,9 @@ def run_job(ctx: JobContext) -> JobResult:
         ckpt.prune(ctx.checkpoint_dir, cfg.keep_checkpoints)
         ctx.checkpoint(step, path, {k: v for k, v in last_metrics.items() if k.startswith("eval/")} or None, is_best)
 
-    # Eval mode: LoRA dropout only if asked (lora_dropout > 0 keeps it, as peft applies it in train mode).
-    hm.train(cfg.lora_dropout > 0)
+    # Training mode: transformers checkpoints layers only there. Dropout is the model's own (none in SmolLM2) and the
+    # LoRA dropout, which is 0 unless asked; evaluations switch to eval mode and back.
+    hm.train()
     while step < total_steps:
         t0 = time.perf_counter()
         indices = order.take(per_step)
@@ -548,11 +568,14 @@ def run_job(ctx: JobContext) -> JobResult:
             idx = indices[m * cfg.batch_size : (m + 1) * cfg.batch_size]
             if not idx:
                 continue
-            batch = collate_shared([train[i] for i in idx], pad_id).to(device)
-            pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
-            out = preference_loss(pc, pr, ref_c[idx].to(device), ref_r[idx].to(device), nc, nr, beta=cfg.beta,
-                                  loss_type=cfg.loss_type, margin=batch.margin, label_smoothing=cfg.label_smoothing)
-            (out.losses.sum() / len(indices)).backward()
+            batch = collate_dpo([train[i] for i in idx]).to(device)
+            # the backward recomputes checkpointed layers, which need the pair attention again
+            with pairs_attention(hm.transformer()):
+                pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
+                out = preference_loss(pc, pr, ref_c[idx].to(device), ref_r[idx].to(device), nc, nr, beta=cfg.beta,
+                                      loss_type=cfg.loss_type, margin=batch.margin,
+                                      label_smoothing=cfg.label_smoothing)
+                (out.losses.sum() / len(indices)).backward()
             sums["loss"] += float(out.losses.detach().sum())
             sums["accuracy"] += float((out.chosen_rewards > out.rejected_rewards).float().sum())
             sums["margin"] += float((out.chosen_rewards - out.rejected_rewards).sum())
@@ -591,7 +614,7 @@ def run_job(ctx: JobContext) -> JobResult:
             if held:
                 last_metrics.update(evaluate_heldout())
             ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith(("eval/", "heldout/"))})
-            hm.train(cfg.lora_dropout > 0)
+            hm.train()
         if at_checkpoint or stop:
             save(step, last_metrics.get("eval/loss", metrics["train/loss"]))
         if stop:

@@ -30,6 +30,11 @@ class LoraSettings:
                           "or a list of module names such as ['q_proj', 'v_proj']."},
     )
     use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r) instead of alpha / r."})
+    layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Indices of the transformer layers that get adapters (none: every layer). With only the top "
+                          "layers adapted, the backward pass stops below the lowest of them."},
+    )
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -42,6 +47,25 @@ class LoraSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_run_config(cls, cfg: Any, model: Any = None) -> "LoraSettings":
+        """The settings of a run config (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_targets``,
+        ``lora_top_layers``); ``model`` (its ``config.num_hidden_layers``) resolves ``lora_top_layers``."""
+        targets = cfg.lora_targets
+        top = getattr(cfg, "lora_top_layers", None)
+        layers = None
+        if top:
+            num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+            if not num_layers:
+                raise ModelError("lora_top_layers is set but the model does not say how many layers it has")
+            layers = list(range(max(0, num_layers - top), num_layers))
+        all_linear = targets in (["all-linear"], "all-linear")
+        if all_linear and layers is not None:
+            # peft takes a layer selection only with named targets, so name every linear layer of the blocks
+            targets, all_linear = linear_module_names(model), False
+        return cls(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                   target_modules="all-linear" if all_linear else list(targets), layers=layers)
+
     def peft_config(self, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
         from peft import LoraConfig
 
@@ -51,10 +75,32 @@ class LoraSettings:
             lora_dropout=self.dropout,
             target_modules=self.target_modules,
             use_rslora=self.use_rslora,
+            layers_to_transform=list(self.layers) if self.layers is not None else None,
             bias="none",
             task_type=task_type,
             modules_to_save=modules_to_save,
         )
+
+
+def linear_module_names(model) -> list[str]:
+    """The short names of the linear layers inside the model's blocks (what 'all-linear' adapts): every linear
+    module but the output head."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear_types = (torch.nn.Linear,)
+    try:  # 4-bit layers are linear layers too
+        import bitsandbytes as bnb
+
+        linear_types += (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    except Exception:
+        pass
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, linear_types) and module is not head and ".layers." in f".{name}."}
+    if not names:
+        raise ModelError("found no linear layers inside a 'layers' block of this model; set lora_targets to its "
+                         "module names, or leave lora_top_layers empty")
+    return sorted(names)
 
 
 def is_quantized(model) -> bool:

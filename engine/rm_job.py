@@ -154,9 +154,7 @@ def build_reward_model(cfg: RewardConfig, device: torch.device, *, out_features:
                         trust_remote_code=cfg.trust_remote_code)
     model = loaded.model
     model.config.use_cache = False
-    targets = cfg.lora_targets
-    settings = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                            target_modules="all-linear" if list(targets) == ["all-linear"] else list(targets))
+    settings = LoraSettings.from_run_config(cfg, model)
     torch.manual_seed(cfg.seed)
     if cfg.adapter_from:
         if cfg.gradient_checkpointing:

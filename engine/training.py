@@ -110,9 +110,7 @@ def load_for_training(cfg: BaseRunConfig, device: torch.device, *, attn_implemen
     if attn_implementation:
         model.set_attn_implementation(attn_implementation)
     model.config.use_cache = False
-    targets = cfg.lora_targets
-    settings = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                            target_modules="all-linear" if targets in (["all-linear"], "all-linear") else list(targets))
+    settings = LoraSettings.from_run_config(cfg, model)
     if cfg.adapter_from:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -166,9 +166,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
                         trust_remote_code=cfg.trust_remote_code)
     tokenizer = loaded.tokenizer
-    targets = cfg.lora_targets
-    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                        target_modules="all-linear" if targets in (["all-linear"], "all-linear") else list(targets))
+    lora = LoraSettings.from_run_config(cfg, loaded.model)
     reference_from = extras.reference_adapter or cfg.adapter_from
     value_from = None
     if extras.value_from_reward and cfg.reward_model and not is_rule_spec(cfg.reward_model) and not extras.reward_base:

@@ -190,13 +190,13 @@ def test_dpo_refuses_too_few_pairs(tiny_model_dir, project_path):
         assert p.get_run(run_id)["status"] == "failed" and p.snapshots() == []
 
 
-def test_shared_prompt_logprobs_equal_a_plain_forward_of_each_conversation(tiny_model_dir):
-    """The prompt once + its KV cache for both continuations gives the same log-probabilities (and gradients flow)
-    as running each whole conversation on its own."""
+def test_packed_pair_logprobs_equal_a_plain_forward_of_each_conversation(tiny_model_dir):
+    """Pairs packed in one row, each prompt once (the pair attention), give the same log-probabilities (and
+    gradients flow) as running each whole conversation on its own."""
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
-    from engine.dpo import collate_shared, pair_logprobs
+    from engine.dpo import collate_dpo, pair_logprobs
     from engine.reward_model import HeadedModel
     from engine.rm_data import EncodedPair
 
@@ -205,7 +205,7 @@ def test_shared_prompt_logprobs_equal_a_plain_forward_of_each_conversation(tiny_
     hm.add_adapter("policy", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False),
                    head=False, seed=0)
     pairs = [EncodedPair([1, 40, 41, 42, 43], [50, 51, 2], [60, 2]), EncodedPair([1, 44], [70, 71, 72, 73, 2], [80, 2])]
-    batch = collate_shared(pairs, pad_id=0)
+    batch = collate_dpo(pairs)
     c, r, nc, nr = pair_logprobs(hm, "policy", batch)
     assert nc.tolist() == [3, 5] and nr.tolist() == [2, 2]
     c.sum().backward()
@@ -227,6 +227,47 @@ def test_shared_prompt_logprobs_equal_a_plain_forward_of_each_conversation(tiny_
         logits = hm.transformer()(input_ids=ids).logits[0, 4:-1]
         expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(pairs[0].chosen_ids)[:, None]).sum()
     assert torch.allclose(c0[0], expected, atol=1e-4) and not torch.allclose(c0[0], c[0].detach(), atol=1e-3)
+
+
+def test_gradient_checkpointing_gives_the_gradients_of_the_plain_backward(tiny_model_dir):
+    """The packed layout under gradient checkpointing (the default) recomputes the pair attention in the backward:
+    the same loss and the same LoRA gradients as without it."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from engine.dpo import POLICY, collate_dpo, pair_logprobs, preference_loss
+    from engine.pair_attention import pairs_attention
+    from engine.reward_model import HeadedModel
+    from engine.rm_data import EncodedPair
+
+    hm = HeadedModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32))
+    hm.add_adapter(POLICY, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False),
+                   head=False, seed=0)
+    pairs = [EncodedPair([1, 40, 41, 42, 43], [50, 51, 2], [60, 2], margin=0.5),
+             EncodedPair([1, 44], [70, 71, 72, 73, 2], [80, 81, 82, 2]), EncodedPair([1, 45, 46], [90, 2], [91, 2])]
+    batch = collate_dpo(pairs)
+    ref = torch.tensor([-20.0, -30.0, -10.0]), torch.tensor([-15.0, -25.0, -12.0])
+
+    def loss_and_grads():
+        hm.peft.zero_grad(set_to_none=True)
+        with pairs_attention(hm.transformer()):
+            pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
+            out = preference_loss(pc, pr, *ref, nc, nr, beta=0.1, loss_type="sigmoid", margin=batch.margin,
+                                  label_smoothing=0.0)
+            out.losses.sum().backward()
+        return out.losses.detach(), {n: p.grad.clone() for n, p in hm.peft.named_parameters() if p.requires_grad}
+
+    hm.train(False)
+    plain_loss, plain = loss_and_grads()
+    hm.transformer().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hm.train(True)  # HF checkpoints layers only in training mode (LoRA dropout is 0 here)
+    ckpt_loss, ckpt = loss_and_grads()
+    assert hm.transformer().is_gradient_checkpointing
+    torch.testing.assert_close(ckpt_loss, plain_loss)
+    assert plain.keys() == ckpt.keys() and len(plain) > 0
+    assert all(plain[n].abs().sum() > 0 for n in plain)
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-4, atol=1e-6)
 
 
 def test_dpo_scores_the_held_out_prompts_before_during_and_after(tiny_model_dir, project_path):
@@ -276,8 +317,8 @@ def test_a_fresh_policy_scores_exactly_like_its_reference(tiny_model_dir):
     hm.eval()
     pairs = [EncodedPair([1, 40 + i, 41, 42][: 2 + i % 3], [50, 51 + i, 2], [60, 2][: 1 + i % 2], margin=0.0)
              for i in range(5)]
-    pol = score_pairs(hm, POLICY, pairs, 2, 0, torch.device("cpu"))
-    ref = score_pairs(hm, None, pairs, 2, 0, torch.device("cpu"))
+    pol = score_pairs(hm, POLICY, pairs, 2, torch.device("cpu"))
+    ref = score_pairs(hm, None, pairs, 2, torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(pol, ref))
     res = preference_metrics(*pol[:2], *ref[:2], *pol[2:], torch.zeros(5), beta=0.1, loss_type="sigmoid")
     assert res["accuracy"] == 0.5 and res["ties"] == 5 and res["wins"] == 0
@@ -289,7 +330,7 @@ def test_a_fresh_policy_scores_exactly_like_its_reference(tiny_model_dir):
 
 
 def test_chunked_checkpointed_head_gives_the_logprobs_and_gradients_of_the_whole_head():
-    from engine.dpo import continuation_logprobs
+    from engine.dpo import chunked_logprobs
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)
@@ -303,10 +344,10 @@ def test_chunked_checkpointed_head_gives_the_logprobs_and_gradients_of_the_whole
     g_hidden, g_head = hidden.grad.clone(), head.weight.grad.clone()
     hidden.grad, head.weight.grad = None, None
 
-    chunked = continuation_logprobs(head, hidden, ids, rows=2)  # chunks of 2, 2 and 1 rows, each checkpointed
+    chunked = chunked_logprobs(head, hidden, ids, chunk=2)  # chunks of 2, 2 and 1 rows, each checkpointed
     (chunked * weights).sum().backward()
     torch.testing.assert_close(chunked, whole)
     torch.testing.assert_close(hidden.grad, g_hidden)
     torch.testing.assert_close(head.weight.grad, g_head)
     with torch.no_grad():
-        torch.testing.assert_close(continuation_logprobs(head, hidden, ids, rows=3), whole)
+        torch.testing.assert_close(chunked_logprobs(head, hidden, ids, chunk=3), whole)

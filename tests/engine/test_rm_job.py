@@ -150,3 +150,20 @@ def test_rm_job_refuses_too_few_pairs_and_leaves_the_project_alone(tiny_model_di
     with Project.open(project_path) as p:
         assert p.snapshots() == []
         assert p.get_run(run_id)["status"] == "failed"
+
+
+def test_lora_top_layers_adapts_only_the_top_of_the_model(tiny_model_dir, rm_project):
+    """``lora_top_layers`` puts adapters on the top N layers only: the trained adapter holds weights for those layers
+    alone, and they changed from their initial zeros (LoRA B starts at zero)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    n_layers = AutoConfig.from_pretrained(tiny_model_dir).num_hidden_layers
+    assert n_layers >= 2
+    run_id, run_dir, code, events = run_inprocess(rm_project, cfg_for(tiny_model_dir, lora_top_layers=1,
+                                                                      checkpoint_every=0))
+    assert code == 0, [e.data for e in events if e.type.value == "error"]
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in weights if ".layers." in k}
+    assert layers == {n_layers - 1}
+    assert all(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
