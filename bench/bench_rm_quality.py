@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_first_eval:
         evaluate()
     scorer.train()
-    while train_s < budget:
+    last_step_s = 0.0
+    # no step is started that would, at the last step's pace, end past the budget
+    while train_s + last_step_s <= budget:
         if not order:
             order = length_grouped_order([p.length for p in train], args.batch_size, args.seed + epoch)
             epoch += 1
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             res.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        train_s += time.perf_counter() - t0
+        last_step_s = time.perf_counter() - t0
+        train_s += last_step_s
         step += 1
         seen += len(idx)
         recent_loss = (recent_loss + [float(res.bt_loss)])[-50:]
