@@ -88,15 +88,9 @@ def linear_module_names(model) -> list[str]:
     import torch
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    linear_types = (torch.nn.Linear,)
-    try:  # 4-bit layers are linear layers too
-        import bitsandbytes as bnb
-
-        linear_types += (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
-    except Exception:
-        pass
+    # bitsandbytes' 4- and 8-bit layers subclass torch.nn.Linear, so quantised models are covered
     names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if isinstance(module, linear_types) and module is not head and ".layers." in f".{name}."}
+             if isinstance(module, torch.nn.Linear) and module is not head and ".layers." in f".{name}."}
     if not names:
         raise ModelError("found no linear layers inside a 'layers' block of this model; set lora_targets to its "
                          "module names, or leave lora_top_layers empty")
