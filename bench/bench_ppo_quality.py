@@ -192,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                         target_kl=args.target_kl, max_steps=100_000, checkpoint_every=10,
                         max_length=args.max_prompt_tokens + args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                         temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo",
-                        lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads)
+                        lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads,
+                        # the run is stopped by time, not by max_steps: a schedule over 100,000 steps would keep the
+                        # learning rate in its warm-up (about 1e-7 for the whole hour), so it is constant instead
+                        warmup_ratio=0.0, min_lr_ratio=1.0)
     handle = boost(client.start("ppo", ppo_cfg), args.boost)
     ppo_info = follow(handle, minutes=args.ppo_minutes, label="ppo")
     from engine import checkpoints as ckpt
