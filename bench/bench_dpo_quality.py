@@ -2,7 +2,8 @@
 preference accuracy (implicit reward) above 0.6? (Issue 5, Quality; a benchmark for the lead to run, not a test.)
 
     python -m bench.bench_dpo_quality [--rows 2400] [--heldout 400] [--minutes 30] [--eval-every 40]
-                                      [--lr 1e-4] [--beta 0.1] [--batch-size 8] [--max-length 512] [--json]
+                                      [--lr 1e-4] [--beta 0.1] [--batch-size 8] [--max-length 512]
+                                      [--lora-top-layers N] [--json]
 
 1. The same preferences as ``bench.bench_ppo_quality``: its ``prepare`` imports the first ``--rows`` HH-RLHF
    helpful-base rows into a scratch project (our importer) and sets ``--heldout`` prompts (at most a fifth of them)
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lora-top-layers", type=int, default=None,
+                    help="LoRA on the top N transformer layers only (the backward stops below them; more pairs a minute)")
     ap.add_argument("--epochs", type=float, default=1.0, help="length of the LR schedule (the budget may end first)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the worker (default: cores - 1)")
     ap.add_argument("--base", default="bundled:SmolLM2-135M-Instruct", help="base model (another one for a smoke run)")
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = max(1, math.ceil(args.epochs * n_train / args.batch_size))
     cfg = DpoConfig(base_model=args.base, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
                     max_length=args.max_length,
-                    lora_r=args.lora_r, lora_alpha=2 * args.lora_r, max_steps=steps, warmup_ratio=0.05,
+                    lora_r=args.lora_r, lora_alpha=2 * args.lora_r, lora_top_layers=args.lora_top_layers,
+                    max_steps=steps, warmup_ratio=0.05,
                     eval_fraction=0.0, eval_every=args.eval_every, checkpoint_every=0, seed=args.seed,
                     num_threads=args.threads, device="cpu", dtype="float32", quantize="none", name="bench dpo quality")
     client = JobClient(project_path)
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe()}")
     print(f"setting: {args.base} fp32 CPU; {args.rows} HH helpful-base train rows, {n_train} training prompts, "
           f"{int(after.get('pairs', 0))} held-out pairs (snapshot {held_sid}); DPO sigmoid, beta {args.beta}, "
-          f"lr {args.lr}, LoRA r={args.lora_r} all-linear, batch {args.batch_size}, max length {args.max_length}; "
+          f"lr {args.lr}, LoRA r={args.lora_r} all-linear on {args.lora_top_layers or 'all'} layers, batch {args.batch_size}, max length {args.max_length}; "
           f"budget {args.minutes} min of training; run {handle.run_id} ended {status} at step {final_step} after "
           f"{minutes_at.get(final_step, max(minutes_at.values(), default=0.0)):.1f} training min "
           f"({info.get('wall_minutes')} wall min)")

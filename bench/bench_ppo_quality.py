@@ -2,7 +2,7 @@
 of responses to held-out prompts by at least one standard deviation while the KL to the reference stays under 6
 nats per response, within 60 minutes of PPO on this CPU? (Issue 5; a benchmark for the lead to run, not a test.)
 
-    python -m bench.bench_ppo_quality [--rows 1200] [--heldout 64] [--rm-steps 300] [--ppo-minutes 60]
+    python -m bench.bench_ppo_quality [--rows 1200] [--heldout 64] [--rm-steps 300] [--rm-lr 5e-4] [--ppo-minutes 60]
                                       [--reward-model DIR] [--json]
 
 1. A scratch project from HH-RLHF helpful-base train rows (our importer); ``--heldout`` prompts are set to the
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", type=int, default=64, help="prompts held out for the before/after evaluation")
     ap.add_argument("--rm-steps", type=int, default=300, help="reward-model optimizer steps (batch 8)")
     ap.add_argument("--reward-model", help="reuse this reward adapter folder instead of training one")
+    ap.add_argument("--rm-lr", type=float, default=5e-4, help="reward-model learning rate (the RM quality benchmark's)")
     ap.add_argument("--ppo-minutes", type=float, default=60.0)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -142,6 +143,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="policy and value LoRA on the top N layers only (the update's backward stops below them)")
     ap.add_argument("--worker-threads", type=int, default=None, help="torch threads of the PPO worker")
     ap.add_argument("--target-kl", type=float, default=3.0)
+    ap.add_argument("--kl-coef", type=float, default=0.05, help="initial KL penalty coefficient")
+    ap.add_argument("--value-from-reward", action="store_true",
+                    help="start the value adapter and head from the reward model's, so the first advantages rest on a "
+                         "value that already predicts the score (use with --raw-reward: the value then speaks the "
+                         "reward model's scale)")
+    ap.add_argument("--raw-reward", action="store_true",
+                    help="train on the reward model's raw score (no running normalisation, no clipping)")
+    ap.add_argument("--missing-eos-penalty", type=float, default=0.0,
+                    help="PPO's penalty for a response cut off before end-of-sequence (the product's default is 1). "
+                         "Off here: the measure is the reward model's score of responses cut at --max-new-tokens, and "
+                         "at 64 tokens most responses are cut, so a penalty of one normalised standard deviation "
+                         "would pull the policy towards short answers the reward model scores lower")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rm-max-length", type=int, default=256, help="reward model's maximum tokens per conversation")
     ap.add_argument("--max-prompt-tokens", type=int, default=256, help="longest rollout prompt (oldest turns go first)")
@@ -175,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     rm_info: dict = {}
     if not reward_model:
         rm_cfg = RewardConfig(max_length=args.rm_max_length, batch_size=8, checkpoint_every=0, max_steps=args.rm_steps,
-                              eval_fraction=0.05, seed=args.seed, gradient_checkpointing=False, name="bench rm")
+                              eval_fraction=0.05, seed=args.seed, gradient_checkpointing=False, name="bench rm",
+                              lr=args.rm_lr, lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads)
         rm_info = follow(boost(client.start("rm", rm_cfg), args.boost), minutes=None, label="rm")
         reward_model = rm_info.get("output")
         if not reward_model:
@@ -193,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         max_length=args.max_prompt_tokens + args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                         temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo",
                         lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads,
+                        missing_eos_penalty=args.missing_eos_penalty, kl_coef=args.kl_coef,
+                        value_from_reward=args.value_from_reward, normalize_reward=not args.raw_reward,
+                        reward_clip=0.0 if args.raw_reward else 5.0,
                         # the run is stopped by time, not by max_steps: a schedule over 100,000 steps would keep the
                         # learning rate in its warm-up (about 1e-7 for the whole hour), so it is constant instead
                         warmup_ratio=0.0, min_lr_ratio=1.0)
@@ -214,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
           f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
-          f"tokens, target KL {args.target_kl}, LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
+          f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, value from reward model "
+          f"{args.value_from_reward}, raw reward {args.raw_reward}, missing-EOS penalty {args.missing_eos_penalty}, LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
           f"{args.worker_threads or 'default'}")
     print("curve (step: train score mean, KL nats/response):")
     kl_by_step = {s: v for s, _, v in kl_curve}
