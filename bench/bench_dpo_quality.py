@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe()}")
     print(f"setting: {args.base} fp32 CPU; {args.rows} HH helpful-base train rows, {n_train} training prompts, "
           f"{int(after.get('pairs', 0))} held-out pairs (snapshot {held_sid}); DPO sigmoid, beta {args.beta}, "
-          f"lr {args.lr}, LoRA r={args.lora_r} all-linear on {args.lora_top_layers or 'all'} layers, batch {args.batch_size}, max length {args.max_length}; "
+          f"lr {args.lr}, LoRA r={args.lora_r} all-linear on {args.lora_top_layers or 'all'} layers, "
+          f"batch {args.batch_size}, max length {args.max_length}; "
           f"budget {args.minutes} min of training; run {handle.run_id} ended {status} at step {final_step} after "
           f"{minutes_at.get(final_step, max(minutes_at.values(), default=0.0)):.1f} training min "
           f"({info.get('wall_minutes')} wall min)")

@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                         temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo",
                         lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads,
                         missing_eos_penalty=args.missing_eos_penalty, kl_coef=args.kl_coef,
-                        value_from_reward=args.value_from_reward, normalize_reward=not args.raw_reward,
-                        reward_clip=0.0 if args.raw_reward else 5.0,
+                        value_from_reward=args.value_from_reward,
+                        # raw: neither normalised nor clipped; otherwise the product's defaults for both
+                        **({"normalize_reward": False, "reward_clip": 0.0} if args.raw_reward else {}),
                         # the run is stopped by time, not by max_steps: a schedule over 100,000 steps would keep the
                         # learning rate in its warm-up (about 1e-7 for the whole hour), so it is constant instead
                         warmup_ratio=0.0, min_lr_ratio=1.0)
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
           f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
           f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, value from reward model "
-          f"{args.value_from_reward}, raw reward {args.raw_reward}, missing-EOS penalty {args.missing_eos_penalty}, LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
+          f"{args.value_from_reward}, raw reward {args.raw_reward}, missing-EOS penalty {args.missing_eos_penalty}, "
+          f"LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
           f"{args.worker_threads or 'default'}")
     print("curve (step: train score mean, KL nats/response):")
     kl_by_step = {s: v for s, _, v in kl_curve}
