@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-threads", type=int, default=None, help="torch threads of the PPO worker")
     ap.add_argument("--target-kl", type=float, default=3.0)
     ap.add_argument("--kl-coef", type=float, default=0.05, help="initial KL penalty coefficient")
+    ap.add_argument("--kl-horizon", type=float, default=None,
+                    help="horizon (responses) of the adaptive KL controller (default: the product's)")
     ap.add_argument("--value-from-reward", action="store_true",
                     help="start the value adapter and head from the reward model's, so the first advantages rest on a "
                          "value that already predicts the score (use with --raw-reward: the value then speaks the "
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                         lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads,
                         missing_eos_penalty=args.missing_eos_penalty, kl_coef=args.kl_coef,
                         value_from_reward=args.value_from_reward,
+                        **({"kl_horizon": args.kl_horizon} if args.kl_horizon else {}),
                         # raw: neither normalised nor clipped; otherwise the product's defaults for both
                         **({"normalize_reward": False, "reward_clip": 0.0} if args.raw_reward else {}),
                         # the run is stopped by time, not by max_steps: a schedule over 100,000 steps would keep the
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
           f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
-          f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, value from reward model "
+          f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, KL horizon {ppo_cfg.kl_horizon}, value from reward model "
           f"{args.value_from_reward}, raw reward {args.raw_reward}, missing-EOS penalty {args.missing_eos_penalty}, "
           f"LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
           f"{args.worker_threads or 'default'}")

@@ -35,6 +35,7 @@ class Experience:
     finished: Tensor  # [B] bool: the response ended with an end-of-sequence token
     prompt_index: Tensor  # [B] long: which prompt of the rollout batch each row answers
     prompt_width: int = 0  # P
+    bottom: Tensor | None = None  # [B, L, H] hidden state after the layers no role adapts (PpoRoles.bottom), or None
 
     @property
     def batch_size(self) -> int:
@@ -68,7 +69,7 @@ class Experience:
                 out[f.name] = v
                 continue
             v = v[idx]
-            if f.name in ("sequences", "attention_mask"):
+            if f.name in ("sequences", "attention_mask", "bottom"):
                 v = v[:, skip : P + width]
             elif v.dim() == 2:
                 v = v[:, :width]

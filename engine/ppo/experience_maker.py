@@ -218,15 +218,18 @@ class ExperienceMaker:
         texts = self.decode(sampled)
         P, mask = sampled.prompt_width, sampled.response_mask
         temp = self.temperature if self.temperature > 0 else 1.0
-        lps, refs, vals, ents = [], [], [], []
+        lps, refs, vals, ents, bottoms = [], [], [], [], []
         for i in range(0, len(prompt_ids), self.forward_batch_size):
             seq = sampled.sequences[i : i + self.forward_batch_size]
             att = sampled.attention_mask[i : i + self.forward_batch_size]
-            lp, ent = roles.logprobs(POLICY, seq, att, P, temp, with_entropy=True)
+            # the layers no role adapts run once for policy, reference and value (and are kept for the update)
+            bottom = roles.bottom(seq, att)
+            lp, ent = roles.logprobs(POLICY, seq, att, P, temp, with_entropy=True, bottom=bottom)
             lps.append(lp)
             ents.append(ent)
-            refs.append(roles.reference_logprobs(seq, att, P, temp))
-            vals.append(roles.values(seq, att, P).float())
+            refs.append(roles.reference_logprobs(seq, att, P, temp, bottom=bottom))
+            vals.append(roles.values(seq, att, P, bottom=bottom).float())
+            bottoms.append(bottom)
         logprobs, ref_logprobs = torch.cat(lps) * mask, torch.cat(refs) * mask
         values, entropy_tok = torch.cat(vals) * mask, torch.cat(ents)
         score = self.reward(conversations, texts).to(mask.device)
@@ -241,6 +244,7 @@ class ExperienceMaker:
             returns=returns, score=score.float(), cost=cost.float(), reward=reward,
             kl=((logprobs - ref_logprobs) * mask).sum(1), entropy=(entropy_tok * mask).sum(1) / lengths,
             finished=sampled.finished, prompt_index=torch.arange(len(prompt_ids), device=mask.device), prompt_width=P,
+            bottom=torch.cat(bottoms) if bottoms and bottoms[0] is not None else None,
         )
         return exp, texts
 

@@ -17,6 +17,15 @@ forward of the shared backbone; the reference without an adapter runs under ``di
 weights exist once in memory whatever the number of roles, which is what lets PPO fit where four full copies do
 not (bench/bench_ppo_memory.py).
 
+Shared frozen layers: when the policy, value and reference adapters all leave the bottom ``k`` transformer layers
+alone (``lora_top_layers``), those layers compute the same hidden state for every one of the three roles and for
+every PPO epoch. :meth:`PpoRoles.bottom` runs them once, with no gradient, and the forwards take that hidden state
+and run only the layers above it: at 10 adapted layers of 30 this halves the work of a PPO step. transformers has no
+"start at layer k" entry point, so the top runs the backbone's own forward on ``inputs_embeds`` = the cached state
+with its ``layers`` list cut to the top ones (masks, rotary positions and the final norm stay the model's own);
+because that relies on the backbone doing nothing else to ``inputs_embeds``, the constructor checks on a probe that
+the split forward gives the full forward's hidden state and shares nothing when it does not.
+
 Dropout: every role runs in eval mode, so the policy that computes the PPO ratio is exactly the one that sampled
 (the ratio is 1 on the first mini-batch) and the reference is deterministic.
 """
@@ -24,6 +33,8 @@ Dropout: every role runs in eval mode, so the policy that computes the PPO ratio
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,6 +48,40 @@ POLICY, REFERENCE, VALUE, REWARD, SAFETY = "policy", "reference", "value", "rewa
 def position_ids_of(attention_mask: Tensor) -> Tensor:
     """Positions counting real tokens only, so a left-padded prompt starts at 0 (as in generation)."""
     return (attention_mask.long().cumsum(1) - 1).clamp_min(0)
+
+
+_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
+
+
+def frozen_prefix_depth(peft_model: torch.nn.Module, adapters: list[str], num_layers: int) -> int:
+    """How many bottom transformer layers carry no LoRA weight of any of ``adapters`` (0 when an adapter touches
+    the embeddings or anything else below the first layer)."""
+    depth = num_layers
+    for mname, module in peft_model.named_modules():
+        owned = [a for a in adapters if a in getattr(module, "lora_A", {}) or a in getattr(module, "lora_embedding_A", {})]
+        if not owned:
+            continue
+        found = _LAYER_INDEX.search(mname)
+        if found is None:
+            if mname.endswith("lm_head"):
+                continue  # above every layer
+            return 0
+        depth = min(depth, int(found.group(1)))
+    for a in adapters:
+        if getattr(peft_model.peft_config.get(a), "modules_to_save", None):
+            return 0  # a trained copy of a whole module may sit anywhere
+    return depth
+
+
+@contextmanager
+def _layers_cut(backbone: torch.nn.Module, start: int, stop: int | None = None):
+    """The backbone runs only ``layers[start:stop]`` inside the block."""
+    saved = backbone.layers
+    backbone.layers = torch.nn.ModuleList(list(saved)[start:stop])
+    try:
+        yield
+    finally:
+        backbone.layers = saved
 
 
 class PpoRoles:
@@ -55,6 +100,7 @@ class PpoRoles:
         reference_from: str | os.PathLike[str] | None = None,
         value_from: str | os.PathLike[str] | None = None,
         seed: int = 0,
+        share_frozen_layers: bool = True,
     ):
         self.hm = HeadedModel(model)
         if policy_from:
@@ -74,6 +120,51 @@ class PpoRoles:
         if VALUE not in self.hm.heads:
             raise ValueError(f"{value_from}: the value adapter needs a scalar head (head.safetensors)")
         self.hm.eval()
+        self.shared_depth = self._shared_depth() if share_frozen_layers else 0
+
+    # ------------------------------------------------------------------ shared frozen layers
+    def _shared_depth(self) -> int:
+        backbone = self.hm.backbone()
+        layers = getattr(backbone, "layers", None)
+        if not isinstance(layers, torch.nn.ModuleList):
+            return 0
+        adapters = [POLICY, VALUE] + ([self.reference] if self.reference else [])
+        depth = frozen_prefix_depth(self.hm.peft, adapters, len(layers))
+        if depth <= 0 or depth >= len(layers):
+            return 0
+        # A probe: the split forward must give the full forward's hidden state on this architecture.
+        self.shared_depth = depth
+        ids = torch.arange(3, 11, device=self.device).remainder(self.transformer.config.vocab_size).unsqueeze(0)
+        mask = torch.ones_like(ids)
+        mask[:, :2] = 0
+        try:
+            with torch.no_grad():
+                full = self._hidden(POLICY, ids, mask)
+                split = self._hidden(POLICY, ids, mask, self.bottom(ids, mask))
+        except (TypeError, ValueError, RuntimeError):
+            return 0  # the backbone does not take inputs_embeds this way: run every role in full
+        ok = torch.allclose(full[:, 2:].float(), split[:, 2:].float(), rtol=1e-3, atol=1e-4)
+        return depth if ok else 0
+
+    @torch.no_grad()
+    def bottom(self, sequences: Tensor, attention_mask: Tensor) -> Tensor | None:
+        """Hidden state [B, L, H] after the ``shared_depth`` bottom layers (the bare base's: no role has LoRA
+        there), for the ``bottom=`` argument of the forwards; ``None`` when nothing is shared."""
+        if not self.shared_depth:
+            return None
+        backbone = self.hm.backbone()
+        captured: list[Tensor] = []
+        last = backbone.layers[self.shared_depth - 1]
+        hook = last.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            # No adapter has weights down there, so whichever is active computes the bare base (and peft's
+            # disable_adapter refuses a model whose visible layers carry no adapter).
+            with _layers_cut(backbone, 0, self.shared_depth):
+                backbone(input_ids=sequences, attention_mask=attention_mask,
+                         position_ids=position_ids_of(attention_mask), use_cache=False)
+        finally:
+            hook.remove()
+        return captured[-1]
 
     # ------------------------------------------------------------------ adapters
     def load_frozen(self, name: str, path: str | os.PathLike[str]) -> None:
@@ -93,23 +184,32 @@ class PpoRoles:
         return self.hm.trainable_parameters(name)
 
     # ------------------------------------------------------------------ forwards
-    def _hidden(self, name: str | None, sequences: Tensor, attention_mask: Tensor) -> Tensor:
-        out = self.hm.run_backbone(name, input_ids=sequences, attention_mask=attention_mask,
-                                   position_ids=position_ids_of(attention_mask), use_cache=False)
+    def _hidden(self, name: str | None, sequences: Tensor, attention_mask: Tensor, bottom: Tensor | None = None) -> Tensor:
+        """Last hidden state [B, L, H] of role ``name``; with ``bottom`` (from :meth:`bottom` on the same rows) only
+        the layers above the shared ones run."""
+        positions = position_ids_of(attention_mask)
+        if bottom is None:
+            out = self.hm.run_backbone(name, input_ids=sequences, attention_mask=attention_mask,
+                                       position_ids=positions, use_cache=False)
+            return out.last_hidden_state
+        with _layers_cut(self.hm.backbone(), self.shared_depth):
+            out = self.hm.run_backbone(name, inputs_embeds=bottom, attention_mask=attention_mask,
+                                       position_ids=positions, use_cache=False)
         return out.last_hidden_state
 
     def response_logits(self, name: str | None, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
-                        temperature: float = 1.0) -> Tensor:
+                        temperature: float = 1.0, bottom: Tensor | None = None) -> Tensor:
         """Logits [B, R, V] predicting each response token (positions P−1 … L−2), from role ``name`` (``None``: the
         bare base). Only the response positions go through the LM head: no [B, L, V] tensor is made."""
-        hidden = self._hidden(name, sequences, attention_mask)[:, prompt_width - 1 : -1]
+        hidden = self._hidden(name, sequences, attention_mask, bottom)[:, prompt_width - 1 : -1]
         logits = self.transformer.get_output_embeddings()(hidden).float()
         return logits / temperature if temperature not in (0.0, 1.0) else logits
 
     def logprobs(self, name: str | None, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
-                 temperature: float = 1.0, with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+                 temperature: float = 1.0, with_entropy: bool = False,
+                 bottom: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(log-probabilities [B, R] of the response tokens, per-token entropy [B, R] or None)."""
-        logits = self.response_logits(name, sequences, attention_mask, prompt_width, temperature)
+        logits = self.response_logits(name, sequences, attention_mask, prompt_width, temperature, bottom)
         targets = sequences[:, prompt_width:]
         lse = torch.logsumexp(logits, dim=-1)
         lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
@@ -119,15 +219,16 @@ class PpoRoles:
                 entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
         return lp, entropy
 
-    def values(self, sequences: Tensor, attention_mask: Tensor, prompt_width: int) -> Tensor:
+    def values(self, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
+               bottom: Tensor | None = None) -> Tensor:
         """V(state before each response token) [B, R] from the value adapter and its head."""
-        hidden = self._hidden(VALUE, sequences, attention_mask)[:, prompt_width - 1 : -1]
+        hidden = self._hidden(VALUE, sequences, attention_mask, bottom)[:, prompt_width - 1 : -1]
         head = self.hm.heads[VALUE]
         return head(hidden.to(head.weight.dtype)).squeeze(-1)
 
     def reference_logprobs(self, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
-                           temperature: float = 1.0) -> Tensor:
-        return self.logprobs(self.reference, sequences, attention_mask, prompt_width, temperature)[0]
+                           temperature: float = 1.0, bottom: Tensor | None = None) -> Tensor:
+        return self.logprobs(self.reference, sequences, attention_mask, prompt_width, temperature, bottom=bottom)[0]
 
     # ------------------------------------------------------------------ saving
     def save_policy(self, path: str | os.PathLike[str]) -> Path:

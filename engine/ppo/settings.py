@@ -31,7 +31,10 @@ class PpoExtras:
     reward_clip: float = _f(5.0, "Clip the (normalised) score to ±this (0: no clipping).")
     missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")
     whiten_advantages: bool = _f(True, "Whiten advantages over each rollout.")
-    kl_horizon: float = _f(10000.0, "Horizon (in responses) of the adaptive KL controller.")
+    kl_horizon: float = _f(512.0, "Horizon (in responses) of the adaptive KL controller: each step moves the "
+                           "coefficient by at most 20% x responses/horizon. 512 lets a run of 16-prompt rollouts "
+                           "reach its target KL within tens of steps (the 10,000 of large-batch RLHF would take "
+                           "hundreds).")
     top_k: int = _f(0, "Sample among the k likeliest tokens in rollouts (0: no limit).")
     sample_every: int = _f(10, "Store sample responses in the project every N PPO steps (0: never).")
     samples_per_store: int = _f(4, "How many responses to store each time.")

@@ -103,11 +103,11 @@ class PpoTrainer:
         # Policy and value are separate adapters (and heads), so d(pol + c·val) = d(pol) + c·d(val): two backward
         # passes give the same gradients as one on the sum, but only one role's graph (activations of a whole
         # backbone pass plus the [B, R, V] logits) is alive at a time, which halves the peak of the update.
-        logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature)
+        logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature, bottom=exp.bottom)
         pol = clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, mask, self.clip_range)
         (pol.loss * weight).backward()
         del logprobs
-        values = roles.values(exp.sequences, exp.attention_mask, P).float()
+        values = roles.values(exp.sequences, exp.attention_mask, P, bottom=exp.bottom).float()
         val = clipped_value_loss(values, exp.values, exp.returns, mask, self.value_clip)
         (self.value_coef * val.loss * weight).backward()
         loss = pol.loss.detach() + self.value_coef * val.loss.detach()

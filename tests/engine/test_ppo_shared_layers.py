@@ -1,0 +1,88 @@
+"""Shared frozen layers: when policy, value and reference adapt only the top layers, the bottom ones run once per
+rollout row and every role's forward starts from that hidden state. The split forwards must give what the full ones
+give, and a PPO step must update the adapters as it does without sharing."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig
+
+from engine.generation import encode_prompt
+from engine.ppo.experience_maker import ExperienceMaker
+from engine.ppo.rewards import contains_rule
+from engine.ppo.roles import POLICY, VALUE, PpoRoles
+from engine.ppo.trainer import PpoTrainer
+
+
+def _roles(tiny_model_dir, *, top_only: bool, share: bool = True) -> tuple[PpoRoles, object]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    top = model.config.num_hidden_layers - 1
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                         "up_proj", "down_proj"],
+                      layers_to_transform=[top] if top_only else None, init_lora_weights=False, lora_dropout=0.0)
+    torch.manual_seed(0)
+    return PpoRoles(model, lora, seed=4, share_frozen_layers=share), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _left_padded_batch() -> tuple[torch.Tensor, torch.Tensor, int]:
+    g = torch.Generator().manual_seed(1)
+    seq = torch.randint(3, 250, (3, 9), generator=g)
+    att = torch.ones_like(seq)
+    att[0, :3] = 0  # prompts of different lengths, left-padded as in rollouts
+    att[1, :1] = 0
+    seq[att == 0] = 0
+    return seq, att, 5
+
+
+def test_adapters_on_the_top_layer_share_the_ones_below(tiny_model_dir):
+    roles, _ = _roles(tiny_model_dir, top_only=True)
+    assert roles.shared_depth == roles.transformer.config.num_hidden_layers - 1
+    seq, att, P = _left_padded_batch()
+    with torch.no_grad():
+        bottom = roles.bottom(seq, att)
+        assert bottom is not None and bottom.shape == (*seq.shape, roles.transformer.config.hidden_size)
+        full_pol, full_ent = roles.logprobs(POLICY, seq, att, P, with_entropy=True)
+        split_pol, split_ent = roles.logprobs(POLICY, seq, att, P, with_entropy=True, bottom=bottom)
+        assert torch.allclose(full_pol, split_pol, atol=1e-5)
+        assert torch.allclose(full_ent, split_ent, atol=1e-5)
+        assert torch.allclose(roles.values(seq, att, P), roles.values(seq, att, P, bottom=bottom), atol=1e-5)
+        assert torch.allclose(roles.reference_logprobs(seq, att, P),
+                              roles.reference_logprobs(seq, att, P, bottom=bottom), atol=1e-5)
+        # The policy is not the reference (non-zero LoRA): the split forward really ran the adapted top layer.
+        assert not torch.allclose(split_pol, roles.reference_logprobs(seq, att, P, bottom=bottom), atol=1e-3)
+    assert len(roles.hm.backbone().layers) == roles.transformer.config.num_hidden_layers  # the cut was undone
+
+
+def test_adapters_on_every_layer_share_nothing(tiny_model_dir):
+    roles, _ = _roles(tiny_model_dir, top_only=False)
+    assert roles.shared_depth == 0
+    seq, att, _ = _left_padded_batch()
+    assert roles.bottom(seq, att) is None
+
+
+def test_a_ppo_step_on_shared_layers_updates_as_without_them(tiny_model_dir):
+    results = []
+    for share in (True, False):
+        roles, tok = _roles(tiny_model_dir, top_only=True, share=share)
+        assert bool(roles.shared_depth) == share
+        maker = ExperienceMaker(roles, tok, contains_rule("e"), max_new_tokens=6, forward_batch_size=2)
+        opt = torch.optim.AdamW([{"params": roles.parameters_of(POLICY)}, {"params": roles.parameters_of(VALUE)}],
+                                lr=1e-2)
+        trainer = PpoTrainer(roles, opt, ppo_epochs=2, mini_batch_size=4, micro_batch_size=2, backward_rows=1)
+        convs = [[{"role": "user", "content": "Hi" + " there" * i}] for i in range(4)]
+        ids = [encode_prompt(tok, c, 32) for c in convs]
+        exp, _ = maker.make(ids, convs, 0.1, torch.Generator().manual_seed(0))
+        assert (exp.bottom is not None) == share
+        stats = trainer.step(exp, torch.Generator().manual_seed(1))
+        params = {n: p.detach().clone() for n, p in roles.hm.named_parameters() if "lora_" in n or "heads." in n}
+        results.append((exp, stats, params))
+    (e1, s1, p1), (e2, s2, p2) = results
+    assert torch.equal(e1.sequences, e2.sequences)
+    assert torch.allclose(e1.logprobs, e2.logprobs, atol=1e-5)
+    assert torch.allclose(e1.values, e2.values, atol=1e-5)
+    assert abs(s1["ppo/policy_loss"] - s2["ppo/policy_loss"]) < 1e-4
+    assert p1.keys() == p2.keys()
+    for name in p1:
+        assert torch.allclose(p1[name], p2[name], atol=1e-4), name
