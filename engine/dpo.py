@@ -288,10 +288,38 @@ def split_by_prompt(pairs: list[EncodedPair], fraction: float, seed: int, min_tr
     return train, evals
 
 
+class ReferencePassCancelled(Exception):
+    """The run was cancelled during the reference pass (before any training step, so there is no checkpoint)."""
+
+
+class ReferencePassProgress:
+    """Counts the pairs the reference pass has scored, logs how far it is at most every ``every_s`` seconds (on a
+    CPU the pass over a few thousand pairs takes many minutes, and without this the run says nothing until its
+    first step) and raises :class:`ReferencePassCancelled` when the run is cancelled meanwhile."""
+
+    def __init__(self, ctx: JobContext, total: int, every_s: float = 30.0):
+        self.ctx, self.total, self.every_s = ctx, total, every_s
+        self.done = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, pairs_scored: int) -> None:
+        self.done += pairs_scored
+        if self.ctx.should_stop():
+            raise ReferencePassCancelled
+        now = time.perf_counter()
+        if now - self.last >= self.every_s or self.done >= self.total:
+            self.last = now
+            elapsed = now - self.t0
+            left = elapsed * (self.total - self.done) / max(1, self.done)
+            self.ctx.log(f"reference pass: {self.done:,} of {self.total:,} pairs scored ({elapsed / 60:.1f} min, "
+                         f"about {left / 60:.1f} min left)")
+
+
 @torch.no_grad()
 def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[EncodedPair], batch_size: int,
-                       device: torch.device) -> tuple[Tensor, Tensor]:
-    """Summed reference log-probabilities of every pair's chosen and rejected continuation, [N] each."""
+                       device: torch.device, on_batch: Any = None) -> tuple[Tensor, Tensor]:
+    """Summed reference log-probabilities of every pair's chosen and rejected continuation, [N] each.
+    ``on_batch(n)`` is called after each batch of ``n`` pairs."""
     rc, rr = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     for s in range(0, len(order), batch_size):
@@ -299,21 +327,27 @@ def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[Encod
         batch = collate_dpo([pairs[i] for i in idx]).to(device)
         c, r, _, _ = pair_logprobs(hm, reference, batch)
         rc[idx], rr[idx] = c.float().cpu(), r.float().cpu()
+        if on_batch is not None:
+            on_batch(len(idx))
     return rc, rr
 
 
 # ---------------------------------------------------------------------------------------------- held-out pairs
 @torch.no_grad()
 def score_pairs(hm: HeadedModel, name: str | None, pairs: Sequence[EncodedPair], batch_size: int,
-                device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                device: torch.device, on_batch: Any = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Summed log-probabilities of chosen and rejected and their token counts, [N] each, under adapter ``name``
     (``None``: the bare base), in consecutive chunks of ``batch_size``: the policy and its reference scored with
-    the same chunks run the same computations, so they agree exactly while the policy is the reference."""
+    the same chunks run the same computations, so they agree exactly while the policy is the reference.
+    ``on_batch(n)`` is called after each chunk of ``n`` pairs."""
     outs: list[list[Tensor]] = [[], [], [], []]
     for s in range(0, len(pairs), batch_size):
-        batch = collate_dpo(pairs[s : s + batch_size]).to(device)
+        chunk = pairs[s : s + batch_size]
+        batch = collate_dpo(chunk).to(device)
         for acc, t in zip(outs, pair_logprobs(hm, name, batch)):
             acc.append(t.float().cpu())
+        if on_batch is not None:
+            on_batch(len(chunk))
     if not pairs:
         return tuple(torch.zeros(0) for _ in range(4))  # type: ignore[return-value]
     return tuple(torch.cat(t) for t in outs)  # type: ignore[return-value]
@@ -470,11 +504,17 @@ def run_job(ctx: JobContext) -> JobResult:
 
     t_ref = time.perf_counter()
     hm.eval()
-    ref_c, ref_r = reference_logprobs(hm, reference, train, cfg.batch_size, device)
-    eval_ref = reference_logprobs(hm, reference, evals, cfg.batch_size, device) if evals else None
     held = heldout_pairs(ctx.project_path, held_sid, tokenizer, cfg) if held_sid is not None else []
     held_margin = torch.tensor([p.margin for p in held], dtype=torch.float32)
-    held_ref = score_pairs(hm, reference, held, cfg.batch_size, device) if held else None
+    progress = ReferencePassProgress(ctx, len(train) + len(evals) + len(held))
+    try:
+        ref_c, ref_r = reference_logprobs(hm, reference, train, cfg.batch_size, device, progress)
+        eval_ref = reference_logprobs(hm, reference, evals, cfg.batch_size, device, progress) if evals else None
+        held_ref = score_pairs(hm, reference, held, cfg.batch_size, device, progress) if held else None
+    except ReferencePassCancelled:
+        ctx.log(f"cancelled during the reference pass ({progress.done:,} of {progress.total:,} pairs scored), "
+                "before the first training step: there is no checkpoint to resume")
+        return JobResult("cancelled", None, {}, _summary(0, 0.0, 0, 0, time.perf_counter() - t_ref))
     ref_seconds = time.perf_counter() - t_ref
     # The policy starts as the reference: a fresh adapter (LoRA B = 0) on the base the reference is, or the
     # reference adapter itself. Then its log-probabilities equal the reference's exactly and need no second pass.

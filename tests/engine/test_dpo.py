@@ -88,6 +88,9 @@ def test_dpo_learns_a_toy_preference_on_held_out_prompts(tiny_model_dir, toy_pro
     assert load_file(out / "adapter_model.safetensors")
     assert DpoConfig.load(out / "config.yaml") == cfg
     assert "DPO" in (out / "README.md").read_text()
+    # the reference pass (train, eval and held-out pairs) says how far it got before the first step
+    passes = [e.data["message"] for e in events if e.type.value == "log" and "reference pass" in e.data.get("message", "")]
+    assert passes and passes[-1].startswith("reference pass: 24 of 24 pairs scored"), passes
 
 
 def test_reference_is_the_starting_adapter_and_neither_it_nor_the_base_changes(tiny_model_dir, toy_project, tmp_path):
@@ -128,6 +131,25 @@ class CancelAtStep(io.StringIO):
         if ev.type.value == "progress" and ev.step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
         return n
+
+
+class CancelOnStart(io.StringIO):
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        ev = Event.from_json(s)
+        if ev.type.value == "status" and ev.data.get("state") == "running":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return n
+
+
+def test_cancel_during_the_reference_pass_stops_before_any_step(tiny_model_dir, toy_project):
+    run_id, _, code, events = run_inprocess(toy_project, cfg_for(tiny_model_dir), stdout=CancelOnStart())
+    assert code == 0 and events[-1].data["state"] == "cancelled"
+    assert not [e for e in events if e.type.value == "progress"]
+    assert any("cancelled during the reference pass" in e.data.get("message", "") for e in events if e.type.value == "log")
+    with Project.open(toy_project) as p:
+        assert p.get_run(run_id)["status"] == "cancelled"
+        assert not p.metrics(run_id)
 
 
 def test_dpo_resume_continues_exactly(tiny_model_dir, toy_project):
