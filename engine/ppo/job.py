@@ -171,6 +171,12 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     value_from = None
     if extras.value_from_reward and cfg.reward_model and not is_rule_spec(cfg.reward_model) and not extras.reward_base:
         value_from = cfg.reward_model
+        if extras.normalize_reward:
+            # The head starts out predicting the raw score while the returns it learns are normalised scores: its
+            # first advantages are off by the score's mean and spread until it relearns the scale.
+            ctx.log("value_from_reward with normalize_reward: the value head starts on the reward model's raw scale "
+                    "but learns normalised returns; set normalize_reward: false (and reward_clip: 0) to keep one "
+                    "scale", level="warning")
     try:
         roles = PpoRoles(loaded.model, lora.peft_config(), policy_from=cfg.adapter_from, reference_from=reference_from,
                          value_from=value_from, seed=cfg.seed)
@@ -244,7 +250,8 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
             f"rollouts, {n_trainable:,} trainable parameters (policy + value), reference = "
             f"{'adapter ' + str(reference_from) if reference_from else 'the bare base'}, reward = "
             f"{cfg.reward_model if reward is None else getattr(reward, 'description', 'given')}"
-            f"{', safety cost from ' + str(extras.safety_model) if extras.safety_model else ''}")
+            f"{', safety cost from ' + str(extras.safety_model) if extras.safety_model else ''}"
+            f"{f', the bottom {roles.shared_depth} layers run once for policy, reference and value' if roles.shared_depth else ''}")
     last_metrics: dict[str, float] = {}
 
     def save(step: int) -> None:
@@ -272,7 +279,8 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         exp, texts = maker.make([encoded[i] for i in idx], convs, kl_ctl.value, sample_gen)
         t_roll = time.perf_counter() - t0
         lr = scheduler.get_last_lr()[0]
-        stats = trainer.step(exp, shuffle_gen)
+        # critic warm-up: the first steps fit the value to the returns before the policy follows its advantages
+        stats = trainer.step(exp, shuffle_gen, train_policy=step >= extras.critic_warmup_steps)
         scheduler.step()
         kl_used = kl_ctl.value
         kl_ctl.update(float(exp.kl.mean()), exp.batch_size)

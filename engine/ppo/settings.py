@@ -27,6 +27,8 @@ class PpoExtras:
     reference_adapter: str | None = _f(None, "Adapter forming the frozen reference (none: adapter_from, else the bare "
                                        "base).")
     value_from_reward: bool = _f(False, "Start the value adapter and head from the reward model's (shared base only).")
+    critic_warmup_steps: int = _f(0, "PPO steps at the start that train only the value: the policy waits until the "
+                                  "value predicts the returns (its advantages are noise before that).")
     normalize_reward: bool = _f(True, "Normalise scores by their running mean and spread before clipping.")
     reward_clip: float = _f(5.0, "Clip the (normalised) score to ±this (0: no clipping).")
     missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")

@@ -58,8 +58,10 @@ class PpoTrainer:
         self.policy_params = roles.parameters_of(POLICY)
         self.value_params = roles.parameters_of(VALUE)
 
-    def step(self, exp: Experience, generator: torch.Generator) -> dict[str, float]:
-        """PPO epochs over ``exp``; returns averaged metrics (``ppo/…``). ``generator`` shuffles the mini-batches."""
+    def step(self, exp: Experience, generator: torch.Generator, train_policy: bool = True) -> dict[str, float]:
+        """PPO epochs over ``exp``; returns averaged metrics (``ppo/…``). ``generator`` shuffles the mini-batches.
+        ``train_policy=False`` (a critic warm-up step) trains the value only: the policy gets no gradient, so the
+        optimizer leaves it as it is."""
         mask = exp.response_mask
         if self.whiten_advantages:
             exp.advantages = whiten(exp.advantages, mask)
@@ -79,7 +81,7 @@ class PpoTrainer:
                 for m0 in range(0, len(mini), rows):
                     micro = exp.select(mini[m0 : m0 + rows])
                     share = float(micro.response_mask.sum()) / tokens
-                    stats = self._micro_step(micro, share)
+                    stats = self._micro_step(micro, share, train_policy)
                     for k, v in stats.items():
                         sums[k] += v * share
                 gp = torch.nn.utils.clip_grad_norm_(self.policy_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
@@ -97,15 +99,18 @@ class PpoTrainer:
         out["ppo/updates"] = float(n)
         return out
 
-    def _micro_step(self, exp: Experience, weight: float) -> dict[str, float]:
+    def _micro_step(self, exp: Experience, weight: float, train_policy: bool = True) -> dict[str, float]:
         roles, P = self.roles, exp.prompt_width
         mask = exp.response_mask
         # Policy and value are separate adapters (and heads), so d(pol + c·val) = d(pol) + c·d(val): two backward
         # passes give the same gradients as one on the sum, but only one role's graph (activations of a whole
         # backbone pass plus the [B, R, V] logits) is alive at a time, which halves the peak of the update.
-        logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature, bottom=exp.bottom)
-        pol = clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, mask, self.clip_range)
-        (pol.loss * weight).backward()
+        with torch.set_grad_enabled(train_policy):
+            logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature,
+                                         bottom=exp.bottom)
+            pol = clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, mask, self.clip_range)
+        if train_policy:
+            (pol.loss * weight).backward()
         del logprobs
         values = roles.values(exp.sequences, exp.attention_mask, P, bottom=exp.bottom).float()
         val = clipped_value_loss(values, exp.values, exp.returns, mask, self.value_clip)

@@ -1,6 +1,7 @@
 """Shared frozen layers: when policy, value and reference adapt only the top layers, the bottom ones run once per
 rollout row and every role's forward starts from that hidden state. The split forwards must give what the full ones
-give, and a PPO step must update the adapters as it does without sharing."""
+give, and a PPO step must update the adapters as it does without sharing. A critic warm-up step moves the value
+only."""
 
 from __future__ import annotations
 
@@ -86,3 +87,20 @@ def test_a_ppo_step_on_shared_layers_updates_as_without_them(tiny_model_dir):
     assert p1.keys() == p2.keys()
     for name in p1:
         assert torch.allclose(p1[name], p2[name], atol=1e-4), name
+
+
+def test_a_critic_warm_up_step_trains_the_value_only(tiny_model_dir):
+    roles, tok = _roles(tiny_model_dir, top_only=True)
+    maker = ExperienceMaker(roles, tok, contains_rule("e"), max_new_tokens=6, forward_batch_size=2)
+    opt = torch.optim.AdamW([{"params": roles.parameters_of(POLICY)}, {"params": roles.parameters_of(VALUE)}], lr=1e-2,
+                            weight_decay=0.1)
+    trainer = PpoTrainer(roles, opt, ppo_epochs=2, mini_batch_size=4, micro_batch_size=2)
+    convs = [[{"role": "user", "content": "Hi" + " there" * i}] for i in range(4)]
+    exp, _ = maker.make([encode_prompt(tok, c, 32) for c in convs], convs, 0.1, torch.Generator().manual_seed(0))
+    policy = [p.detach().clone() for p in roles.parameters_of(POLICY)]
+    value = [p.detach().clone() for p in roles.parameters_of(VALUE)]
+    trainer.step(exp, torch.Generator().manual_seed(1), train_policy=False)
+    assert all(torch.equal(a, b) for a, b in zip(policy, roles.parameters_of(POLICY)))
+    assert all(not torch.equal(a, b) for a, b in zip(value, roles.parameters_of(VALUE)))
+    trainer.step(exp, torch.Generator().manual_seed(1))
+    assert all(not torch.equal(a, b) for a, b in zip(policy, roles.parameters_of(POLICY)))
