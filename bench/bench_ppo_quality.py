@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="start the value adapter and head from the reward model's, so the first advantages rest on a "
                          "value that already predicts the score (use with --raw-reward: the value then speaks the "
                          "reward model's scale)")
+    ap.add_argument("--value-lr", type=float, default=None, help="learning rate of the value (default: --lr)")
     ap.add_argument("--critic-warmup", type=int, default=0,
                     help="PPO steps at the start that train only the value (counted in the time budget)")
     ap.add_argument("--raw-reward", action="store_true",
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                         lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads,
                         missing_eos_penalty=args.missing_eos_penalty, kl_coef=args.kl_coef,
                         value_from_reward=args.value_from_reward, critic_warmup_steps=args.critic_warmup,
+                        value_lr=args.value_lr,
                         **({"kl_horizon": args.kl_horizon} if args.kl_horizon else {}),
                         # raw: neither normalised nor clipped; otherwise the product's defaults for both
                         **({"normalize_reward": False, "reward_clip": 0.0} if args.raw_reward else {}),
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
           f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
           f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, KL horizon {ppo_cfg.kl_horizon}, value from reward model "
-          f"{args.value_from_reward}, critic warm-up {args.critic_warmup} steps, raw reward {args.raw_reward}, "
+          f"{args.value_from_reward}, value lr {args.value_lr or args.lr}, critic warm-up {args.critic_warmup} steps, raw reward {args.raw_reward}, "
           f"missing-EOS penalty {args.missing_eos_penalty}, "
           f"LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
           f"{args.worker_threads or 'default'}")

@@ -205,7 +205,8 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         reward_clip=extras.reward_clip, missing_eos_penalty=extras.missing_eos_penalty,
     )
     policy_params, value_params = roles.parameters_of(POLICY), roles.parameters_of(VALUE)
-    optimizer = torch.optim.AdamW([{"params": policy_params}, {"params": value_params}], lr=cfg.lr,
+    optimizer = torch.optim.AdamW([{"params": policy_params},
+                                   {"params": value_params, "lr": extras.value_lr or cfg.lr}], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(prompts) / cfg.rollout_batch_size))
     total_steps = cfg.max_steps or max(1, int(round(cfg.epochs * steps_per_epoch)))

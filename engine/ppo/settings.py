@@ -27,6 +27,9 @@ class PpoExtras:
     reference_adapter: str | None = _f(None, "Adapter forming the frozen reference (none: adapter_from, else the bare "
                                        "base).")
     value_from_reward: bool = _f(False, "Start the value adapter and head from the reward model's (shared base only).")
+    value_lr: float | None = _f(None, "Peak learning rate of the value adapter and head (none: lr). PPO codebases "
+                                "often give the value several times the policy's: a value that lags leaves the "
+                                "policy's advantages noisy.")
     critic_warmup_steps: int = _f(0, "PPO steps at the start that train only the value: the policy waits until the "
                                   "value predicts the returns (its advantages are noise before that).")
     normalize_reward: bool = _f(True, "Normalise scores by their running mean and spread before clipping.")
