@@ -99,6 +99,23 @@ def test_ppo_job_trains_streams_metrics_stores_samples_and_writes_a_loadable_ada
     assert rows and all(r[0] == "model" and r[1] == str(out) and '"ppo_step"' in r[2] for r in rows)
 
 
+def test_critic_warm_up_and_value_lr_reach_the_job(tiny_model_dir, prompt_project):
+    cfg = cfg_for(tiny_model_dir, max_steps=2, checkpoint_every=1, keep_checkpoints=2, critic_warmup_steps=1,
+                  value_lr=5e-3)
+    _, run_dir, code, events = run_inprocess(prompt_project, cfg)
+    assert code == 0, events[-1]
+    first = run_dir / "checkpoints" / "step-00000001"
+    groups = torch.load(first / "optimizer.pt", weights_only=True)["param_groups"]
+    assert [g["initial_lr"] for g in groups] == [1e-3, 5e-3]  # peaks; the schedule scales both alike
+    # After the warm-up step the fresh policy adapter is untouched (LoRA B still zero); the value moved. The
+    # second step trains the policy too.
+    warm = load_file(first / "adapter" / "adapter_model.safetensors")
+    assert all(not v.any() for k, v in warm.items() if "lora_B" in k)
+    assert any(v.any() for k, v in load_file(first / "value" / "adapter_model.safetensors").items() if "lora_B" in k)
+    final = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert any(v.any() for k, v in final.items() if "lora_B" in k)
+
+
 class CancelAtStep(io.StringIO):
     def __init__(self, step: int):
         super().__init__()
