@@ -42,7 +42,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,7 +317,7 @@ class ReferencePassProgress:
 
 @torch.no_grad()
 def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[EncodedPair], batch_size: int,
-                       device: torch.device, on_batch: Any = None) -> tuple[Tensor, Tensor]:
+                       device: torch.device, on_batch: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
     """Summed reference log-probabilities of every pair's chosen and rejected continuation, [N] each.
     ``on_batch(n)`` is called after each batch of ``n`` pairs."""
     rc, rr = torch.zeros(len(pairs)), torch.zeros(len(pairs))
@@ -335,7 +335,7 @@ def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[Encod
 # ---------------------------------------------------------------------------------------------- held-out pairs
 @torch.no_grad()
 def score_pairs(hm: HeadedModel, name: str | None, pairs: Sequence[EncodedPair], batch_size: int,
-                device: torch.device, on_batch: Any = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                device: torch.device, on_batch: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Summed log-probabilities of chosen and rejected and their token counts, [N] each, under adapter ``name``
     (``None``: the bare base), in consecutive chunks of ``batch_size``: the policy and its reference scored with
     the same chunks run the same computations, so they agree exactly while the policy is the reference.

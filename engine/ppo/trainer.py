@@ -60,8 +60,8 @@ class PpoTrainer:
 
     def step(self, exp: Experience, generator: torch.Generator, train_policy: bool = True) -> dict[str, float]:
         """PPO epochs over ``exp``; returns averaged metrics (``ppo/…``). ``generator`` shuffles the mini-batches.
-        ``train_policy=False`` (a critic warm-up step) trains the value only: the policy gets no gradient, so the
-        optimizer leaves it as it is."""
+        ``train_policy=False`` (a critic warm-up step) trains the value only: the policy runs no forward and gets no
+        gradient, so the optimizer leaves it as it is (and the step reports no policy metrics)."""
         mask = exp.response_mask
         if self.whiten_advantages:
             exp.advantages = whiten(exp.advantages, mask)
@@ -105,22 +105,23 @@ class PpoTrainer:
         # Policy and value are separate adapters (and heads), so d(pol + c·val) = d(pol) + c·d(val): two backward
         # passes give the same gradients as one on the sum, but only one role's graph (activations of a whole
         # backbone pass plus the [B, R, V] logits) is alive at a time, which halves the peak of the update.
-        with torch.set_grad_enabled(train_policy):
+        stats: dict[str, float] = {}
+        loss = 0.0
+        if train_policy:  # a critic warm-up step skips the policy's forward altogether
             logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature,
                                          bottom=exp.bottom)
             pol = clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, mask, self.clip_range)
-        if train_policy:
             (pol.loss * weight).backward()
-        del logprobs
+            del logprobs
+            loss = float(pol.loss.detach())
+            stats = {"ppo/policy_loss": loss, "ppo/clip_frac": float(pol.clip_frac),
+                     "ppo/approx_kl": float(pol.approx_kl)}
         values = roles.values(exp.sequences, exp.attention_mask, P, bottom=exp.bottom).float()
         val = clipped_value_loss(values, exp.values, exp.returns, mask, self.value_clip)
         (self.value_coef * val.loss * weight).backward()
-        loss = pol.loss.detach() + self.value_coef * val.loss.detach()
-        return {
-            "ppo/policy_loss": float(pol.loss.detach()), "ppo/value_loss": float(val.loss.detach()),
-            "ppo/loss": float(loss.detach()), "ppo/clip_frac": float(pol.clip_frac),
-            "ppo/approx_kl": float(pol.approx_kl), "ppo/value_clip_frac": float(val.clip_frac),
-        }
+        return {**stats, "ppo/value_loss": float(val.loss.detach()),
+                "ppo/loss": loss + self.value_coef * float(val.loss.detach()),
+                "ppo/value_clip_frac": float(val.clip_frac)}
 
 
 def rollout_metrics(exp: Experience, texts: list[str], kl_coef: float) -> dict[str, float]:
