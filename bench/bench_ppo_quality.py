@@ -153,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--value-lr", type=float, default=None, help="learning rate of the value (default: --lr)")
     ap.add_argument("--critic-warmup", type=int, default=0,
                     help="PPO steps at the start that train only the value (counted in the time budget)")
+    ap.add_argument("--samples-per-prompt", type=int, default=1,
+                    help="responses sampled per prompt in a rollout (a rollout holds --rollout x this)")
+    ap.add_argument("--advantage", choices=("gae", "rloo"), default="gae",
+                    help="advantage estimator: gae (a learned value) or rloo (leave-one-out over the responses to "
+                         "the same prompt; needs --samples-per-prompt >= 2)")
     ap.add_argument("--raw-reward", action="store_true",
                     help="train on the reward model's raw score (no running normalisation, no clipping)")
     ap.add_argument("--missing-eos-penalty", type=float, default=0.0,
@@ -214,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                         lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads,
                         missing_eos_penalty=args.missing_eos_penalty, kl_coef=args.kl_coef,
                         value_from_reward=args.value_from_reward, critic_warmup_steps=args.critic_warmup,
-                        value_lr=args.value_lr,
+                        value_lr=args.value_lr, samples_per_prompt=args.samples_per_prompt,
+                        advantage_estimator=args.advantage,
                         **({"kl_horizon": args.kl_horizon} if args.kl_horizon else {}),
                         # raw: neither normalised nor clipped; otherwise the product's defaults for both
                         **({"normalize_reward": False, "reward_clip": 0.0} if args.raw_reward else {}),
@@ -238,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe()}")
     print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
+          f"{args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage}, "
           f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
           f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, KL horizon {ppo_cfg.kl_horizon}, value from reward model "
           f"{args.value_from_reward}, value lr {args.value_lr or args.lr}, critic warm-up {args.critic_warmup} steps, raw reward {args.raw_reward}, "

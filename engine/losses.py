@@ -148,6 +148,30 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: 
     return adv, (adv + values) * m
 
 
+def leave_one_out_advantages(reward: Tensor, group: Tensor, mask: Tensor) -> Tensor:
+    """RLOO advantages: each response's sequence reward minus the mean reward of the *other* responses to the same
+    prompt, put on every one of its response tokens.
+
+    reward: [B] sequence rewards; group: [B] long, which prompt each row answers (every group needs at least two
+    rows); mask: [B, T]. Returns [B, T], 0 on padding.
+
+        A_i = r_i − (Σ_{j in g(i)} r_j − r_i) / (k_g − 1)
+
+    The baseline removes the share of the reward that comes from the prompt (one prompt is easy to answer well,
+    another hard), which is most of the spread when a reward model scores short samples, without learning a value.
+    """
+    reward = reward.float()
+    groups, inverse = torch.unique(group, return_inverse=True)
+    sums = torch.zeros(len(groups), dtype=reward.dtype, device=reward.device).index_add_(0, inverse, reward)
+    counts = torch.zeros(len(groups), dtype=reward.dtype, device=reward.device).index_add_(
+        0, inverse, torch.ones_like(reward))
+    if bool((counts < 2).any()):
+        raise ValueError("leave-one-out advantages need at least two responses per prompt")
+    k = counts[inverse]
+    baseline = (sums[inverse] - reward) / (k - 1)
+    return (reward - baseline).unsqueeze(1) * mask.to(reward.dtype)
+
+
 @dataclass
 class PolicyLossOutput:
     loss: Tensor

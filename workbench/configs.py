@@ -259,6 +259,7 @@ class SafetyConfig(BaseRunConfig):
 
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+ADVANTAGE_ESTIMATORS = ("gae", "rloo")
 # The taxonomy's strength → margin table with YAML-friendly keys: 'none' stands for a judgment without a strength.
 STRENGTH_MARGINS: dict[str, float] = {("none" if k is None else k): v for k, v in DEFAULT_STRENGTH_MARGIN.items()}
 
@@ -319,6 +320,13 @@ class PpoConfig(BaseRunConfig):
     reward_clip: float = _f(5.0, "Clip the (normalised) score to ±this (0: no clipping).", min=0.0)
     missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")
     rollout_batch_size: int = _f(16, "Prompts per rollout.", min=1)
+    samples_per_prompt: int = _f(1, "Responses sampled for each prompt of a rollout (a rollout holds "
+                                 "rollout_batch_size x this). Two or more let the rloo estimator compare answers to "
+                                 "the same prompt.", min=1)
+    advantage_estimator: str = _f("gae", "gae: a learned value and GAE(gamma, lambda), classic PPO. rloo: each "
+                                  "response's reward minus the mean reward of the other responses to its prompt "
+                                  "(leave-one-out; needs samples_per_prompt >= 2; no value is trained), which "
+                                  "removes the prompt's share of the reward's spread.", choices=ADVANTAGE_ESTIMATORS)
     ppo_epochs: int = _f(4, "Optimisation passes over each rollout.", min=1)
     backward_rows: int = _f(2, "At most this many sequences in one forward/backward of the update (a micro-batch is "
                             "split further; same gradients, less memory). 0: the whole micro-batch.", min=0)
@@ -343,6 +351,12 @@ class PpoConfig(BaseRunConfig):
     sample_every: int = _f(10, "Store sample responses in the project every N PPO steps (0: never).", min=0)
     samples_per_store: int = _f(4, "How many responses to store each time.", min=0)
     min_examples: int = _f(4, "Refuse to train on fewer prompts than this.", min=1)
+
+    def validate(self, source: str | None = None) -> None:
+        super().validate(source)
+        if self.advantage_estimator == "rloo" and self.samples_per_prompt < 2:
+            raise InputError("rloo compares responses to the same prompt, so it needs samples_per_prompt of at least "
+                             f"2, not {self.samples_per_prompt}", path=source, field="samples_per_prompt")
 
 
 @dataclass

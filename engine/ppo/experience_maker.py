@@ -8,7 +8,10 @@
 3. **Shaping**: the score is normalised by running moments (:class:`RunningMoments`) and clipped; the safety cost
    times its weight and a penalty for a response cut off before end-of-sequence are subtracted; the per-token
    reward is ``−β·(logπ − logπ_ref)`` with the sequence reward added at the last response token.
-4. **GAE** (``engine.losses.gae``) gives advantages and returns.
+4. **Advantages**: GAE (``engine.losses.gae``) over the value's estimates gives advantages and returns; or, with
+   several responses per prompt and the ``rloo`` estimator, each response's KL-penalised sequence reward minus the
+   mean of the other responses to its prompt (``engine.losses.leave_one_out_advantages``), on every one of its
+   tokens, with no value at all.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..losses import gae
+from ..losses import gae, leave_one_out_advantages
 from .experience import Experience
 from .rewards import RewardSource
 from .roles import POLICY, PpoRoles, position_ids_of
@@ -162,7 +165,14 @@ class ExperienceMaker:
         reward_clip: float = 5.0,
         missing_eos_penalty: float = 1.0,
         eos_ids: Sequence[int] | None = None,
+        samples_per_prompt: int = 1,
+        advantage_estimator: str = "gae",
     ):
+        if advantage_estimator not in ("gae", "rloo"):
+            raise ValueError(f"advantage_estimator must be gae or rloo, not {advantage_estimator!r}")
+        if advantage_estimator == "rloo" and samples_per_prompt < 2:
+            raise ValueError("rloo needs at least two responses per prompt (samples_per_prompt >= 2)")
+        self.samples_per_prompt, self.advantage_estimator = samples_per_prompt, advantage_estimator
         self.roles, self.tokenizer, self.reward, self.cost = roles, tokenizer, reward, cost
         self.cost_weight = cost_weight
         self.max_new_tokens, self.temperature, self.top_k, self.top_p = max_new_tokens, temperature, top_k, top_p
@@ -209,7 +219,13 @@ class ExperienceMaker:
     @torch.no_grad()
     def make(self, prompt_ids: Sequence[Sequence[int]], conversations: Sequence[Messages], kl_coef: float,
              generator: torch.Generator) -> tuple[Experience, list[str]]:
-        roles = self.roles
+        """One rollout: ``samples_per_prompt`` responses to each prompt, the copies of a prompt next to each other
+        (row ``r`` answers prompt ``r // samples_per_prompt``, which ``Experience.prompt_index`` records)."""
+        roles, k = self.roles, self.samples_per_prompt
+        group = torch.arange(len(prompt_ids)).repeat_interleave(k)
+        prompt_ids = [prompt_ids[int(g)] for g in group]
+        conversations = [conversations[int(g)] for g in group]
+        use_value = self.advantage_estimator == "gae"
         roles.hm.activate(POLICY)
         sampled = sample_responses(
             roles.transformer, prompt_ids, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids,
@@ -228,22 +244,31 @@ class ExperienceMaker:
             lps.append(lp)
             ents.append(ent)
             refs.append(roles.reference_logprobs(seq, att, P, temp, bottom=bottom))
-            vals.append(roles.values(seq, att, P, bottom=bottom).float())
+            if use_value:  # rloo's baseline is the other responses' reward: no value to compute
+                vals.append(roles.values(seq, att, P, bottom=bottom).float())
             bottoms.append(bottom)
         logprobs, ref_logprobs = torch.cat(lps) * mask, torch.cat(refs) * mask
-        values, entropy_tok = torch.cat(vals) * mask, torch.cat(ents)
+        values = torch.cat(vals) * mask if use_value else torch.zeros_like(mask)
+        entropy_tok = torch.cat(ents)
         score = self.reward(conversations, texts).to(mask.device)
         cost = self.cost(conversations, texts).to(mask.device) if self.cost is not None else torch.zeros_like(score)
         reward = self.shape_rewards(score, cost, sampled.finished)
         rewards = self.token_rewards(reward, logprobs, ref_logprobs, mask, kl_coef)
-        advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
+        kl = ((logprobs - ref_logprobs) * mask).sum(1)
+        group = group.to(mask.device)
+        if use_value:
+            advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
+        else:
+            # the sequence's KL-penalised reward, which is what the per-token rewards add up to
+            advantages = leave_one_out_advantages(reward - kl_coef * kl, group, mask)
+            returns = advantages  # no value learns them
         lengths = mask.sum(1).clamp_min(1.0)
         exp = Experience(
             sequences=sampled.sequences, attention_mask=sampled.attention_mask, response_mask=mask,
             logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards, advantages=advantages,
             returns=returns, score=score.float(), cost=cost.float(), reward=reward,
-            kl=((logprobs - ref_logprobs) * mask).sum(1), entropy=(entropy_tok * mask).sum(1) / lengths,
-            finished=sampled.finished, prompt_index=torch.arange(len(prompt_ids), device=mask.device), prompt_width=P,
+            kl=kl, entropy=(entropy_tok * mask).sum(1) / lengths,
+            finished=sampled.finished, prompt_index=group, prompt_width=P,
             bottom=torch.cat(bottoms) if bottoms and bottoms[0] is not None else None,
         )
         return exp, texts

@@ -2,7 +2,8 @@
 
 Flow: prompts of a snapshot (``engine.ppo.data``) → base model loaded once → roles as named adapters
 (``engine.ppo.roles``) → reward (and optional safety cost) sources (``engine.ppo.rewards``) → per step: a rollout
-(``ExperienceMaker``), PPO epochs (``PpoTrainer``), the KL controller's update, metrics streamed and stored, sample
+(``ExperienceMaker``: ``samples_per_prompt`` responses to each of ``rollout_batch_size`` prompts, advantages by GAE
+or leave-one-out), PPO epochs (``PpoTrainer``), the KL controller's update, metrics streamed and stored, sample
 responses stored in the project every ``sample_every`` steps (origin ``model``, adapter = this run's adapter
 folder, sampling parameters with the run id and step), a checkpoint every ``checkpoint_every`` steps and on cancel.
 
@@ -161,6 +162,12 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
                 raise JobError(f"{what}: {e}") from e
     if ctx.project_path is None:
         raise JobError("PPO needs a project (its prompts)")
+    if extras.advantage_estimator not in ("gae", "rloo"):
+        raise JobError(f"advantage_estimator must be gae or rloo, not {extras.advantage_estimator!r}")
+    use_value = extras.advantage_estimator == "gae"
+    if not use_value and extras.samples_per_prompt < 2:
+        raise JobError("advantage_estimator rloo compares responses to the same prompt, so it needs "
+                       f"samples_per_prompt of at least 2, not {extras.samples_per_prompt}")
 
     device = resolve_device(cfg.device)
     loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
@@ -169,7 +176,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     lora = LoraSettings.from_run_config(cfg, loaded.model)
     reference_from = extras.reference_adapter or cfg.adapter_from
     value_from = None
-    if extras.value_from_reward and cfg.reward_model and not is_rule_spec(cfg.reward_model) and not extras.reward_base:
+    if use_value and extras.value_from_reward and cfg.reward_model and not is_rule_spec(cfg.reward_model) and not extras.reward_base:
         value_from = cfg.reward_model
         if extras.normalize_reward:
             # The head starts out predicting the raw score while the returns it learns are normalised scores: its
@@ -203,6 +210,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=extras.top_k, top_p=cfg.top_p,
         forward_batch_size=cfg.batch_size, gamma=cfg.gamma, lam=cfg.lam, normalize_reward=extras.normalize_reward,
         reward_clip=extras.reward_clip, missing_eos_penalty=extras.missing_eos_penalty,
+        samples_per_prompt=extras.samples_per_prompt, advantage_estimator=extras.advantage_estimator,
     )
     policy_params, value_params = roles.parameters_of(POLICY), roles.parameters_of(VALUE)
     optimizer = torch.optim.AdamW([{"params": policy_params},
@@ -215,8 +223,11 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         roles, optimizer, ppo_epochs=cfg.ppo_epochs, mini_batch_size=cfg.batch_size * cfg.grad_accum,
         micro_batch_size=cfg.batch_size, clip_range=cfg.clip_range, value_clip=cfg.value_clip,
         value_coef=cfg.value_coef, max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature,
-        whiten_advantages=extras.whiten_advantages, backward_rows=cfg.backward_rows,
+        whiten_advantages=extras.whiten_advantages, backward_rows=cfg.backward_rows, train_value=use_value,
     )
+    warmup_steps = extras.critic_warmup_steps if use_value else 0
+    if extras.critic_warmup_steps and not use_value:
+        ctx.log("critic_warmup_steps is ignored with advantage_estimator rloo: no value is trained", level="warning")
     kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, extras.kl_horizon)
     sample_gen = torch.Generator().manual_seed(cfg.seed)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -246,9 +257,11 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         order = DataOrder.from_state(state["data_order"], len(prompts))
         ctx.log(f"resumed from {last.name} at step {step}")
 
-    n_trainable = sum(p.numel() for p in policy_params + value_params)
+    n_trainable = sum(p.numel() for p in policy_params + (value_params if use_value else []))
+    per_prompt = (f" x {extras.samples_per_prompt} responses" if extras.samples_per_prompt > 1 else "")
     ctx.log(f"PPO on {len(prompts)} prompts of snapshot {sid}: {total_steps} steps of {cfg.rollout_batch_size} "
-            f"rollouts, {n_trainable:,} trainable parameters (policy + value), reference = "
+            f"prompts{per_prompt}, advantages by {'GAE on a learned value' if use_value else 'leave-one-out (rloo)'}, "
+            f"{n_trainable:,} trainable parameters ({'policy + value' if use_value else 'policy'}), reference = "
             f"{'adapter ' + str(reference_from) if reference_from else 'the bare base'}, reward = "
             f"{cfg.reward_model if reward is None else getattr(reward, 'description', 'given')}"
             f"{', safety cost from ' + str(extras.safety_model) if extras.safety_model else ''}"
@@ -281,7 +294,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         t_roll = time.perf_counter() - t0
         lr = scheduler.get_last_lr()[0]
         # critic warm-up: the first steps fit the value to the returns before the policy follows its advantages
-        stats = trainer.step(exp, shuffle_gen, train_policy=step >= extras.critic_warmup_steps)
+        stats = trainer.step(exp, shuffle_gen, train_policy=step >= warmup_steps)
         scheduler.step()
         kl_used = kl_ctl.value
         kl_ctl.update(float(exp.kl.mean()), exp.batch_size)
@@ -324,7 +337,8 @@ def _summary(tokens: int, seconds: float, step: int, total: int) -> dict[str, An
 
 def store_samples(ctx: JobContext, cfg: PpoConfig, extras: PpoExtras, prompts, idx: list[int], texts: list[str],
                   exp, step: int) -> int:
-    """Store the first ``samples_per_store`` responses of this rollout in the project as model responses."""
+    """Store the first ``samples_per_store`` responses of this rollout in the project as model responses (``idx``
+    are the rollout's prompts; ``exp.prompt_index`` says which of them each response answers)."""
     project = ctx.project()
     if project is None:
         return 0
@@ -336,7 +350,7 @@ def store_samples(ctx: JobContext, cfg: PpoConfig, extras: PpoExtras, prompts, i
                     "max_new_tokens": cfg.max_new_tokens, "run_id": ctx.run_id, "ppo_step": step,
                     "score": float(exp.score[row]), "cost": float(exp.cost[row]), "kl": float(exp.kl[row]),
                     "finish_reason": "stop" if bool(exp.finished[row]) else "length"}
-        project.add_response(prompts[idx[row]][0], texts[row], origin="model", source=f"ppo run {ctx.run_id}",
+        project.add_response(prompts[idx[int(exp.prompt_index[row])]][0], texts[row], origin="model", source=f"ppo run {ctx.run_id}",
                              model=cfg.base_model, adapter=str(ctx.output_dir), sampling=sampling, seed=cfg.seed)
         stored += 1
     return stored

@@ -36,6 +36,10 @@ class PpoExtras:
     reward_clip: float = _f(5.0, "Clip the (normalised) score to ±this (0: no clipping).")
     missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")
     whiten_advantages: bool = _f(True, "Whiten advantages over each rollout.")
+    samples_per_prompt: int = _f(1, "Responses sampled for each prompt of a rollout (a rollout holds "
+                                 "rollout_batch_size x this).")
+    advantage_estimator: str = _f("gae", "gae (a learned value and GAE) or rloo (leave-one-out baseline over the "
+                                  "responses to the same prompt; no value is trained).")
     kl_horizon: float = _f(512.0, "Horizon (in responses) of the adaptive KL controller: each step moves the "
                            "coefficient by at most 20% x responses/horizon. 512 lets a run of 16-prompt rollouts "
                            "reach its target KL within tens of steps (the 10,000 of large-batch RLHF would take "

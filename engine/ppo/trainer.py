@@ -5,7 +5,8 @@ controller that sets β for the next rollout.
 A mini-batch is ``mini_batch_size`` sequences, processed as micro-batches of ``micro_batch_size`` whose losses are
 weighted by their share of the mini-batch's response tokens, so accumulation gives the token mean of the whole
 mini-batch (and a micro-batch is split again into chunks of at most ``backward_rows`` sequences, the same way, to
-bound the activation memory of one backward). Policy and value are separate adapters, so their losses add without
+bound the activation memory of one backward). With the rloo estimator no value is trained, and the value's
+forward and backward are skipped. Policy and value are separate adapters, so their losses add without
 interfering (and are backwarded one after the other); each role's gradient is clipped on its own (the value's is
 often much larger early on).
 """
@@ -45,6 +46,7 @@ class PpoTrainer:
         temperature: float = 1.0,
         whiten_advantages: bool = True,
         backward_rows: int = 2,
+        train_value: bool = True,
     ):
         self.roles, self.optimizer = roles, optimizer
         self.ppo_epochs, self.mini_batch_size, self.micro_batch_size = ppo_epochs, mini_batch_size, micro_batch_size
@@ -55,6 +57,8 @@ class PpoTrainer:
         # summation order) while the activation graph alive at once shrinks (SmolLM2, 8 x 128 tokens: the update's
         # peak RSS 4.5 GB with 8 rows at once, 1.8 GB with 2). 0: no further split.
         self.backward_rows = backward_rows
+        # False with the rloo estimator: its baseline is the other responses' reward, so no value is trained (or run)
+        self.train_value = train_value
         self.policy_params = roles.parameters_of(POLICY)
         self.value_params = roles.parameters_of(VALUE)
 
@@ -85,9 +89,10 @@ class PpoTrainer:
                     for k, v in stats.items():
                         sums[k] += v * share
                 gp = torch.nn.utils.clip_grad_norm_(self.policy_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
-                gv = torch.nn.utils.clip_grad_norm_(self.value_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
                 sums["ppo/grad_norm_policy"] += float(gp)
-                sums["ppo/grad_norm_value"] += float(gv)
+                if self.train_value:
+                    gv = torch.nn.utils.clip_grad_norm_(self.value_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
+                    sums["ppo/grad_norm_value"] += float(gv)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 n += 1
@@ -95,7 +100,8 @@ class PpoTrainer:
         # spans several optimizer steps, which keeps the refault cost after a trim small (see RELEASE_EVERY)
         release_free_memory()
         out = {k: v / max(1, n) for k, v in sums.items()}
-        out["ppo/explained_variance"] = explained_variance(exp.values, exp.returns, mask)
+        if self.train_value:
+            out["ppo/explained_variance"] = explained_variance(exp.values, exp.returns, mask)
         out["ppo/updates"] = float(n)
         return out
 
@@ -116,6 +122,8 @@ class PpoTrainer:
             loss = float(pol.loss.detach())
             stats = {"ppo/policy_loss": loss, "ppo/clip_frac": float(pol.clip_frac),
                      "ppo/approx_kl": float(pol.approx_kl)}
+        if not self.train_value:
+            return {**stats, "ppo/loss": loss}
         values = roles.values(exp.sequences, exp.attention_mask, P, bottom=exp.bottom).float()
         val = clipped_value_loss(values, exp.values, exp.returns, mask, self.value_clip)
         (self.value_coef * val.loss * weight).backward()
@@ -139,7 +147,18 @@ def rollout_metrics(exp: Experience, texts: list[str], kl_coef: float) -> dict[s
         "rollout/response_length": float(lengths.mean()),
         "rollout/truncated_frac": float((~exp.finished).float().mean()),
         "rollout/empty_frac": float(sum(1 for t in texts if not t.strip()) / max(1, len(texts))),
+        **_within_prompt_spread(exp),
     }
+
+
+def _within_prompt_spread(exp: Experience) -> dict[str, float]:
+    """With several responses per prompt: the score's mean spread among the responses to one prompt (what a
+    leave-one-out baseline leaves for the policy to learn from, against ``rollout/score_std`` over the rollout)."""
+    groups = torch.unique(exp.prompt_index)
+    if len(groups) == exp.batch_size:
+        return {}
+    stds = [exp.score[exp.prompt_index == g].std() for g in groups if int((exp.prompt_index == g).sum()) > 1]
+    return {"rollout/score_std_within_prompt": float(torch.stack(stds).mean())} if stds else {}
 
 
 def collect(metrics: dict[str, Any]) -> dict[str, float]:

@@ -16,6 +16,7 @@ from engine.losses import (
     dpo_loss,
     explained_variance,
     gae,
+    leave_one_out_advantages,
     masked_bce_with_logits,
     pairwise_accuracy,
     strength_margin,
@@ -117,6 +118,23 @@ def test_gae_worked_example():
     adv, ret = gae(rewards[1:], values[1:], mask[1:], gamma=0.9, lam=1.0)
     assert adv.tolist()[0] == pytest.approx([0.8, 1.0, 0.0])
     assert ret.tolist()[0] == pytest.approx([1.8, 2.0, 0.0])
+
+
+def test_leave_one_out_advantages_worked_example():
+    # prompt 0 has three responses rewarded 1, 2, 6: baselines (2+6)/2 = 4, (1+6)/2 = 3.5, (1+2)/2 = 1.5
+    #   -> advantages -3, -1.5, 4.5; prompt 1 has two, rewarded 5 and -1: baselines -1 and 5 -> 6, -6.
+    # Rows are interleaved on purpose (the group, not the position, decides), and padding stays 0.
+    reward = t([1.0, 5.0, 2.0, -1.0, 6.0])
+    group = torch.tensor([0, 1, 0, 1, 0])
+    mask = t([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    adv = leave_one_out_advantages(reward, group, mask)
+    expected = [[-3.0, -3.0, 0.0], [6.0, 0.0, 0.0], [-1.5, -1.5, -1.5], [-6.0, -6.0, 0.0], [4.5, 0.0, 0.0]]
+    assert torch.allclose(adv, t(expected), atol=1e-6), adv
+    # each prompt's advantages sum to zero: the prompt's own level is gone
+    per_row = adv[:, 0]
+    assert float(per_row[group == 0].sum()) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least two responses per prompt"):
+        leave_one_out_advantages(t([1.0, 2.0, 3.0]), torch.tensor([0, 0, 1]), t([[1], [1], [1]]))
 
 
 def test_whiten_over_mask():

@@ -4,6 +4,7 @@ cancel, bad input."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 
@@ -114,6 +115,40 @@ def test_critic_warm_up_and_value_lr_reach_the_job(tiny_model_dir, prompt_projec
     assert any(v.any() for k, v in load_file(first / "value" / "adapter_model.safetensors").items() if "lora_B" in k)
     final = load_file(run_dir / "adapter" / "adapter_model.safetensors")
     assert any(v.any() for k, v in final.items() if "lora_B" in k)
+
+
+def test_rloo_job_samples_each_prompt_several_times_and_trains_no_value(tiny_model_dir, prompt_project):
+    cfg = cfg_for(tiny_model_dir, max_steps=2, rollout_batch_size=3, samples_per_prompt=2, advantage_estimator="rloo",
+                  samples_per_store=6, sample_every=1)
+    run_id, run_dir, code, events = run_inprocess(prompt_project, cfg)
+    assert code == 0, events[-1]
+    streamed = {k for e in events if e.type.value == "metrics" for k in e.data}
+    assert {"ppo/policy_loss", "rollout/score_std_within_prompt"} <= streamed
+    assert not streamed & {"ppo/value_loss", "ppo/explained_variance"}
+    assert any("leave-one-out (rloo)" in e.data.get("message", "") for e in events if e.type.value == "log")
+    assert any(v.any() for k, v in load_file(run_dir / "adapter" / "adapter_model.safetensors").items() if "lora_B" in k)
+    assert all(not v.any() for k, v in load_file(run_dir / "value" / "adapter_model.safetensors").items()
+               if "lora_B" in k)  # the value was never trained
+    with Project.open(prompt_project) as p:
+        rows = p.conn.execute("SELECT prompt_id, sampling FROM response WHERE source = ?",
+                              (f"ppo run {run_id}",)).fetchall()
+    # a rollout of 3 prompts x 2 responses: what one step stores answers at most 3 prompts (identical responses to
+    # a prompt are stored once, so a step may store fewer than 6)
+    by_step: dict[int, list[int]] = {}
+    for prompt_id, sampling in rows:
+        by_step.setdefault(json.loads(sampling)["ppo_step"], []).append(prompt_id)
+    assert sorted(by_step) == [1, 2]
+    assert all(len(set(ids)) <= 3 < len(ids) for ids in by_step.values()), by_step
+
+
+def test_rloo_with_one_response_per_prompt_is_refused_before_a_run_exists(tiny_model_dir, prompt_project):
+    from workbench.errors import InputError
+
+    with pytest.raises(InputError, match="needs samples_per_prompt of at least 2") as e:
+        JobClient(prompt_project).prepare("ppo", cfg_for(tiny_model_dir, advantage_estimator="rloo"))
+    assert e.value.field == "samples_per_prompt"
+    with Project.open(prompt_project) as p:
+        assert p.runs() == []
 
 
 class CancelAtStep(io.StringIO):

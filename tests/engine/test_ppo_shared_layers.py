@@ -1,10 +1,12 @@
 """Shared frozen layers: when policy, value and reference adapt only the top layers, the bottom ones run once per
 rollout row and every role's forward starts from that hidden state. The split forwards must give what the full ones
 give, and a PPO step must update the adapters as it does without sharing. A critic warm-up step moves the value
-only."""
+only. With several responses per prompt and the rloo estimator, a rollout samples each prompt k times, the
+advantages are leave-one-out, and only the policy trains."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from peft import LoraConfig
 
@@ -104,3 +106,48 @@ def test_a_critic_warm_up_step_trains_the_value_only(tiny_model_dir):
     assert all(not torch.equal(a, b) for a, b in zip(value, roles.parameters_of(VALUE)))
     trainer.step(exp, torch.Generator().manual_seed(1))
     assert all(not torch.equal(a, b) for a, b in zip(policy, roles.parameters_of(POLICY)))
+
+
+def test_rloo_rollout_samples_each_prompt_k_times_and_trains_the_policy_only(tiny_model_dir):
+    roles, tok = _roles(tiny_model_dir, top_only=True)
+    maker = ExperienceMaker(roles, tok, contains_rule("e"), max_new_tokens=6, forward_batch_size=4,
+                            samples_per_prompt=3, advantage_estimator="rloo", normalize_reward=False,
+                            missing_eos_penalty=0.5)
+    convs = [[{"role": "user", "content": "Hi" + " there" * i}] for i in range(2)]
+    ids = [encode_prompt(tok, c, 32) for c in convs]
+    beta = 0.1
+    exp, texts = maker.make(ids, convs, beta, torch.Generator().manual_seed(0))
+    assert exp.batch_size == len(texts) == 6
+    assert exp.prompt_index.tolist() == [0, 0, 0, 1, 1, 1]
+    # the three copies of a prompt carry the same prompt tokens, and sampling gave them their own responses
+    P = exp.prompt_width
+    assert torch.equal(exp.sequences[0, :P], exp.sequences[2, :P])
+    assert not torch.equal(exp.sequences[0, :P], exp.sequences[3, :P])
+    assert len({tuple(r) for r in exp.sequences[:, P:].tolist()}) > 1
+    # each row's advantage is its KL-penalised reward minus the mean of the other two rows of its prompt, on
+    # every response token; no value was computed
+    seq_reward = exp.reward - beta * exp.kl
+    for row in range(6):
+        others = [r for r in range(6) if r != row and exp.prompt_index[r] == exp.prompt_index[row]]
+        expected = float(seq_reward[row] - seq_reward[others].mean())
+        n = int(exp.response_mask[row].sum())
+        assert torch.allclose(exp.advantages[row, :n], torch.full((n,), expected), atol=1e-6), row
+        assert not exp.advantages[row, n:].any()
+    assert not exp.values.any()
+
+    opt = torch.optim.AdamW([{"params": roles.parameters_of(POLICY)}, {"params": roles.parameters_of(VALUE)}], lr=1e-2,
+                            weight_decay=0.1)
+    trainer = PpoTrainer(roles, opt, ppo_epochs=2, mini_batch_size=6, micro_batch_size=3, train_value=False)
+    policy = [p.detach().clone() for p in roles.parameters_of(POLICY)]
+    value = [p.detach().clone() for p in roles.parameters_of(VALUE)]
+    stats = trainer.step(exp, torch.Generator().manual_seed(1))
+    assert all(not torch.equal(a, b) for a, b in zip(policy, roles.parameters_of(POLICY)))
+    # weight decay would move a value parameter that merely sat in the optimizer: the value got no gradient at all
+    assert all(torch.equal(a, b) for a, b in zip(value, roles.parameters_of(VALUE)))
+    assert "ppo/policy_loss" in stats and "ppo/value_loss" not in stats and "ppo/explained_variance" not in stats
+
+
+def test_rloo_needs_two_responses_per_prompt(tiny_model_dir):
+    roles, tok = _roles(tiny_model_dir, top_only=True)
+    with pytest.raises(ValueError, match="two responses per prompt"):
+        ExperienceMaker(roles, tok, contains_rule("e"), samples_per_prompt=1, advantage_estimator="rloo")

@@ -284,6 +284,8 @@ class JobClient:
         expected = config_class(stage)
         if not isinstance(config, expected):
             raise WorkbenchError(f"a {stage} run needs a {expected.__name__}, not a {type(config).__name__}")
+        # a config the worker would refuse on loading is refused here, before a run row or folder exists
+        config.validate()
         with Project.open(self.project_path) as project:
             run_id = project.create_run(
                 stage, config.to_dict(), name=config.name, base_model=config.base_model,
