@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rollout", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--ppo-epochs", type=int, default=2)
+    ap.add_argument("--grad-accum", type=int, default=1,
+                    help="micro-batches of --batch-size per PPO mini-batch (one optimizer step): a rollout of N "
+                         "responses gives N / (batch-size x grad-accum) updates per PPO epoch")
     ap.add_argument("--lora-top-layers", type=int, default=None,
                     help="policy and value LoRA on the top N layers only (the update's backward stops below them)")
     ap.add_argument("--worker-threads", type=int, default=None, help="torch threads of the PPO worker")
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--advantage", choices=("gae", "rloo"), default="gae",
                     help="advantage estimator: gae (a learned value) or rloo (leave-one-out over the responses to "
                          "the same prompt; needs --samples-per-prompt >= 2)")
+    ap.add_argument("--whiten", choices=("auto", "on", "off"), default="auto",
+                    help="whiten advantages over each rollout (auto: the product's default, yes with gae, no with rloo)")
     ap.add_argument("--raw-reward", action="store_true",
                     help="train on the reward model's raw score (no running normalisation, no clipping)")
     ap.add_argument("--missing-eos-penalty", type=float, default=0.0,
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"before: mean reward {before['mean']:.3f} ± {before['std']:.3f}", flush=True)
 
     ppo_cfg = PpoConfig(reward_model=reward_model, lr=args.lr, rollout_batch_size=args.rollout,
-                        batch_size=args.batch_size, ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
+                        batch_size=args.batch_size, grad_accum=args.grad_accum, ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
                         target_kl=args.target_kl, max_steps=100_000, checkpoint_every=10,
                         max_length=args.max_prompt_tokens + args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                         temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo",
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                         value_from_reward=args.value_from_reward, critic_warmup_steps=args.critic_warmup,
                         value_lr=args.value_lr, samples_per_prompt=args.samples_per_prompt,
                         advantage_estimator=args.advantage,
+                        whiten_advantages={"auto": None, "on": True, "off": False}[args.whiten],
                         **({"kl_horizon": args.kl_horizon} if args.kl_horizon else {}),
                         # raw: neither normalised nor clipped; otherwise the product's defaults for both
                         **({"normalize_reward": False, "reward_clip": 0.0} if args.raw_reward else {}),
@@ -244,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe()}")
     print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
-          f"{args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage}, "
-          f"{args.ppo_epochs} PPO epochs, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
+          f"{args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage} (whitened: {args.whiten}), "
+          f"{args.ppo_epochs} PPO epochs over mini-batches of {args.batch_size * args.grad_accum}, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
           f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, KL horizon {ppo_cfg.kl_horizon}, value from reward model "
           f"{args.value_from_reward}, value lr {args.value_lr or args.lr}, critic warm-up {args.critic_warmup} steps, raw reward {args.raw_reward}, "
           f"missing-EOS penalty {args.missing_eos_penalty}, "

@@ -2,7 +2,7 @@
 the tooltip, its type deciding the editor. Reading the form back goes through ``Config.from_dict``, so a bad value
 is reported exactly as in a YAML file (an :class:`~workbench.errors.InputError` naming the field).
 
-Editors: a check box for ``bool``; a drop-down for fields with a known set of choices; a spin box for a plain
+Editors: a check box for ``bool`` (a drop-down of auto, yes and no for ``bool | None``); a drop-down for fields with a known set of choices; a spin box for a plain
 ``int`` with a minimum; a line edit for everything else, read as YAML (so ``2e-4``, ``null``, ``[q_proj, v_proj]``
 and ``{slight: 0.3}`` all work, and an empty box means none).
 """
@@ -34,7 +34,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "quantize": ("auto", "4bit", "none"),
     "loss_type": ("sigmoid", "ipo", "hinge"),
+    "advantage_estimator": ("gae", "rloo"),
 }
+# An optional bool (none: the engine decides) gets a drop-down, since a check box cannot say "none".
+TRISTATE = {"auto": None, "yes": True, "no": False}
 EDITABLE_CHOICES = {"device"}  # cuda:1 and the like
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "resources" / "presets"
@@ -90,7 +93,12 @@ class ConfigForm(QWidget):
                 continue
             hint, optional = _plain(hints[f.name])
             help_text = f.metadata.get("help", "")
-            if hint is bool:
+            if hint is bool and optional:
+                w = QComboBox()
+                w.addItems(list(TRISTATE))
+                w.currentTextChanged.connect(self.changed)
+                kind = "tristate"
+            elif hint is bool:
                 w: QWidget = QCheckBox()
                 w.toggled.connect(self.changed)
                 kind = "bool"
@@ -128,6 +136,8 @@ class ConfigForm(QWidget):
         kind = self.kinds[name]
         if kind == "bool":
             w.setChecked(bool(value))
+        elif kind == "tristate":
+            w.setCurrentText(next(k for k, v in TRISTATE.items() if v is (None if value is None else bool(value))))
         elif kind == "choice":
             i = w.findText(str(value))
             if i >= 0:
@@ -151,6 +161,8 @@ class ConfigForm(QWidget):
             kind = self.kinds[name]
             if kind == "bool":
                 out[name] = w.isChecked()
+            elif kind == "tristate":
+                out[name] = TRISTATE[w.currentText()]
             elif kind == "choice":
                 out[name] = w.currentText()
             elif kind == "int":

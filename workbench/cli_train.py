@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .configs import DPO_LOSS_TYPES, DpoConfig, GenerateConfig, ModelConfig, PpoConfig, ScoreConfig, load_config
+from .configs import ADVANTAGE_ESTIMATORS, DPO_LOSS_TYPES, DpoConfig, GenerateConfig, ModelConfig, PpoConfig, ScoreConfig, load_config
 from .errors import WorkbenchError
 from .jobs import JobClient, RunHandle
 from .jobs.protocol import Event, EventType
@@ -206,7 +206,8 @@ def _train_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     )
     if args.stage == "ppo":
         overrides.update(reward_model=args.reward_model, safety_model=args.safety_model,
-                         safety_weight=args.safety_weight)
+                         safety_weight=args.safety_weight, samples_per_prompt=args.samples_per_prompt,
+                         advantage_estimator=args.advantage)
     elif args.stage == "dpo":
         overrides.update(beta=args.beta, loss_type=args.loss_type)
     return args.stage, overrides
@@ -333,6 +334,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             p.add_argument("--reward-model", metavar="DIR", help=_help(PpoConfig, "reward_model"))
             p.add_argument("--safety-model", metavar="DIR", help=_help(PpoConfig, "safety_model"))
             p.add_argument("--safety-weight", type=float, metavar="X", help=_help(PpoConfig, "safety_weight"))
+            p.add_argument("--samples-per-prompt", type=int, metavar="N", help=_help(PpoConfig, "samples_per_prompt"))
+            p.add_argument("--advantage", choices=ADVANTAGE_ESTIMATORS, help=_help(PpoConfig, "advantage_estimator"))
         elif stage == "dpo":
             p.add_argument("--beta", type=float, metavar="X", help=_help(DpoConfig, "beta"))
             p.add_argument("--loss-type", choices=DPO_LOSS_TYPES, help=_help(DpoConfig, "loss_type"))

@@ -342,7 +342,9 @@ class PpoConfig(BaseRunConfig):
                            "hundreds).", min=1.0)
     gamma: float = _f(1.0, "Discount.", min=0.0, max=1.0)
     lam: float = _f(0.95, "GAE lambda.", min=0.0, max=1.0)
-    whiten_advantages: bool = _f(True, "Whiten advantages over each rollout.")
+    whiten_advantages: bool | None = _f(None, "Whiten advantages over each rollout (zero mean, unit spread). None: yes with gae, no with rloo, whose "
+                                       "leave-one-out advantages are centred already; whitening them would blow the KL "
+                                       "noise of a rollout whose rewards all agree (a solved prompt) up to unit size.")
     max_new_tokens: int = _f(128, "Tokens generated per rollout response.", min=1)
     temperature: float = _f(1.0, "Sampling temperature of rollouts.", min=0.0)
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0)

@@ -223,7 +223,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         roles, optimizer, ppo_epochs=cfg.ppo_epochs, mini_batch_size=cfg.batch_size * cfg.grad_accum,
         micro_batch_size=cfg.batch_size, clip_range=cfg.clip_range, value_clip=cfg.value_clip,
         value_coef=cfg.value_coef, max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature,
-        whiten_advantages=extras.whiten_advantages, backward_rows=cfg.backward_rows, train_value=use_value,
+        whiten_advantages=use_value if extras.whiten_advantages is None else extras.whiten_advantages, backward_rows=cfg.backward_rows, train_value=use_value,
     )
     warmup_steps = extras.critic_warmup_steps if use_value else 0
     if extras.critic_warmup_steps and not use_value:

@@ -35,7 +35,9 @@ class PpoExtras:
     normalize_reward: bool = _f(True, "Normalise scores by their running mean and spread before clipping.")
     reward_clip: float = _f(5.0, "Clip the (normalised) score to ±this (0: no clipping).")
     missing_eos_penalty: float = _f(1.0, "Subtracted from the reward of a response cut off before end-of-sequence.")
-    whiten_advantages: bool = _f(True, "Whiten advantages over each rollout.")
+    whiten_advantages: bool | None = _f(None, "Whiten advantages over each rollout (zero mean, unit spread). None: yes with gae, no with rloo, whose "
+                                       "leave-one-out advantages are centred already; whitening them would blow the KL "
+                                       "noise of a rollout whose rewards all agree (a solved prompt) up to unit size.")
     samples_per_prompt: int = _f(1, "Responses sampled for each prompt of a rollout (a rollout holds "
                                  "rollout_batch_size x this).")
     advantage_estimator: str = _f("gae", "gae (a learned value and GAE) or rloo (leave-one-out baseline over the "

@@ -1,4 +1,5 @@
-"""PPO learns a rule-based reward on a tiny model within a few dozen steps while the KL stays bounded.
+"""PPO learns a rule-based reward on a tiny model within a few dozen steps while the KL stays bounded, with either
+advantage estimator.
 
 Reward: +1 when the response contains the letter "e" (about one response in eight at the start). LoRA also on the
 LM head, so the tiny random model's near-uniform output can move quickly; responses are 6 tokens.
@@ -27,13 +28,17 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def test_policy_learns_a_rule_reward_with_bounded_kl(tiny_model_dir, project_path):
+# 16 responses a rollout either way: 16 prompts once each with a learned value (GAE), or 4 prompts 4 times each
+# with the leave-one-out baseline (rloo)
+@pytest.mark.parametrize("estimator, prompts, per_prompt", [("gae", 16, 1), ("rloo", 4, 4)])
+def test_policy_learns_a_rule_reward_with_bounded_kl(tiny_model_dir, project_path, estimator, prompts, per_prompt):
     with Project.create(project_path) as p:
         for i in range(16):
             p.add_prompt([{"role": "user", "content": f"Say something, number {i}."}], source="test")
     cfg = PpoConfig(base_model=str(tiny_model_dir), reward_model="rule:contains:e", lora_targets=TARGETS, lora_r=8,
                     lora_alpha=16, lora_dropout=0.0, lr=1e-2, warmup_ratio=0.0, min_lr_ratio=1.0, batch_size=16,
-                    rollout_batch_size=16, ppo_epochs=4, max_new_tokens=6, max_steps=30, kl_coef=0.02,
+                    rollout_batch_size=prompts, samples_per_prompt=per_prompt, advantage_estimator=estimator,
+                    ppo_epochs=4, max_new_tokens=6, max_steps=30, kl_coef=0.02,
                     target_kl=4.0, value_coef=0.5, checkpoint_every=0, seed=0, max_length=64)
     client = JobClient(project_path)
     run_id, run_dir = client.prepare("ppo", cfg)

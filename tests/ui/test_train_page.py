@@ -43,6 +43,23 @@ def test_every_config_field_has_an_editor_with_its_help(page, stage):
     assert dataclasses.asdict(cfg) == dataclasses.asdict(cls(base_model=BUNDLED_MODEL_REF))
 
 
+def test_ppo_estimator_and_optional_whitening_have_drop_downs(page):
+    from PySide6.QtWidgets import QComboBox
+
+    page.set_stage("ppo")
+    form = page.form
+    whiten, estimator = form.editors["whiten_advantages"], form.editors["advantage_estimator"]
+    assert isinstance(whiten, QComboBox) and isinstance(estimator, QComboBox)
+    assert whiten.currentText() == "auto" and form.raw_values()["whiten_advantages"] is None
+    estimator.setCurrentText("rloo")
+    form.editors["samples_per_prompt"].setValue(4)
+    whiten.setCurrentText("no")
+    cfg = form.config()
+    assert (cfg.advantage_estimator, cfg.samples_per_prompt, cfg.whiten_advantages) == ("rloo", 4, False)
+    form.set_value("whiten_advantages", True)
+    assert whiten.currentText() == "yes" and form.config().whiten_advantages is True
+
+
 def test_presets_fill_the_settings(page):
     titles = list(page.presets)
     assert "Quick demo on CPU" in titles and "QLoRA on one GPU" in titles

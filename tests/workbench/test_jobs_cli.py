@@ -87,6 +87,10 @@ def test_ppo_flags_land_in_the_config(tmp_path):
     # The PPO flags belong to ppo only.
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "sft", "p.rlhf", "--reward-model", "x"])
+    cfg = _config_of(["train", "ppo", "p.rlhf", "--advantage", "rloo", "--samples-per-prompt", "4"])
+    assert (cfg.advantage_estimator, cfg.samples_per_prompt) == ("rloo", 4)
+    with pytest.raises(InputError, match="samples_per_prompt of at least 2"):
+        _config_of(["train", "ppo", "p.rlhf", "--advantage", "rloo"])
 
 
 def test_dpo_flags_land_in_the_config(capsys):
