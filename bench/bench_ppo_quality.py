@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                          "the same prompt; needs --samples-per-prompt >= 2)")
     ap.add_argument("--whiten", choices=("auto", "on", "off"), default="auto",
                     help="whiten advantages over each rollout (auto: the product's default, yes with gae, no with rloo)")
+    ap.add_argument("--min-kl-coef", type=float, default=0.0,
+                    help="floor of the adaptive KL coefficient (0: none, the product's default)")
     ap.add_argument("--raw-reward", action="store_true",
                     help="train on the reward model's raw score (no running normalisation, no clipping)")
     ap.add_argument("--missing-eos-penalty", type=float, default=0.0,
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                         value_from_reward=args.value_from_reward, critic_warmup_steps=args.critic_warmup,
                         value_lr=args.value_lr, samples_per_prompt=args.samples_per_prompt,
                         advantage_estimator=args.advantage,
+                        min_kl_coef=args.min_kl_coef,
                         whiten_advantages={"auto": None, "on": True, "off": False}[args.whiten],
                         **({"kl_horizon": args.kl_horizon} if args.kl_horizon else {}),
                         # raw: neither normalised nor clipped; otherwise the product's defaults for both
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
           f"{args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage} (whitened: {args.whiten}), "
           f"{args.ppo_epochs} PPO epochs over mini-batches of {args.batch_size * args.grad_accum}, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
-          f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, KL horizon {ppo_cfg.kl_horizon}, value from reward model "
+          f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, KL horizon {ppo_cfg.kl_horizon}, KL coefficient floor {args.min_kl_coef}, value from reward model "
           f"{args.value_from_reward}, value lr {args.value_lr or args.lr}, critic warm-up {args.critic_warmup} steps, raw reward {args.raw_reward}, "
           f"missing-EOS penalty {args.missing_eos_penalty}, "
           f"LoRA on {args.lora_top_layers or 'all'} layers, worker threads "

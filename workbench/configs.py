@@ -340,6 +340,9 @@ class PpoConfig(BaseRunConfig):
                            "coefficient by at most 20% x responses/horizon. 512 lets a run of 16-prompt rollouts "
                            "reach its target KL within tens of steps (the 10,000 of large-batch RLHF would take "
                            "hundreds).", min=1.0)
+    min_kl_coef: float = _f(0.0, "The adaptive KL controller never lowers the coefficient below this (0: no floor). While KL sits "
+                            "under target_kl early in a run the controller keeps shrinking the coefficient, and it then "
+                            "climbs back too slowly to stop KL overshooting.", min=0.0)
     gamma: float = _f(1.0, "Discount.", min=0.0, max=1.0)
     lam: float = _f(0.95, "GAE lambda.", min=0.0, max=1.0)
     whiten_advantages: bool | None = _f(None, "Whiten advantages over each rollout (zero mean, unit spread). None: yes with gae, no with rloo, whose "

@@ -228,7 +228,7 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     warmup_steps = extras.critic_warmup_steps if use_value else 0
     if extras.critic_warmup_steps and not use_value:
         ctx.log("critic_warmup_steps is ignored with advantage_estimator rloo: no value is trained", level="warning")
-    kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, extras.kl_horizon)
+    kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, extras.kl_horizon, extras.min_kl_coef)
     sample_gen = torch.Generator().manual_seed(cfg.seed)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
     order = DataOrder(len(prompts), cfg.seed)

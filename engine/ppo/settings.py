@@ -46,6 +46,9 @@ class PpoExtras:
                            "coefficient by at most 20% x responses/horizon. 512 lets a run of 16-prompt rollouts "
                            "reach its target KL within tens of steps (the 10,000 of large-batch RLHF would take "
                            "hundreds).")
+    min_kl_coef: float = _f(0.0, "The adaptive KL controller never lowers the coefficient below this (0: no floor). While KL sits "
+                            "under target_kl early in a run the controller keeps shrinking the coefficient, and it then "
+                            "climbs back too slowly to stop KL overshooting.")
     top_k: int = _f(0, "Sample among the k likeliest tokens in rollouts (0: no limit).")
     sample_every: int = _f(10, "Store sample responses in the project every N PPO steps (0: never).")
     samples_per_store: int = _f(4, "How many responses to store each time.")

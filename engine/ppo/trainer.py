@@ -24,9 +24,9 @@ from .experience import Experience
 from .roles import POLICY, VALUE, PpoRoles
 
 
-def make_kl_controller(kl_coef: float, adaptive: bool, target: float, horizon: float):
+def make_kl_controller(kl_coef: float, adaptive: bool, target: float, horizon: float, floor: float = 0.0):
     if adaptive and target > 0:
-        return AdaptiveKLController(kl_coef, target, horizon)
+        return AdaptiveKLController(kl_coef, target, horizon, floor)
     return FixedKLController(kl_coef)
 
 

@@ -199,6 +199,27 @@ def test_adaptive_kl_controller():
         AdaptiveKLController(0.1, 0.0, 100)
 
 
+def test_adaptive_kl_controller_floor():
+    # KL 0 vs target 4: error -1, clipped to -0.2; n/horizon = 32/100, so β shrinks by 6.4 % a step:
+    # 0.1 -> 0.0936 -> 0.0876 (under the floor 0.09, so 0.09); KL 8: error +0.2 -> 0.09 · 1.064 = 0.09576
+    kl = AdaptiveKLController(0.1, 4.0, 100, floor=0.09)
+    kl.update(0.0, 32)
+    assert kl.value == pytest.approx(0.0936)
+    kl.update(0.0, 32)
+    assert kl.value == pytest.approx(0.09)
+    kl.update(8.0, 32)
+    assert kl.value == pytest.approx(0.09576)
+    other = AdaptiveKLController(1.0, 1.0, 1.0)
+    other.load_state_dict(kl.state_dict())
+    assert other.floor == 0.09
+    old = {"value": 0.05, "target": 4.0, "horizon": 100.0}  # a checkpoint from before the floor existed
+    other.load_state_dict(old)
+    assert other.floor == 0.0
+    assert AdaptiveKLController(0.01, 4.0, 100, floor=0.05).value == 0.05
+    with pytest.raises(ValueError, match="floor"):
+        AdaptiveKLController(0.1, 4.0, 100, floor=-1.0)
+
+
 def test_dpo_sigmoid_and_ipo_worked_example():
     pc, pr, rc, rr = t([-10.0]), t([-12.0]), t([-11.0]), t([-11.0])
     # h = (-10 + 11) - (-12 + 11) = 2; β = 0.5 -> z = 1 -> -log σ(1) = 0.3132617

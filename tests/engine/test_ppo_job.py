@@ -141,6 +141,17 @@ def test_rloo_job_samples_each_prompt_several_times_and_trains_no_value(tiny_mod
     assert all(len(set(ids)) <= 3 < len(ids) for ids in by_step.values()), by_step
 
 
+def test_the_kl_coefficient_floor_reaches_the_controller(tiny_model_dir, prompt_project):
+    # KL stays far under a target of 50, so β shrinks by the most a step allows (20 % at horizon = rollout size):
+    # 0.05, 0.04, then 0.032 without a floor; the floor holds it at 0.038
+    cfg = cfg_for(tiny_model_dir, max_steps=3, kl_coef=0.05, target_kl=50.0, kl_horizon=8, min_kl_coef=0.038)
+    run_id, _, code, events = run_inprocess(prompt_project, cfg)
+    assert code == 0, events[-1]
+    with Project.open(prompt_project) as p:
+        used = [v for _, _, v in p.metrics(run_id, "rollout/kl_coef")]
+    assert used == pytest.approx([0.05, 0.04, 0.038])
+
+
 def test_rloo_with_one_response_per_prompt_is_refused_before_a_run_exists(tiny_model_dir, prompt_project):
     from workbench.errors import InputError
 

@@ -89,7 +89,7 @@ def test_ppo_config_carries_every_setting_the_ppo_job_reads(tmp_path):
     changed = dict(reward_base="/models/other-base", safety_model="/runs/3/adapter", safety_weight=0.25,
                    reference_adapter="/runs/1/adapter", value_from_reward=True, normalize_reward=False,
                    reward_clip=2.5, missing_eos_penalty=0.5, whiten_advantages=False, kl_horizon=500, critic_warmup_steps=3,
-                   value_lr=1e-3, samples_per_prompt=4, advantage_estimator="rloo",
+                   value_lr=1e-3, samples_per_prompt=4, advantage_estimator="rloo", min_kl_coef=0.02,
                    top_k=7, sample_every=0, samples_per_store=2, max_prompt_tokens=64)
     path = PpoConfig(**changed).save(tmp_path / "ppo.yaml")
     extras = PpoExtras.from_config(load_config("ppo", path))
