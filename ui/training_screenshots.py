@@ -1,5 +1,6 @@
 """Screenshots of the training desk for ``docs/``: ``python -m ui.training_screenshots [--out docs] [--model M]``
-(``--only playground``: the Playground chatting with the bundled SmolLM2, which the full run leaves out).
+(``--only playground``: the Playground chatting with the bundled SmolLM2, which the full run leaves out;
+``--only ppo-settings``: the Train page's PPO settings with several responses per prompt and the rloo estimator).
 
 Runs offscreen with real worker processes: an SFT run watched live on the Train page, a second run with other
 settings cancelled half way, a third killed (the failure banner), then the Runs page with both curves overlaid and
@@ -58,6 +59,24 @@ def tiny_model(folder: Path) -> str:
     return str(folder)
 
 
+def ppo_settings_shot(session, snap) -> None:
+    """The PPO settings scrolled to the rollout and KL fields (no run is started)."""
+    from PySide6.QtWidgets import QScrollArea
+
+    from .train_page import TrainPage
+
+    page = TrainPage(session)
+    page.resize(1400, 880)
+    page.show()
+    page.activate()
+    page.set_stage("ppo")
+    page.form.set_values(dict(rollout_batch_size=8, samples_per_prompt=4, advantage_estimator="rloo", kl_coef=0.1,
+                              target_kl=4.0, min_kl_coef=0.05))
+    snap(page, "train-ppo-settings-layout")  # lays the form out before scrolling
+    page.findChild(QScrollArea).ensureWidgetVisible(page.form.editors["whiten_advantages"], 50, 300)
+    snap(page, "train-ppo-settings")
+
+
 def playground_shot(session, out: Path, wait, snap) -> None:
     """The Playground answering with the bundled SmolLM2 (a real chat model, so the text reads as text)."""
     from workbench.paths import BUNDLED_MODEL_REF
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs"))
     ap.add_argument("--model", default="tiny")
-    ap.add_argument("--only", choices=("playground",), help="take only this page's screenshot")
+    ap.add_argument("--only", choices=("playground", "ppo-settings"), help="take only this page's screenshot")
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QEventLoop, QTimer
@@ -128,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         widget.grab().save(str(args.out / f"{name}.png"))
         print(args.out / f"{name}.png")
 
+    if args.only == "ppo-settings":
+        ppo_settings_shot(session, snap)
+        (args.out / "train-ppo-settings-layout.png").unlink()
+        project.close()
+        return 0
     if args.only == "playground":
         playground_shot(session, args.out, wait, snap)
         session._run_manager.shutdown()
