@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"before: mean reward {before['mean']:.3f} ± {before['std']:.3f}", flush=True)
 
     ppo_cfg = PpoConfig(reward_model=reward_model, lr=args.lr, rollout_batch_size=args.rollout,
-                        batch_size=args.batch_size, grad_accum=args.grad_accum, ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens,
+                        batch_size=args.batch_size, grad_accum=args.grad_accum, ppo_epochs=args.ppo_epochs,
+                        max_new_tokens=args.max_new_tokens,
                         target_kl=args.target_kl, max_steps=100_000, checkpoint_every=10,
                         max_length=args.max_prompt_tokens + args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                         temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo",
@@ -253,13 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe()}")
     print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
-          f"{args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage} (whitened: {args.whiten}), "
-          f"{args.ppo_epochs} PPO epochs over mini-batches of {args.batch_size * args.grad_accum}, up to {args.max_new_tokens} new tokens, prompts up to {args.max_prompt_tokens} "
-          f"tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, KL horizon {ppo_cfg.kl_horizon}, KL coefficient floor {args.min_kl_coef}, value from reward model "
-          f"{args.value_from_reward}, value lr {args.value_lr or args.lr}, critic warm-up {args.critic_warmup} steps, raw reward {args.raw_reward}, "
-          f"missing-EOS penalty {args.missing_eos_penalty}, "
-          f"LoRA on {args.lora_top_layers or 'all'} layers, worker threads "
-          f"{args.worker_threads or 'default'}")
+          f"{args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage} "
+          f"(whitened: {args.whiten}), {args.ppo_epochs} PPO epochs over mini-batches of "
+          f"{args.batch_size * args.grad_accum}, up to {args.max_new_tokens} new tokens, prompts up to "
+          f"{args.max_prompt_tokens} tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, "
+          f"KL horizon {ppo_cfg.kl_horizon}, KL coefficient floor {args.min_kl_coef}, value from reward model "
+          f"{args.value_from_reward}, value lr {args.value_lr or args.lr}, critic warm-up {args.critic_warmup} steps, "
+          f"raw reward {args.raw_reward}, missing-EOS penalty {args.missing_eos_penalty}, "
+          f"LoRA on {args.lora_top_layers or 'all'} layers, worker threads {args.worker_threads or 'default'}")
     print("curve (step: train score mean, KL nats/response):")
     kl_by_step = {s: v for s, _, v in kl_curve}
     for s, _, v in score_curve:

@@ -2,7 +2,8 @@
 the tooltip, its type deciding the editor. Reading the form back goes through ``Config.from_dict``, so a bad value
 is reported exactly as in a YAML file (an :class:`~workbench.errors.InputError` naming the field).
 
-Editors: a check box for ``bool`` (a drop-down of auto, yes and no for ``bool | None``); a drop-down for fields with a known set of choices; a spin box for a plain
+Editors: a check box for ``bool`` (a drop-down of auto, yes and no for ``bool | None``); a drop-down for fields
+with a known set of choices (``CHOICES``, or the field's own ``choices``); a spin box for a plain
 ``int`` with a minimum; a line edit for everything else, read as YAML (so ``2e-4``, ``null``, ``[q_proj, v_proj]``
 and ``{slight: 0.3}`` all work, and an empty box means none).
 """
@@ -33,9 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "quantize": ("auto", "4bit", "none"),
-    "loss_type": ("sigmoid", "ipo", "hinge"),
-    "advantage_estimator": ("gae", "rloo"),
-}
+}  # fields whose config declares its own choices (metadata "choices") get a drop-down of those too
 # An optional bool (none: the engine decides) gets a drop-down, since a check box cannot say "none".
 TRISTATE = {"auto": None, "yes": True, "no": False}
 EDITABLE_CHOICES = {"device"}  # cuda:1 and the like
@@ -102,9 +101,9 @@ class ConfigForm(QWidget):
                 w: QWidget = QCheckBox()
                 w.toggled.connect(self.changed)
                 kind = "bool"
-            elif f.name in CHOICES:
+            elif f.name in CHOICES or f.metadata.get("choices"):
                 w = QComboBox()
-                w.addItems(list(CHOICES[f.name]))
+                w.addItems(list(CHOICES.get(f.name) or f.metadata["choices"]))
                 w.setEditable(f.name in EDITABLE_CHOICES)
                 w.currentTextChanged.connect(self.changed)
                 kind = "choice"

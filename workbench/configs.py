@@ -340,14 +340,15 @@ class PpoConfig(BaseRunConfig):
                            "coefficient by at most 20% x responses/horizon. 512 lets a run of 16-prompt rollouts "
                            "reach its target KL within tens of steps (the 10,000 of large-batch RLHF would take "
                            "hundreds).", min=1.0)
-    min_kl_coef: float = _f(0.0, "The adaptive KL controller never lowers the coefficient below this (0: no floor). While KL sits "
-                            "under target_kl early in a run the controller keeps shrinking the coefficient, and it then "
-                            "climbs back too slowly to stop KL overshooting.", min=0.0)
+    min_kl_coef: float = _f(0.0, "The adaptive KL controller never lowers the coefficient below this (0: no "
+                            "floor). While KL sits under target_kl early in a run the controller keeps shrinking the "
+                            "coefficient, and it then climbs back too slowly to stop KL overshooting.", min=0.0)
     gamma: float = _f(1.0, "Discount.", min=0.0, max=1.0)
     lam: float = _f(0.95, "GAE lambda.", min=0.0, max=1.0)
-    whiten_advantages: bool | None = _f(None, "Whiten advantages over each rollout (zero mean, unit spread). None: yes with gae, no with rloo, whose "
-                                       "leave-one-out advantages are centred already; whitening them would blow the KL "
-                                       "noise of a rollout whose rewards all agree (a solved prompt) up to unit size.")
+    whiten_advantages: bool | None = _f(None, "Whiten advantages over each rollout (zero mean, unit spread). None: "
+                                       "yes with gae, no with rloo, whose leave-one-out advantages are centred "
+                                       "already; whitening them would blow the KL noise of a rollout whose rewards "
+                                       "all agree (a solved prompt) up to unit size.")
     max_new_tokens: int = _f(128, "Tokens generated per rollout response.", min=1)
     temperature: float = _f(1.0, "Sampling temperature of rollouts.", min=0.0)
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0)

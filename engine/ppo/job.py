@@ -162,12 +162,8 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
                 raise JobError(f"{what}: {e}") from e
     if ctx.project_path is None:
         raise JobError("PPO needs a project (its prompts)")
-    if extras.advantage_estimator not in ("gae", "rloo"):
-        raise JobError(f"advantage_estimator must be gae or rloo, not {extras.advantage_estimator!r}")
+    # the estimator and its samples_per_prompt were checked when the config was loaded (PpoConfig.validate)
     use_value = extras.advantage_estimator == "gae"
-    if not use_value and extras.samples_per_prompt < 2:
-        raise JobError("advantage_estimator rloo compares responses to the same prompt, so it needs "
-                       f"samples_per_prompt of at least 2, not {extras.samples_per_prompt}")
 
     device = resolve_device(cfg.device)
     loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
@@ -176,7 +172,8 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
     lora = LoraSettings.from_run_config(cfg, loaded.model)
     reference_from = extras.reference_adapter or cfg.adapter_from
     value_from = None
-    if use_value and extras.value_from_reward and cfg.reward_model and not is_rule_spec(cfg.reward_model) and not extras.reward_base:
+    if (use_value and extras.value_from_reward and cfg.reward_model and not is_rule_spec(cfg.reward_model)
+            and not extras.reward_base):
         value_from = cfg.reward_model
         if extras.normalize_reward:
             # The head starts out predicting the raw score while the returns it learns are normalised scores: its
@@ -223,7 +220,8 @@ def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult
         roles, optimizer, ppo_epochs=cfg.ppo_epochs, mini_batch_size=cfg.batch_size * cfg.grad_accum,
         micro_batch_size=cfg.batch_size, clip_range=cfg.clip_range, value_clip=cfg.value_clip,
         value_coef=cfg.value_coef, max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature,
-        whiten_advantages=use_value if extras.whiten_advantages is None else extras.whiten_advantages, backward_rows=cfg.backward_rows, train_value=use_value,
+        whiten_advantages=use_value if extras.whiten_advantages is None else extras.whiten_advantages,
+        backward_rows=cfg.backward_rows, train_value=use_value,
     )
     warmup_steps = extras.critic_warmup_steps if use_value else 0
     if extras.critic_warmup_steps and not use_value:
@@ -350,7 +348,8 @@ def store_samples(ctx: JobContext, cfg: PpoConfig, extras: PpoExtras, prompts, i
                     "max_new_tokens": cfg.max_new_tokens, "run_id": ctx.run_id, "ppo_step": step,
                     "score": float(exp.score[row]), "cost": float(exp.cost[row]), "kl": float(exp.kl[row]),
                     "finish_reason": "stop" if bool(exp.finished[row]) else "length"}
-        project.add_response(prompts[idx[int(exp.prompt_index[row])]][0], texts[row], origin="model", source=f"ppo run {ctx.run_id}",
+        prompt_id = prompts[idx[int(exp.prompt_index[row])]][0]
+        project.add_response(prompt_id, texts[row], origin="model", source=f"ppo run {ctx.run_id}",
                              model=cfg.base_model, adapter=str(ctx.output_dir), sampling=sampling, seed=cfg.seed)
         stored += 1
     return stored

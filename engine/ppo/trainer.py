@@ -88,11 +88,10 @@ class PpoTrainer:
                     stats = self._micro_step(micro, share, train_policy)
                     for k, v in stats.items():
                         sums[k] += v * share
-                gp = torch.nn.utils.clip_grad_norm_(self.policy_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
-                sums["ppo/grad_norm_policy"] += float(gp)
+                max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
+                sums["ppo/grad_norm_policy"] += float(torch.nn.utils.clip_grad_norm_(self.policy_params, max_norm))
                 if self.train_value:
-                    gv = torch.nn.utils.clip_grad_norm_(self.value_params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
-                    sums["ppo/grad_norm_value"] += float(gv)
+                    sums["ppo/grad_norm_value"] += float(torch.nn.utils.clip_grad_norm_(self.value_params, max_norm))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 n += 1
