@@ -9,6 +9,9 @@ for the rejected tokens, so both responses sit at the positions they would have 
 - rejected: queries of the rejected tokens against keys ``[prompt | rejected]`` with a lower-right causal mask,
   so a rejected token sees the whole prompt and the rejected tokens before it, never the chosen ones.
 
+The same works for any number of responses to one prompt (``[prompt | r1 | r2 | … | rk]``, each ``rj`` after the first
+seeing the prompt and itself): PPO scores its several samples per prompt this way (``engine.ppo.packing``).
+
 Each pair's hidden states, and so its rewards, equal those of running prompt+chosen and prompt+rejected as two
 separate sequences (tests/engine/test_rm_data.py checks this against the padded layout), while the prompt's tokens
 pass through the MLPs and projections once instead of twice and no padding is ever computed.
@@ -32,39 +35,47 @@ ATTN_IMPLEMENTATION = "wb_pairs"
 
 
 def pair_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """query (1, H, T, D); key/value (1, Hkv, T, D) → output (1, T, H, D). ``pair_segments``: a list of
-    (prompt start, chosen start, rejected start, end) per pair, contiguous and in order over the row."""
-    segments: Sequence[tuple[int, int, int, int]] | None = kwargs.get("pair_segments")
+    """query (1, H, T, D); key/value (1, Hkv, T, D) → output (1, T, H, D). ``pair_segments``: one tuple per
+    group, contiguous and in order over the row: (prompt start, first response start, further response starts …,
+    end). A pair is (prompt start, chosen start, rejected start, end); a group of k responses to one prompt (PPO's
+    samples per prompt) has k + 2 entries; a lone sequence (prompt start, start, end)."""
+    segments: Sequence[tuple[int, ...]] | None = kwargs.get("pair_segments")
     if segments is None or query.shape[0] != 1:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         kwargs.pop("pair_segments", None)
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     gqa = query.shape[1] != key.shape[1]
-    if not segments or segments[0][0] != 0 or segments[-1][3] != query.shape[2] or any(
-        a[3] != b[0] for a, b in zip(segments[:-1], segments[1:])
-    ):
+    if not segments or segments[0][0] != 0 or segments[-1][-1] != query.shape[2] or any(
+        a[-1] != b[0] for a, b in zip(segments[:-1], segments[1:])
+    ) or any(len(s) < 3 or list(s) != sorted(s) for s in segments):
         raise ValueError(f"pair_segments do not tile the {query.shape[2]} packed tokens")
-    # torch.split into per-pair pieces ([prompt | chosen], [rejected]) rather than slicing the full row: the
-    # backward of a split is one concatenation, while each full-row slice's backward builds a zeroed full-length
-    # gradient and adds into it. Slices of a piece (the prompt's keys below) only touch that pair's piece.
-    sizes = [n for p0, _, r0, end in segments for n in (r0 - p0, end - r0)]
+    # torch.split into per-group pieces ([prompt | first response], [second response], …) rather than slicing the
+    # full row: the backward of a split is one concatenation, while each full-row slice's backward builds a zeroed
+    # full-length gradient and adds into it. Slices of a piece (the prompt's keys below) only touch that piece.
+    sizes = [n for s in segments for n in [s[2] - s[0]] + [b - a for a, b in zip(s[2:-1], s[3:])]]
     qs, ks, vs = query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2)
     outs = []
-    for i, (p0, c0, r0, end) in enumerate(segments):
-        q_pc, k_pc, v_pc = qs[2 * i], ks[2 * i], vs[2 * i]
+    piece = 0
+    for s in segments:
+        q_pc, k_pc, v_pc = qs[piece], ks[piece], vs[piece]
         outs.append(F.scaled_dot_product_attention(
             q_pc, k_pc, v_pc, is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
         ))
-        if end > r0:
-            n_prompt, n_rej = c0 - p0, end - r0
-            k = torch.cat([k_pc[:, :, :n_prompt], ks[2 * i + 1]], dim=2)
-            v = torch.cat([v_pc[:, :, :n_prompt], vs[2 * i + 1]], dim=2)
-            # lower-right causal: rejected token i sees the whole prompt and rejected tokens 0..i
-            mask = torch.ones(n_rej, n_prompt + n_rej, dtype=torch.bool, device=query.device).tril(diagonal=n_prompt)
+        n_prompt = s[1] - s[0]
+        for j in range(1, len(s) - 2):
+            n_resp = s[j + 2] - s[j + 1]
+            if n_resp == 0:
+                outs.append(qs[piece + j].new_zeros(qs[piece + j].shape))  # an empty piece: nothing to attend
+                continue
+            k = torch.cat([k_pc[:, :, :n_prompt], ks[piece + j]], dim=2)
+            v = torch.cat([v_pc[:, :, :n_prompt], vs[piece + j]], dim=2)
+            # lower-right causal: response token i sees the whole prompt and its own response's tokens 0..i
+            mask = torch.ones(n_resp, n_prompt + n_resp, dtype=torch.bool, device=query.device).tril(diagonal=n_prompt)
             outs.append(F.scaled_dot_product_attention(
-                qs[2 * i + 1], k, v, attn_mask=mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
+                qs[piece + j], k, v, attn_mask=mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
             ))
+        piece += len(s) - 2
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 

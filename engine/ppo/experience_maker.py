@@ -26,6 +26,8 @@ from torch import Tensor
 
 from ..losses import gae, leave_one_out_advantages
 from .experience import Experience
+from .packing import chunks_of_groups, pack_groups
+from .padding import pad_rows
 from .rewards import RewardSource
 from .roles import POLICY, PpoRoles, position_ids_of
 
@@ -96,23 +98,26 @@ def sample_responses(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    samples_per_prompt: int = 1,
 ) -> Sampled:
-    """Sample one response per prompt (token id lists) from ``model`` (a causal LM, adapter already active)."""
+    """Sample ``samples_per_prompt`` responses per prompt (token id lists) from ``model`` (a causal LM, adapter
+    already active); row ``r`` answers prompt ``r // samples_per_prompt``. Each prompt is encoded once and its KV
+    cache copied for its responses."""
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
-    b = len(prompts)
-    ids = torch.full((b, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        mask[i, width - len(p):] = 1
+    k = max(1, int(samples_per_prompt))
+    ids, mask = pad_rows(prompts, pad_id, left=True)
     ids, mask = ids.to(device), mask.to(device)
-    eos = torch.tensor(list(eos_ids), device=device)
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask), use_cache=True,
                 logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1].float()
+    if k > 1:
+        cache.batch_repeat_interleave(k)
+        logits, ids, mask = (t.repeat_interleave(k, dim=0) for t in (logits, ids, mask))
+    b = ids.shape[0]
+    eos = torch.tensor(list(eos_ids), device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    finished = torch.zeros(b, dtype=torch.bool, device=device)
     positions = mask.sum(1, keepdim=True) - 1
     new_tokens, new_mask = [], []
     for _ in range(max_new_tokens):
@@ -223,30 +228,36 @@ class ExperienceMaker:
         (row ``r`` answers prompt ``r // samples_per_prompt``, which ``Experience.prompt_index`` records)."""
         roles, k = self.roles, self.samples_per_prompt
         group = torch.arange(len(prompt_ids)).repeat_interleave(k)
-        prompt_ids = [prompt_ids[int(g)] for g in group]
+        unique_prompts = list(prompt_ids)
+        prompt_ids = [unique_prompts[int(g)] for g in group]
         conversations = [conversations[int(g)] for g in group]
         use_value = self.advantage_estimator == "gae"
         roles.hm.activate(POLICY)
         sampled = sample_responses(
-            roles.transformer, prompt_ids, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids,
+            roles.transformer, unique_prompts, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids,
             pad_id=self.pad_id, generator=generator, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            samples_per_prompt=k,
         )
         texts = self.decode(sampled)
         P, mask = sampled.prompt_width, sampled.response_mask
+        R = mask.shape[1]
+        targets = sampled.sequences[:, P:]
+        responses = [row[:n] for row, n in zip(targets.tolist(), mask.sum(1).long().tolist())]
         temp = self.temperature if self.temperature > 0 else 1.0
         lps, refs, vals, ents, bottoms = [], [], [], [], []
-        for i in range(0, len(prompt_ids), self.forward_batch_size):
-            seq = sampled.sequences[i : i + self.forward_batch_size]
-            att = sampled.attention_mask[i : i + self.forward_batch_size]
+        # Scored packed (engine.ppo.packing): each prompt once for its k responses, and no padding.
+        for a, b in chunks_of_groups(prompt_ids, self.forward_batch_size):
+            packed = pack_groups(prompt_ids[a:b], responses[a:b], device=targets.device)
             # the layers no role adapts run once for policy, reference and value (and are kept for the update)
-            bottom = roles.bottom(seq, att)
-            lp, ent = roles.logprobs(POLICY, seq, att, P, temp, with_entropy=True, bottom=bottom)
+            bottom = roles.packed_bottom(packed)
+            lp, ent = roles.packed_logprobs(POLICY, packed, targets[a:b], temp, with_entropy=True, bottom=bottom)
             lps.append(lp)
             ents.append(ent)
-            refs.append(roles.reference_logprobs(seq, att, P, temp, bottom=bottom))
+            refs.append(roles.packed_logprobs(roles.reference, packed, targets[a:b], temp, bottom=bottom)[0])
             if use_value:  # rloo's baseline is the other responses' reward: no value to compute
-                vals.append(roles.values(seq, att, P, bottom=bottom).float())
-            bottoms.append(bottom)
+                vals.append(roles.packed_values(packed, R, bottom=bottom).float())
+            if bottom is not None:
+                bottoms.append(packed.to_padded(bottom[0], P, R))
         logprobs, ref_logprobs = torch.cat(lps) * mask, torch.cat(refs) * mask
         values = torch.cat(vals) * mask if use_value else torch.zeros_like(mask)
         entropy_tok = torch.cat(ents)
@@ -269,7 +280,7 @@ class ExperienceMaker:
             returns=returns, score=score.float(), cost=cost.float(), reward=reward,
             kl=kl, entropy=(entropy_tok * mask).sum(1) / lengths,
             finished=sampled.finished, prompt_index=group, prompt_width=P,
-            bottom=torch.cat(bottoms) if bottoms and bottoms[0] is not None else None,
+            bottom=torch.cat(bottoms) if bottoms else None,
         )
         return exp, texts
 

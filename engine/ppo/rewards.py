@@ -5,7 +5,8 @@ A reward source is called with the rollout's conversations and response texts an
 - :class:`AdapterScorer`: an adapter + head on the shared base (``PpoRoles``): the project's reward model, or the
   safety classifier (then the score is the largest label probability, a cost in [0, 1]). The response is
   re-encoded with the chat template exactly as the reward model saw its training pairs
-  (:class:`engine.rm_data.ChatEncoder`), so the head reads the same final token it was trained on.
+  (:class:`engine.rm_data.ChatEncoder`), so the head reads the same final token it was trained on. The rows are
+  packed (``engine.ppo.packing``): the responses to one prompt share its tokens, and nothing is padded.
 - :class:`SeparateScorer`: a reward model on another base (an adapter folder + head with ``base`` given) or a full
   sequence-classification model folder; it has its own weights and tokenizer.
 - :class:`RuleReward`: a plain function of (conversation, text), e.g. ``rule:contains:WORD`` (+1 when the response
@@ -23,7 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..pair_attention import pairs_attention
 from ..rm_data import ChatEncoder, pad_token_id
+from .packing import chunks_of_groups, pack_groups
 from .padding import pad_rows
 from .roles import PpoRoles
 
@@ -54,16 +57,22 @@ class AdapterScorer(RewardSource):
         self.roles, self.name, self.batch_size, self.as_cost = roles, name, batch_size, as_cost
         self.kind = "cost" if as_cost else "reward"
         self.encoder = ChatEncoder(tokenizer, max_length)
-        self.pad_id = pad_token_id(tokenizer)
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Messages], texts: Sequence[str]) -> Tensor:
-        rows = _encode_rows(self.encoder, prompts, texts)
-        out = []
-        for i in range(0, len(rows), self.batch_size):
-            ids, mask = pad_rows(rows[i : i + self.batch_size], self.pad_id)
-            ids, mask = ids.to(self.roles.device), mask.to(self.roles.device)
-            scores = self.roles.hm.score(self.name, ids, mask).float()
+        # Packed (engine.ppo.packing): the responses to one prompt share its tokens, and nothing is padded.
+        encoded = [self.encoder.encode_single(msgs, text)[:2] for msgs, text in zip(prompts, texts)]
+        ps, rs = [p for p, _ in encoded], [r for _, r in encoded]
+        hm, out = self.roles.hm, []
+        head = hm.heads[self.name]
+        for a, b in chunks_of_groups(ps, self.batch_size):
+            packed = pack_groups(ps[a:b], rs[a:b], device=self.roles.device)
+            hm.activate(self.name)
+            with pairs_attention(hm.transformer()):
+                hidden = hm.backbone()(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False,
+                                       pair_segments=packed.segments).last_hidden_state[0]
+            last = hidden.index_select(0, packed.last_index().to(hidden.device))
+            scores = head(last.to(head.weight.dtype)).float()
             out.append(torch.sigmoid(scores).max(-1).values if self.as_cost else scores[:, 0])
         return torch.cat(out).cpu()
 

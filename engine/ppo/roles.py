@@ -41,9 +41,22 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..pair_attention import pairs_attention
 from ..reward_model import HeadedModel
+from .packing import PackedGroups
 
 POLICY, REFERENCE, VALUE, REWARD, SAFETY = "policy", "reference", "value", "reward", "safety"
+
+
+def _token_logprobs(logits: Tensor, targets: Tensor, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+    """(log-probabilities [B, R] of ``targets`` under ``logits`` [B, R, V], entropy [B, R] or None)."""
+    lse = torch.logsumexp(logits, dim=-1)
+    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return lp, entropy
 
 
 def position_ids_of(attention_mask: Tensor) -> Tensor:
@@ -153,6 +166,10 @@ class PpoRoles:
         there), for the ``bottom=`` argument of the forwards; ``None`` when nothing is shared."""
         if not self.shared_depth:
             return None
+        return self._run_bottom(input_ids=sequences, attention_mask=attention_mask,
+                                position_ids=position_ids_of(attention_mask))
+
+    def _run_bottom(self, **inputs) -> Tensor:
         backbone = self.hm.backbone()
         captured: list[Tensor] = []
         last = backbone.layers[self.shared_depth - 1]
@@ -161,8 +178,7 @@ class PpoRoles:
             # No adapter has weights down there, so whichever is active computes the bare base (and peft's
             # disable_adapter refuses a model whose visible layers carry no adapter).
             with _layers_cut(backbone, 0, self.shared_depth):
-                backbone(input_ids=sequences, attention_mask=attention_mask,
-                         position_ids=position_ids_of(attention_mask), use_cache=False)
+                backbone(use_cache=False, **inputs)
         finally:
             hook.remove()
         return captured[-1]
@@ -211,14 +227,7 @@ class PpoRoles:
                  bottom: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(log-probabilities [B, R] of the response tokens, per-token entropy [B, R] or None)."""
         logits = self.response_logits(name, sequences, attention_mask, prompt_width, temperature, bottom)
-        targets = sequences[:, prompt_width:]
-        lse = torch.logsumexp(logits, dim=-1)
-        lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-        entropy = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-        return lp, entropy
+        return _token_logprobs(logits, sequences[:, prompt_width:], with_entropy)
 
     def values(self, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
                bottom: Tensor | None = None) -> Tensor:
@@ -230,6 +239,48 @@ class PpoRoles:
     def reference_logprobs(self, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
                            temperature: float = 1.0, bottom: Tensor | None = None) -> Tensor:
         return self.logprobs(self.reference, sequences, attention_mask, prompt_width, temperature, bottom=bottom)[0]
+
+    # ------------------------------------------------------------------ packed forwards (engine.ppo.packing)
+    @torch.no_grad()
+    def packed_bottom(self, packed: PackedGroups) -> Tensor | None:
+        """:meth:`bottom` of a packed row: [1, T, H], or ``None`` when nothing is shared."""
+        if not self.shared_depth:
+            return None
+        with pairs_attention(self.transformer):
+            return self._run_bottom(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                                    pair_segments=packed.segments)
+
+    def packed_hidden(self, name: str | None, packed: PackedGroups, bottom: Tensor | None = None) -> Tensor:
+        """Last hidden state [T, H] of role ``name`` on a packed row (with ``bottom`` from :meth:`packed_bottom`,
+        only the layers above the shared ones run)."""
+        inputs = {"position_ids": packed.position_ids, "pair_segments": packed.segments, "use_cache": False}
+        with pairs_attention(self.transformer):
+            if bottom is None:
+                out = self.hm.run_backbone(name, input_ids=packed.input_ids, **inputs)
+            else:
+                with _layers_cut(self.hm.backbone(), self.shared_depth):
+                    out = self.hm.run_backbone(name, inputs_embeds=bottom, **inputs)
+        return out.last_hidden_state[0]
+
+    def packed_logprobs(self, name: str | None, packed: PackedGroups, targets: Tensor, temperature: float = 1.0,
+                        with_entropy: bool = False, bottom: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(log-probabilities [N, R] of ``targets`` [N, R], the rows' response tokens; entropy [N, R] or None);
+        zero past each row's response."""
+        index, valid = packed.predicting_index(targets.shape[1])
+        hidden = self.packed_hidden(name, packed, bottom)[index.to(targets.device)]
+        logits = self.transformer.get_output_embeddings()(hidden).float()
+        if temperature not in (0.0, 1.0):
+            logits = logits / temperature
+        lp, entropy = _token_logprobs(logits, targets, with_entropy)
+        valid = valid.to(lp.device)
+        return lp * valid, (entropy * valid if entropy is not None else None)
+
+    def packed_values(self, packed: PackedGroups, width: int, bottom: Tensor | None = None) -> Tensor:
+        """:meth:`values` [N, width] on a packed row; zero past each row's response."""
+        index, valid = packed.predicting_index(width)
+        head = self.hm.heads[VALUE]
+        hidden = self.packed_hidden(VALUE, packed, bottom)[index.to(head.weight.device)]
+        return head(hidden.to(head.weight.dtype)).squeeze(-1) * valid.to(head.weight.device)
 
     # ------------------------------------------------------------------ saving
     def save_policy(self, path: str | os.PathLike[str]) -> Path:
