@@ -1,10 +1,13 @@
 """Rollouts → :class:`~engine.ppo.experience.Experience`: sampling, scoring, reward shaping, GAE.
 
 1. **Sampling**: batched nucleus sampling from the policy (temperature, top-k, top-p) with a KV cache, drawing from
-   a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples exactly the same responses.
-2. **Scoring**, in chunks of ``forward_batch_size`` rows: log-probabilities (and entropy) under the policy,
-   log-probabilities under the reference, values, the reward model's score of the whole response, and the safety
-   cost.
+   a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples exactly the same responses. With
+   several responses per prompt, each prompt is encoded once and its cache copied for its responses.
+2. **Scoring**, in chunks of about ``forward_batch_size`` rows packed without padding, each prompt once for all its
+   responses (``engine.ppo.packing``): log-probabilities (and entropy) under the policy, log-probabilities under
+   the reference, values, the reward model's score of the whole response, and the safety cost. On SmolLM2 (8
+   prompts × 4 responses, prompts up to 128 tokens, 64 new tokens, 2 threads) this took a rollout from 29 s to
+   18 s (sampling 14.5 → 11 s, scoring 14.5 → 7 s).
 3. **Shaping**: the score is normalised by running moments (:class:`RunningMoments`) and clipped; the safety cost
    times its weight and a penalty for a response cut off before end-of-sequence are subtracted; the per-token
    reward is ``−β·(logπ − logπ_ref)`` with the sequence reward added at the last response token.

@@ -21,7 +21,9 @@ Shared frozen layers: when the policy, value and reference adapters all leave th
 alone (``lora_top_layers``), those layers compute the same hidden state for every one of the three roles and for
 every PPO epoch. :meth:`PpoRoles.bottom` runs them once, with no gradient, and the forwards take that hidden state
 and run only the layers above it (SmolLM2 on a CPU, 10 adapted layers of 30: the update about a quarter faster, a
-PPO step about a fifth; sampling and the reward model, which cannot share, are the rest). transformers has no
+PPO step about a fifth; sampling and the reward model, which cannot share, are the rest). The ``packed_…``
+forwards do the same on a rollout packed by ``engine.ppo.packing`` (each prompt once for its responses, no padding),
+which is how the experience maker scores a rollout; the update reads the padded layout. transformers has no
 "start at layer k" entry point, so the top runs the backbone's own forward on ``inputs_embeds`` = the cached state
 with its ``layers`` list cut to the top ones (masks, rotary positions and the final norm stay the model's own);
 because that relies on the backbone doing nothing else to ``inputs_embeds``, the constructor checks on a probe that
