@@ -301,8 +301,6 @@ def pair_rewards(model: HeadedModel, name: str, batch) -> tuple[Tensor, Tensor]:
 def packed_scores(model: HeadedModel, name: str, sequences: Sequence[Sequence[int]]) -> Tensor:
     """Head ``name`` at the last token of each sequence [N, out_features], the sequences packed into one row
     without padding (each attends only to itself)."""
-    from .pair_attention import pairs_attention
-
     ids: list[int] = []
     pos: list[int] = []
     segments: list[tuple[int, int, int, int]] = []
@@ -313,12 +311,20 @@ def packed_scores(model: HeadedModel, name: str, sequences: Sequence[Sequence[in
         # a single sequence is a "pair" whose chosen part is the whole sequence and whose rejected part is empty
         segments.append((start, start, len(ids), len(ids)))
     device = next(model.heads[name].parameters()).device
+    return head_at_packed(model, name, torch.tensor([ids], device=device), torch.tensor([pos], device=device),
+                          segments, torch.tensor([s[2] - 1 for s in segments], device=device))
+
+
+def head_at_packed(model: HeadedModel, name: str, input_ids: Tensor, position_ids: Tensor,
+                   segments: Sequence[tuple[int, ...]], positions: Tensor) -> Tensor:
+    """Head ``name`` [N, out_features] at ``positions`` [N] of a packed row (``input_ids``/``position_ids``
+    [1, T]) run with adapter ``name`` under the ``wb_pairs`` attention (``segments`` in its format)."""
+    from .pair_attention import pairs_attention
+
     model.activate(name)
     with pairs_attention(model.transformer()):
-        out = model.backbone()(
-            input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([pos], device=device),
-            use_cache=False, pair_segments=segments,
-        )
-    last = torch.tensor([s[2] - 1 for s in segments], device=device)
+        out = model.backbone()(input_ids=input_ids, position_ids=position_ids, use_cache=False,
+                               pair_segments=list(segments))
     head = model.heads[name]
-    return head(out.last_hidden_state[0].index_select(0, last).to(head.weight.dtype))
+    hidden = out.last_hidden_state[0].index_select(0, positions.to(out.last_hidden_state.device))
+    return head(hidden.to(head.weight.dtype))

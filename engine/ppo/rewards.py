@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..pair_attention import pairs_attention
+from ..reward_model import head_at_packed
 from ..rm_data import ChatEncoder, pad_token_id
 from .packing import chunks_of_groups, pack_groups
 from .padding import pad_rows
@@ -63,16 +63,11 @@ class AdapterScorer(RewardSource):
         # Packed (engine.ppo.packing): the responses to one prompt share its tokens, and nothing is padded.
         encoded = [self.encoder.encode_single(msgs, text)[:2] for msgs, text in zip(prompts, texts)]
         ps, rs = [p for p, _ in encoded], [r for _, r in encoded]
-        hm, out = self.roles.hm, []
-        head = hm.heads[self.name]
+        out = []
         for a, b in chunks_of_groups(ps, self.batch_size):
             packed = pack_groups(ps[a:b], rs[a:b], device=self.roles.device)
-            hm.activate(self.name)
-            with pairs_attention(hm.transformer()):
-                hidden = hm.backbone()(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False,
-                                       pair_segments=packed.segments).last_hidden_state[0]
-            last = hidden.index_select(0, packed.last_index().to(hidden.device))
-            scores = head(last.to(head.weight.dtype)).float()
+            scores = head_at_packed(self.roles.hm, self.name, packed.input_ids, packed.position_ids, packed.segments,
+                                    packed.last_index()).float()
             out.append(torch.sigmoid(scores).max(-1).values if self.as_cost else scores[:, 0])
         return torch.cat(out).cpu()
 
