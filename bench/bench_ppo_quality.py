@@ -96,8 +96,10 @@ def follow(handle, *, minutes: float | None, label: str) -> dict:
 
 
 def evaluate(policy_adapter: str | None, reward_model: str, prompts: list[list[dict]], *, max_new_tokens: int,
-             seed: int, batch_size: int, prompt_tokens: int = 512) -> dict:
-    """Sample one response per prompt from base (+ policy adapter), score it, and measure KL to the bare base."""
+             seed: int, batch_size: int, prompt_tokens: int = 512, passes: int = 1) -> dict:
+    """Sample ``passes`` responses per prompt from base (+ policy adapter), score them, and measure KL to the bare
+    base. The passes run one after another on one generator, so the first pass is the single-pass evaluation
+    exactly and more passes only add responses (a tighter mean, the same setting)."""
     import torch
     from peft import LoraConfig
 
@@ -115,15 +117,51 @@ def evaluate(policy_adapter: str | None, reward_model: str, prompts: list[list[d
                             max_new_tokens=max_new_tokens, forward_batch_size=batch_size, normalize_reward=False)
     gen = torch.Generator().manual_seed(seed)
     scores, kls, texts = [], [], []
-    for i in range(0, len(prompts), batch_size):
-        convs = prompts[i : i + batch_size]
-        exp, t = maker.make([encode_prompt(tok, c, prompt_tokens) for c in convs], convs, 0.0, gen)
-        scores += exp.score.tolist()
-        kls += exp.kl.tolist()
-        texts += t
+    for _ in range(max(1, passes)):
+        for i in range(0, len(prompts), batch_size):
+            convs = prompts[i : i + batch_size]
+            exp, t = maker.make([encode_prompt(tok, c, prompt_tokens) for c in convs], convs, 0.0, gen)
+            scores += exp.score.tolist()
+            kls += exp.kl.tolist()
+            texts += t
     s = torch.tensor(scores)
     return {"mean": float(s.mean()), "std": float(s.std()), "kl": float(torch.tensor(kls).mean()), "texts": texts,
             "scores": scores}
+
+
+def evaluate_only(args: argparse.Namespace, held_prompts: list[list[dict]]) -> int:
+    """Before (bare base) and after (``--evaluate-policy``) on the held-out prompts, ``--eval-passes`` each."""
+    from bench.machine import describe
+
+    kw = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
+              prompt_tokens=args.max_prompt_tokens, passes=args.eval_passes)
+    before = evaluate(None, args.reward_model, held_prompts, **kw)
+    after = evaluate(args.evaluate_policy, args.reward_model, held_prompts, **kw)
+    n = len(before["scores"])
+    gain = (after["mean"] - before["mean"]) / max(before["std"], 1e-9)
+    # the standard error of the gain, from both sides' spread over n responses each (before's std taken as fixed)
+    se = (before["std"] ** 2 / n + after["std"] ** 2 / n) ** 0.5 / max(before["std"], 1e-9)
+    print("== PPO quality: re-evaluation of a finished policy ==")
+    print(f"machine: {describe()}")
+    print(f"policy {args.evaluate_policy}; reward model {args.reward_model}; {len(held_prompts)} held-out prompts x "
+          f"{args.eval_passes} pass(es) = {n} responses per side, seed {args.seed}, up to {args.max_new_tokens} new "
+          f"tokens, prompts up to {args.max_prompt_tokens} tokens")
+    per_pass = len(held_prompts)
+    for k in range(args.eval_passes):
+        b = before["scores"][k * per_pass:(k + 1) * per_pass]
+        a = after["scores"][k * per_pass:(k + 1) * per_pass]
+        print(f"  pass {k + 1}: before {sum(b) / len(b):.3f}  after {sum(a) / len(a):.3f}  "
+              f"gain {(sum(a) / len(a) - sum(b) / len(b)) / max(before['std'], 1e-9):.2f} std")
+    print(f"before: {before['mean']:.3f} ± {before['std']:.3f}   after: {after['mean']:.3f} ± {after['std']:.3f}")
+    print(f"gain = {gain:.2f} ± {se:.2f} std (target >= 1): {'PASS' if gain >= 1 else 'FAIL'}")
+    print(f"KL after = {after['kl']:.2f} nats/response (target < 6): {'PASS' if after['kl'] < 6 else 'FAIL'}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> str:
+    if not args.max_steps or args.min_lr_ratio == 1.0:
+        return "constant"
+    return f"cosine to {args.min_lr_ratio} x lr over {args.max_steps} steps"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-model", help="reuse this reward adapter folder instead of training one")
     ap.add_argument("--rm-lr", type=float, default=5e-4, help="reward-model learning rate (the RM quality benchmark's)")
     ap.add_argument("--ppo-minutes", type=float, default=60.0)
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="PPO steps the learning rate schedule spans (0: the run is stopped by --ppo-minutes alone and "
+                         "the learning rate is constant); the run also ends at this step")
+    ap.add_argument("--min-lr-ratio", type=float, default=1.0,
+                    help="with --max-steps: the learning rate falls by a cosine from --lr to this fraction of it at "
+                         "the last step (1: constant)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--rollout", type=int, default=16)
@@ -181,8 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of this process's before/after evaluation (default: all cores but one, like "
                          "the worker; more threads than free cores makes torch spin, many times slower)")
+    ap.add_argument("--eval-passes", type=int, default=1,
+                    help="responses sampled per held-out prompt in the before/after evaluation (the first pass is the "
+                         "one-response evaluation exactly; more passes narrow the noise of the gain)")
+    ap.add_argument("--evaluate-policy", metavar="ADAPTER",
+                    help="train nothing: evaluate this PPO policy adapter against the bare base with --reward-model "
+                         "on the same held-out prompts (to re-measure a finished run with more --eval-passes)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.evaluate_policy and not args.reward_model:
+        ap.error("--evaluate-policy needs --reward-model (the reward model the policy was trained against)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
@@ -201,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         n_train = len(p.prompt_ids(split="train"))
     print(f"project {project_path}: {n_train} training prompts, {len(held)} held out", flush=True)
 
+    if args.evaluate_policy:
+        return evaluate_only(args, held_prompts)
+
     reward_model = args.reward_model
     rm_info: dict = {}
     if not reward_model:
@@ -215,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reward model: {reward_model}", flush=True)
 
     before = evaluate(None, reward_model, held_prompts, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                      batch_size=args.batch_size, prompt_tokens=args.max_prompt_tokens)
+                      batch_size=args.batch_size, prompt_tokens=args.max_prompt_tokens, passes=args.eval_passes)
     print(f"before: mean reward {before['mean']:.3f} ± {before['std']:.3f}", flush=True)
 
     ppo_cfg = PpoConfig(reward_model=reward_model, lr=args.lr, rollout_batch_size=args.rollout,
                         batch_size=args.batch_size, grad_accum=args.grad_accum, ppo_epochs=args.ppo_epochs,
                         max_new_tokens=args.max_new_tokens,
-                        target_kl=args.target_kl, max_steps=100_000, checkpoint_every=10,
+                        target_kl=args.target_kl, max_steps=args.max_steps or 100_000, checkpoint_every=10,
                         max_length=args.max_prompt_tokens + args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
                         temperature=1.0, top_p=1.0, seed=args.seed, name="bench ppo",
                         lora_top_layers=args.lora_top_layers, num_threads=args.worker_threads,
@@ -234,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                         **({"kl_horizon": args.kl_horizon} if args.kl_horizon else {}),
                         # raw: neither normalised nor clipped; otherwise the product's defaults for both
                         **({"normalize_reward": False, "reward_clip": 0.0} if args.raw_reward else {}),
-                        # the run is stopped by time, not by max_steps: a schedule over 100,000 steps would keep the
-                        # learning rate in its warm-up (about 1e-7 for the whole hour), so it is constant instead
-                        warmup_ratio=0.0, min_lr_ratio=1.0)
+                        # without --max-steps the run is stopped by time: a schedule over 100,000 steps would keep
+                        # the learning rate in its warm-up (about 1e-7 for the whole hour), so it is constant instead
+                        warmup_ratio=0.0, min_lr_ratio=args.min_lr_ratio if args.max_steps else 1.0)
     handle = boost(client.start("ppo", ppo_cfg), args.boost)
     ppo_info = follow(handle, minutes=args.ppo_minutes, label="ppo")
     from engine import checkpoints as ckpt
@@ -244,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     last = ckpt.latest_checkpoint(handle.run_dir / "checkpoints")
     policy = ppo_info.get("output") or (str(last / "adapter") if last else None)
     after = evaluate(policy, reward_model, held_prompts, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                     batch_size=args.batch_size, prompt_tokens=args.max_prompt_tokens)
+                     batch_size=args.batch_size, prompt_tokens=args.max_prompt_tokens, passes=args.eval_passes)
     gain = (after["mean"] - before["mean"]) / max(before["std"], 1e-9)
 
     with Project.open(project_path) as p:
@@ -254,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {describe()}")
     print(f"setting: bundled SmolLM2 fp32 CPU; {args.rows} HH rows, {len(held)} held-out prompts; reward model "
           f"{reward_model}; PPO {ppo_info.get('minutes')} min, lr {args.lr}, rollout {args.rollout}, "
-          f"{args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage} "
+          f"lr schedule {_schedule(args)}, {args.samples_per_prompt} response(s) per prompt, advantages by {args.advantage} "
           f"(whitened: {args.whiten}), {args.ppo_epochs} PPO epochs over mini-batches of "
           f"{args.batch_size * args.grad_accum}, up to {args.max_new_tokens} new tokens, prompts up to "
           f"{args.max_prompt_tokens} tokens, target KL {args.target_kl}, initial KL coefficient {args.kl_coef}, "
