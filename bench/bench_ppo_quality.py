@@ -141,9 +141,6 @@ def evaluate_only(args: argparse.Namespace, held_prompts: list[list[dict]]) -> i
     before = evaluate(None, args.reward_model, held_prompts, **kw)
     after = evaluate(args.evaluate_policy, args.reward_model, held_prompts, **kw)
     n = len(before["scores"])
-    gain = (after["mean"] - before["mean"]) / max(before["std"], 1e-9)
-    # the standard error of the gain, from both sides' spread over n responses each (before's std taken as fixed)
-    se = (before["std"] ** 2 / n + after["std"] ** 2 / n) ** 0.5 / max(before["std"], 1e-9)
     print("== PPO quality: re-evaluation of a finished policy ==")
     print(f"machine: {describe()}")
     print(f"policy {args.evaluate_policy}; reward model {args.reward_model}; {len(held_prompts)} held-out prompts x "
@@ -155,10 +152,21 @@ def evaluate_only(args: argparse.Namespace, held_prompts: list[list[dict]]) -> i
         a = after["scores"][k * per_pass:(k + 1) * per_pass]
         print(f"  pass {k + 1}: before {sum(b) / len(b):.3f}  after {sum(a) / len(a):.3f}  "
               f"gain {(sum(a) / len(a) - sum(b) / len(b)) / max(before['std'], 1e-9):.2f} std")
+    print_verdict(before, after)
+    return 0
+
+
+def print_verdict(before: dict, after: dict) -> float:
+    """Print before/after, the gain in "before" standard deviations with its standard error, and the KL; PASS/FAIL
+    against the issue's targets. Returns the gain."""
+    n = len(before["scores"])
+    gain = (after["mean"] - before["mean"]) / max(before["std"], 1e-9)
+    # the standard error of the gain, from both sides' spread over n responses each (before's std taken as fixed)
+    se = (before["std"] ** 2 / n + after["std"] ** 2 / n) ** 0.5 / max(before["std"], 1e-9)
     print(f"before: {before['mean']:.3f} ± {before['std']:.3f}   after: {after['mean']:.3f} ± {after['std']:.3f}")
     print(f"gain = {gain:.2f} ± {se:.2f} std (target >= 1): {'PASS' if gain >= 1 else 'FAIL'}")
     print(f"KL after = {after['kl']:.2f} nats/response (target < 6): {'PASS' if after['kl'] < 6 else 'FAIL'}")
-    return 0
+    return gain
 
 
 def _schedule(args: argparse.Namespace) -> str:
@@ -303,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     policy = ppo_info.get("output") or (str(last / "adapter") if last else None)
     after = evaluate(policy, reward_model, held_prompts, max_new_tokens=args.max_new_tokens, seed=args.seed,
                      batch_size=args.batch_size, prompt_tokens=args.max_prompt_tokens, passes=args.eval_passes)
-    gain = (after["mean"] - before["mean"]) / max(before["std"], 1e-9)
 
     with Project.open(project_path) as p:
         score_curve = p.metrics(handle.run_id, "rollout/score_mean")
@@ -324,9 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     kl_by_step = {s: v for s, _, v in kl_curve}
     for s, _, v in score_curve:
         print(f"  {s:4d}: {v:8.3f}  {kl_by_step.get(s, float('nan')):7.3f}")
-    print(f"before: {before['mean']:.3f} ± {before['std']:.3f}   after: {after['mean']:.3f} ± {after['std']:.3f}")
-    print(f"gain = {gain:.2f} std (target >= 1): {'PASS' if gain >= 1 else 'FAIL'}")
-    print(f"KL after = {after['kl']:.2f} nats/response (target < 6): {'PASS' if after['kl'] < 6 else 'FAIL'}")
+    gain = print_verdict(before, after)
     print("samples (before | after):")
     for i in range(min(5, len(held_prompts))):
         print(f"- prompt: {held_prompts[i][-1]['content'][:160]!r}")
