@@ -45,8 +45,8 @@ from workbench.evaluation import (
     XSTEST_TAG,
     EvalRound,
     ModelRef,
-    check_matcher_against_xstest,
     get_round,
+    REFUSAL_MATCHER_NOTE,
     import_xstest_safe,
     model_responses,
     new_round,
@@ -56,7 +56,6 @@ from workbench.evaluation import (
     rounds,
     save_round,
 )
-from workbench.paths import shared_real_data
 from workbench.reward_scores import (
     AutoResult,
     auto_round_result,
@@ -82,7 +81,6 @@ class EvaluationPage(Page):
         self.steps: list[Callable[[], None]] = []
         self.round: EvalRound | None = None
         self.refusal: dict[str, tuple] = {}
-        self.matcher_text = ""
         self.last_error: str | None = None
 
         self.model_a = ModelPicker("Model A (e.g. the parent)")
@@ -461,9 +459,8 @@ class EvaluationPage(Page):
 
     # ------------------------------------------------------------------ over-refusal
     def start_refusal(self) -> bool:
-        folder = shared_real_data() / "xstest"
         try:
-            ids = import_xstest_safe(self.project, folder)
+            ids = import_xstest_safe(self.project)
         except (OSError, WorkbenchError) as e:
             self.refusal_label.setText(f"<span style='color:#b00'>XSTest is not available: {e}</span>")
             return False
@@ -484,15 +481,7 @@ class EvaluationPage(Page):
             self.refusal[which] = (k, n, rate, low, high)
             rows.append(f"<b>{ref.name}</b> {which}: refuses {k} of {n} safe prompts = <b>{rate:.1%}</b> "
                         f"(95% CI {low:.1%}–{high:.1%})")
-        if not self.matcher_text:
-            try:
-                check = check_matcher_against_xstest(shared_real_data() / "xstest")
-                self.matcher_text = (f"Refusal matcher vs XSTest's human labels on {check.n:,} completions: "
-                                     f"{check.accuracy:.1%} agreement, Cohen's κ {check.kappa:.2f}, precision "
-                                     f"{check.precision:.2f}, recall {check.recall:.2f}.")
-            except (OSError, WorkbenchError):
-                self.matcher_text = ""
-        self.refusal_label.setText("<br>".join(rows) + (f"<br><i>{self.matcher_text}</i>" if self.matcher_text else ""))
+        self.refusal_label.setText("<br>".join(rows) + f"<br><i>{REFUSAL_MATCHER_NOTE}</i>")
 
 
 def _esc(text: str) -> str:

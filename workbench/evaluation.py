@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import WorkbenchError
+from .paths import xstest_prompts_file
 from .store import Project, now_iso
 
 Z95 = 1.959963984540054
@@ -217,10 +218,19 @@ def check_matcher_against_xstest(folder: Path, *, partial_is_refusal: bool = Tru
     return check
 
 
-def xstest_safe_prompts(folder: Path) -> list[dict[str, str]]:
-    """XSTest's 250 safe prompts (``label == safe``): benign requests a well-calibrated model answers."""
-    with open(Path(folder) / "xstest_prompts.csv", newline="", encoding="utf-8") as f:
+def xstest_safe_prompts(path: Path | None = None) -> list[dict[str, str]]:
+    """XSTest's 250 safe prompts (``label == safe``): benign requests a well-calibrated model answers. ``path``: a
+    prompts CSV, or a folder holding ``xstest_prompts.csv``; none: the copy shipped in ``resources/xstest``."""
+    p = Path(path) if path is not None else xstest_prompts_file()
+    if p.is_dir():
+        p = p / "xstest_prompts.csv"
+    with open(p, newline="", encoding="utf-8") as f:
         return [r for r in csv.DictReader(f) if r["label"] == "safe"]
+
+
+REFUSAL_MATCHER_NOTE = ("Refusals are counted by a phrase matcher (apologies and statements of inability at the "
+                        "start, declining phrases anywhere); it misses some polite partial refusals, so the rate is "
+                        "an estimate. Its agreement with XSTest's human labels is in the benchmarks document.")
 
 
 def refusal_rate(responses: Iterable[str]) -> tuple[int, int, float, float, float]:
@@ -235,11 +245,12 @@ def refusal_rate(responses: Iterable[str]) -> tuple[int, int, float, float, floa
 XSTEST_TAG = "xstest-safe"
 
 
-def import_xstest_safe(project: Project, folder: Path) -> list[int]:
-    """Add XSTest's safe prompts as held-out prompts tagged ``xstest-safe`` (existing ones are reused)."""
+def import_xstest_safe(project: Project, path: Path | None = None) -> list[int]:
+    """Add XSTest's safe prompts as held-out prompts tagged ``xstest-safe`` (existing ones are reused); ``path`` as
+    for :func:`xstest_safe_prompts`."""
     ids = []
     with project.transaction():
-        for row in xstest_safe_prompts(folder):
+        for row in xstest_safe_prompts(path):
             pid, _ = project.add_prompt([{"role": "user", "content": row["prompt"]}], source="xstest",
                                         split="heldout", tags=[XSTEST_TAG, f"xstest:{row['type']}"])
             ids.append(pid)

@@ -41,6 +41,11 @@ def shared_real_data() -> Path:
     return REPO_ROOT.parent / "shared" / "data" / "real"
 
 
+def xstest_prompts_file() -> Path:
+    """XSTest's prompts, shipped with the app (CC-BY-4.0, see ``resources/xstest/README.md``)."""
+    return RESOURCES / "xstest" / "xstest_prompts.csv"
+
+
 def runs_dir(project_path: str | os.PathLike[str]) -> Path:
     """Run folders of a project sit beside its file: ``NAME.runs/``."""
     p = Path(project_path)
