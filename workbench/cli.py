@@ -86,7 +86,13 @@ def _cmd_gui(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "ui"]
     if args.project:
         cmd.append(str(args.project))
-    return subprocess.call(cmd)
+    if args.smoke_test:
+        cmd.append("--smoke-test")
+    code = subprocess.call(cmd)
+    if code not in (0, 2, 3):
+        # Qt aborts without naming what is missing when its platform plugin cannot load: name the libraries.
+        subprocess.call([sys.executable, "-m", "ui.system_check"])
+    return code
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -138,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="open the window (on the demo project when no PROJECT is given)")
     p.add_argument("project", type=Path, nargs="?")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="open the real window, check that it shows on the platform asked for, then exit (0: it works)")
     p.set_defaults(func=_cmd_gui)
 
     p = sub.add_parser("demo", help="create the demo project (if missing) and print its path")
