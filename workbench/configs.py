@@ -12,6 +12,7 @@ help), and optionally ``min``/``max`` (range) and ``choices`` (allowed values), 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -98,6 +99,10 @@ class ModelConfig:
             mark = getattr(e, "problem_mark", None)
             raise InputError(f"not valid YAML: {getattr(e, 'problem', e)}", path=source,
                              line=mark.line + 1 if mark is not None else None) from e
+        except RecursionError:
+            raise InputError("not valid YAML: nested too deeply", path=source) from None
+        except ValueError as e:  # a number YAML reads but Python cannot convert (an integer of 4,300+ digits)
+            raise InputError(f"not valid YAML: {str(e).split(';')[0]}", path=source) from None
         return cls.from_dict(data or {}, source=source)
 
     @classmethod
@@ -165,7 +170,13 @@ def _coerce(value: Any, hint: Any, source: str | None, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"expected a number, got {value!r}", path=source, field=key)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise InputError(f"the number {value} is too large", path=source, field=key) from None
+        if not math.isfinite(number):
+            raise InputError(f"expected a finite number, got {value!r}", path=source, field=key)
+        return number
     if hint is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             raise InputError(f"expected a whole number, got {value!r}", path=source, field=key)

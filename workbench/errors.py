@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+# Characters that would break an error's single line or reorder how it reads (line and paragraph separators,
+# control and format characters such as bidi overrides): shown as escapes when they come from the user's data.
+_UNSAFE_CATEGORIES = ("Cc", "Cf", "Zl", "Zp", "Cs")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable on one line escaped (``\\n``, ``\\u202e``)."""
+    if text.isprintable():
+        return text
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _UNSAFE_CATEGORIES
+                   else ch for ch in text)
+
 
 class WorkbenchError(Exception):
     """Base class of every error meant to be shown to the user as one clear message."""
@@ -23,6 +37,9 @@ class InputError(WorkbenchError):
     """Bad input data: carries the file and line/row so the message says exactly where."""
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None, field: str | None = None):
+        # Messages quote the user's data (keys, values, names): keep the whole error on one readable line.
+        message, path = one_line(str(message)), (one_line(str(path)) if path is not None else None)
+        field = one_line(str(field)) if field is not None else None
         self.path = path
         self.line = line
         self.field = field

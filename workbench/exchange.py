@@ -237,7 +237,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         for _n, line in _lines(Path(path)):
             value = json.loads(line)
             return value if isinstance(value, dict) and value.get("format") == FORMAT else None
-    except (InputError, ValueError):
+    except (InputError, ValueError, RecursionError):
         return None
     return None
 
@@ -303,12 +303,9 @@ def import_project(
 
 
 def _parse(line: str, path: Path, number: int) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", str(path), number) from None
-    except RecursionError:
-        raise InputError("malformed JSON: nested too deeply", str(path), number) from None
+    from .importers.reading import parse_json
+
+    value = parse_json(line, path, number)
     if not isinstance(value, dict):
         raise InputError(f"expected a JSON object, got {type(value).__name__}", str(path), number)
     return value

@@ -160,18 +160,27 @@ def _check_record_size(data: dict[str, Any], size: int, path: Path, line: int, m
         )
 
 
+def parse_json(text: str, path: Path, line: int | None) -> Any:
+    """``json.loads`` with every way it can fail turned into an InputError naming the file and line: malformed text,
+    nesting deeper than Python's recursion allows, and integers longer than Python converts (4,300 digits)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", str(path),
+                         line if line is not None else e.lineno) from None
+    except RecursionError:
+        raise InputError("malformed JSON: nested too deeply", str(path), line) from None
+    except ValueError as e:  # an integer of more digits than int() accepts
+        raise InputError(f"malformed JSON: {str(e).split(';')[0]}", str(path), line) from None
+
+
 def _read_jsonl(text: str, path: Path, max_chars: int) -> list[Record]:
     records = []
     # split("\n") and not splitlines(): JSON strings may hold raw U+2028 and similar, which are not line ends.
     for number, line in enumerate(text.split("\n"), 1):
         if not line or line.isspace():
             continue
-        try:
-            data = json.loads(line)  # tolerates surrounding whitespace and a trailing "\r"
-        except json.JSONDecodeError as e:
-            raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", str(path), number) from e
-        except RecursionError as e:
-            raise InputError("malformed JSON: nested too deeply", str(path), number) from e
+        data = parse_json(line, path, number)  # tolerates surrounding whitespace and a trailing "\r"
         if not isinstance(data, dict):
             raise InputError(f"expected a JSON object on each line, got {type(data).__name__}", str(path), number)
         if len(line) > max_chars:
@@ -183,12 +192,7 @@ def _read_jsonl(text: str, path: Path, max_chars: int) -> list[Record]:
 
 
 def _read_json_array(text: str, path: Path, max_chars: int) -> list[Record]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", str(path), e.lineno) from e
-    except RecursionError as e:
-        raise InputError("malformed JSON: nested too deeply", str(path)) from e
+    value = parse_json(text, path, None)
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
@@ -282,6 +286,6 @@ def first_json_object(path: str | Path) -> dict[str, Any] | None:
                 if line:
                     value = json.loads(line.decode("utf-8-sig"))
                     return value if isinstance(value, dict) else None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError):
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError, RecursionError):
         return None
     return None
