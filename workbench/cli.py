@@ -32,10 +32,13 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    from .backups import back_up
     from .importers import import_file
     from .messages import DEFAULT_MAX_MESSAGE_CHARS
 
     with Project.open(args.project) as project:
+        if not args.no_backup:
+            back_up(project, "before-import")
         report = import_file(
             project, args.file, args.format, max_chars=args.max_chars or DEFAULT_MAX_MESSAGE_CHARS, source=args.source
         )
@@ -82,6 +85,35 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .project_check import check_project
+
+    report = check_project(args.project, repair=args.repair)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from .backups import write_copy
+
+    with Project.open(args.project, migrate=False, read_only=None) as project:
+        out = write_copy(project, args.out)
+    print(f"backed up {args.project} to {out} ({out.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .backups import restore
+
+    replaced = restore(args.backup, args.project)
+    kept = f"; the replaced file is kept as {replaced}" if replaced else ""
+    print(f"restored {args.project} from {args.backup}{kept}")
+    return 0
+
+
 def _cmd_gui(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "ui"]
     if args.project:
@@ -122,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="source name to record (default: derived from the file)")
     p.add_argument("--max-chars", type=int, default=None, help="size cap of one message in characters (default 2 MB)")
     p.add_argument("--json", action="store_true", help="also print the report as JSON")
+    p.add_argument("--no-backup", action="store_true",
+                   help="skip the backup made before the import (into PROJECT.backups/)")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("export", help="export training data or the whole project")
@@ -141,6 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("check", help="check a project file for damage (exit 0: all is well, 1: problems found)")
+    p.add_argument("project", type=Path)
+    p.add_argument("--repair", action="store_true", help="rebuild what can be rebuilt and say what could not")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("backup", help="write a consistent copy of a project to the file OUT (safe while it is in use)")
+    p.add_argument("project", type=Path)
+    p.add_argument("out", type=Path)
+    p.set_defaults(func=_cmd_backup)
+
+    p = sub.add_parser("restore", help="put a backup in place as PROJECT, keeping the replaced file beside it")
+    p.add_argument("backup", type=Path)
+    p.add_argument("project", type=Path)
+    p.set_defaults(func=_cmd_restore)
 
     p = sub.add_parser("gui", help="open the window (on the demo project when no PROJECT is given)")
     p.add_argument("project", type=Path, nargs="?")

@@ -25,6 +25,14 @@ class NotAProjectError(WorkbenchError):
     """The file is not an RLHF Workbench project (not SQLite, or SQLite without our metadata)."""
 
 
+class DamagedProjectError(NotAProjectError):
+    """The file is an RLHF Workbench project that SQLite can no longer read whole (a truncated or overwritten file)."""
+
+
+class ReadOnlyProjectError(WorkbenchError):
+    """A change was asked of a project opened read-only (its file or folder is not writable)."""
+
+
 class NewerSchemaError(WorkbenchError):
     """The project was written by a newer version of the app than this one."""
 

@@ -50,3 +50,9 @@ def runs_dir(project_path: str | os.PathLike[str]) -> Path:
     """Run folders of a project sit beside its file: ``NAME.runs/``."""
     p = Path(project_path)
     return p.with_name(p.name + ".runs")
+
+
+def backups_dir(project_path: str | os.PathLike[str]) -> Path:
+    """Backups of a project sit beside its file: ``NAME.backups/``."""
+    p = Path(project_path)
+    return p.with_name(p.name + ".backups")

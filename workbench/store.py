@@ -24,8 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import NewerSchemaError, NotAProjectError, WorkbenchError
+from .errors import DamagedProjectError, NewerSchemaError, NotAProjectError, ReadOnlyProjectError, WorkbenchError
 from .messages import canonical_json, content_hash, last_user_text, prompt_hash, response_hash, validate_messages
+from .store_health import HealthMixin
 from .schema import APP_ID, APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from .taxonomy import (
     BUILTIN_CATEGORIES,
@@ -113,26 +114,37 @@ def is_project_file(path: str | os.PathLike[str]) -> bool:
     of a file drops every lock this process holds on it, including those of an open project connection, after
     which another process closing its connection would delete the WAL index under this one's feet.
     """
-    p = Path(path)
+    return application_id(path) == APPLICATION_ID
+
+
+def application_id(path: str | os.PathLike[str]) -> int | None:
+    """The SQLite application id in the file's header (read through SQLite: see :func:`is_project_file`), or None
+    when SQLite cannot read the file (not SQLite, or a damaged header)."""
+    return _read_application_id(Path(path))[0]
+
+
+def _read_application_id(p: Path) -> tuple[int | None, str]:
+    """(application id or None, SQLite's error when it could not read it)."""
     if not p.is_file():
-        return False
+        return None, "not a file"
     try:
-        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        conn = _connect_read_only(p)
         try:
-            return conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+            return int(conn.execute("PRAGMA application_id").fetchone()[0]), ""
         finally:
             conn.close()
-    except sqlite3.Error:
-        return False
+    except sqlite3.Error as e:
+        return None, str(e)
 
 
-class Project:
+class Project(HealthMixin):
     """An open project file. Create with :meth:`create` or :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn
         self._depth = 0
+        self.read_only = False
 
     @property
     def db(self) -> Any:
@@ -173,35 +185,53 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, migrate: bool = True) -> "Project":
-        """Open an existing project. Refuses files that are not projects or come from a newer app; backs up and
-        migrates older ones."""
+    def open(cls, path: str | os.PathLike[str], *, migrate: bool = True, read_only: bool | None = False) -> "Project":
+        """Open an existing project. Refuses files that are not projects or come from a newer app, says "damaged"
+        (naming the newest backup) for a project SQLite can no longer read, backs up and migrates older ones.
+
+        ``read_only``: False (the default) refuses a file or folder that is not writable with a clear message; True
+        opens it for reading only; None opens it writable when it can be and read-only otherwise
+        (``project.read_only`` says which), as the window does."""
         p = Path(path)
         if not p.exists():
             raise NotAProjectError(f"{p}: no such project file (create one with `workbench init {p}`)")
         if p.is_dir():
             raise NotAProjectError(f"{p}: is a folder, not a project file")
-        if not is_project_file(p):
+        app, why = _read_application_id(p)
+        if app != APPLICATION_ID:
+            if app is None and looks_like_damaged_project(p):
+                raise DamagedProjectError(damaged_message(p, f"SQLite: {why}"))
             raise NotAProjectError(f"{p}: not an RLHF Workbench project (not an SQLite file made by this app)")
-        conn = _connect(p)
+        writable = read_only is not True and _writable(p)
+        if read_only is False and not writable:
+            raise ReadOnlyProjectError(
+                f"{p}: the project file or its folder is not writable; make it writable, or open it in the window, "
+                "which shows it read-only")
+        conn = _connect(p) if writable else _connect_read_only(p)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            _probe(conn, version)
             if version > SCHEMA_VERSION:
                 raise NewerSchemaError(
                     f"{p}: written by a newer RLHF Workbench (schema {version}, this app reads up to "
                     f"{SCHEMA_VERSION}); update the app to open it"
                 )
             project = cls(p, conn)
+            project.read_only = not writable
             if version < SCHEMA_VERSION:
-                if not migrate:
+                if not migrate or not writable:
                     raise WorkbenchError(f"{p}: schema {version} needs migrating to {SCHEMA_VERSION}")
-                project.backup(p.with_name(f"{p.name}.v{version}.bak"))
+                from .paths import backups_dir
+
+                backups_dir(p).mkdir(exist_ok=True)
+                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+                project.copy_to(backups_dir(p) / f"{p.name.removesuffix('.wbp')}-{stamp}-before-migration-v{version}.wbp")
                 project._migrate(version)
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            if writable and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise NotAProjectError(f"{p}: not a readable project file ({e})") from e
+            raise DamagedProjectError(damaged_message(p, f"SQLite: {e}")) from e
         except BaseException:
             conn.close()
             raise
@@ -248,6 +278,9 @@ class Project:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One transaction (BEGIN IMMEDIATE … COMMIT); nested uses join the outer one."""
+        if self.read_only:
+            raise ReadOnlyProjectError(f"{self.path}: opened read-only (its file or folder is not writable); "
+                                       "copy it somewhere writable to change it")
         if self._depth:
             self._depth += 1
             try:
@@ -936,6 +969,79 @@ class Project:
             "strengths": strengths,
             "flag_categories": flag_categories,
         }
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def looks_like_damaged_project(path: Path) -> bool:
+    """A file SQLite will not read that was still ours: SQLite's magic or our application id in its header, or
+    the backups or runs folder this app keeps beside a project. (Read with a plain open() only on this failure
+    path: see :func:`is_project_file` on why not otherwise.)"""
+    from .paths import backups_dir, runs_dir
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return False
+    ours = len(head) >= 72 and int.from_bytes(head[68:72], "big") == APPLICATION_ID
+    return head.startswith(SQLITE_MAGIC) or ours or backups_dir(path).is_dir() or runs_dir(path).is_dir()
+
+
+def damaged_message(path: Path, why: str) -> str:
+    """"damaged", why, and what to do: restore the newest backup when there is one."""
+    from .paths import backups_dir
+
+    backups = sorted(backups_dir(path).glob("*.wbp"), key=lambda b: b.stat().st_mtime) if backups_dir(path).is_dir() else []
+    if backups:
+        advice = (f"the newest backup is {backups[-1]}; restore it with `workbench restore {backups[-1]} {path}` "
+                  "(the damaged file is kept beside it)")
+    else:
+        advice = f"no backup was found in {backups_dir(path)}; `workbench check {path}` lists what is wrong"
+    return f"{path}: damaged project file ({why}); {advice}"
+
+
+def _probe(conn: sqlite3.Connection, version: int) -> None:
+    """Touch the pages every open needs (schema, settings, counters) so a truncated file fails here, cleanly."""
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    if version >= 1:  # the tables of schema 1 (a file at version 0 is a new, empty one)
+        conn.execute("SELECT COUNT(*) FROM meta").fetchone()
+        conn.execute("SELECT COUNT(*) FROM counter").fetchone()
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write the project: the file, and its folder (for the WAL side files)."""
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return False
+    # os.access says yes to root even for an immutable file or folder: ask SQLite for a write lock.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        probe = path.with_name(f".{path.name}.write-probe")
+        probe.touch()
+        probe.unlink()
+        return True
+    except (sqlite3.OperationalError, OSError):
+        return False
+    finally:
+        conn.close()
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as e:
+        if "unable to open" not in str(e):
+            raise
+        # A WAL file in a read-only folder without its side files: read it as it is on disk.
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
 
 
 def _connect(path: Path) -> sqlite3.Connection:

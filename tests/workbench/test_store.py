@@ -250,8 +250,7 @@ def test_older_schema_is_backed_up_then_migrated(tmp_path: Path) -> None:
     conn.close()
     with Project.open(old) as p:
         assert p.schema_version == SCHEMA_VERSION
-    backup = tmp_path / "old.wbp.v0.bak"
-    assert backup.exists()
+    (backup,) = (tmp_path / "old.wbp.backups").glob("old-*-before-migration-v0.wbp")
     conn = sqlite3.connect(backup)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
     conn.close()

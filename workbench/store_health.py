@@ -1,0 +1,160 @@
+"""The project file's health, as the store sees it: SQLite's own checks, the trigger-kept counters against real
+counts, snapshot hashes against the rows they froze, and consistent copies made with SQLite's online backup API.
+
+A mixin of :class:`workbench.store.Project` (it needs only ``self.conn`` and the snapshot digest). The workflows
+built on it (``workbench check``, backups and restore) live in :mod:`workbench.project_check` and
+:mod:`workbench.backups`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .schema import COUNTER_KEYS
+
+# Each counter and the query that gives its true value (what the triggers in schema.py keep up to date).
+_COUNTER_TRUTH = {
+    "prompts": "SELECT COUNT(*) FROM prompt",
+    "heldout_prompts": "SELECT COUNT(*) FROM prompt WHERE split = 'heldout'",
+    "responses": "SELECT COUNT(*) FROM response",
+    "comparisons": "SELECT COUNT(*) FROM comparison",
+    "retracted": "SELECT COUNT(*) FROM comparison WHERE retracted_at IS NOT NULL",
+    "retests": "SELECT COUNT(*) FROM comparison WHERE retest_of IS NOT NULL",
+    "rankings": "SELECT COUNT(*) FROM ranking",
+    "demonstrations": "SELECT COUNT(*) FROM demonstration",
+    "flags": "SELECT COUNT(*) FROM safety_flag WHERE present = 1 AND retracted_at IS NULL",
+    "safety_labels": "SELECT COUNT(*) FROM safety_flag",
+    **{f"verdict:{v}": f"SELECT COUNT(*) FROM comparison WHERE verdict = '{v}' AND retracted_at IS NULL"
+       for v in ("a", "b", "tie", "both_bad")},
+    "verdict:pending": "SELECT COUNT(*) FROM comparison WHERE verdict IS NULL AND retracted_at IS NULL",
+    **{f"strength:{s}": f"SELECT COUNT(*) FROM comparison WHERE strength = '{s}' AND retracted_at IS NULL"
+       for s in ("slight", "clear", "strong")},
+}
+_FLAG_TRUTH = ("SELECT category, SUM(present = 1 AND retracted_at IS NULL) FROM safety_flag GROUP BY category")
+
+# The runs whose note says their folder was found missing (``mark_run_missing``).
+MISSING_NOTE = "missing: "
+
+
+@dataclass(frozen=True)
+class CounterMismatch:
+    key: str
+    stored: int | None  # None: the counter row itself is missing
+    actual: int
+
+
+@dataclass(frozen=True)
+class SnapshotMismatch:
+    snapshot_id: int
+    kind: str
+    stored: str
+    actual: str
+
+
+class HealthMixin:
+    conn: sqlite3.Connection
+
+    # ------------------------------------------------------------------ SQLite's own checks
+    def integrity_problems(self, *, limit: int = 100) -> list[str]:
+        """What ``PRAGMA integrity_check`` reports; empty when the file is sound. (Not ``quick_check``: SQLite 3.40
+        reports false NULLs in the keys of WITHOUT ROWID tables there.)"""
+        rows = [r[0] for r in self.conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+        if rows == ["ok"]:
+            return []
+        # A row may hold several findings, one per line, under a "*** in database main ***" heading.
+        return [line for row in rows for line in str(row).splitlines() if line.strip() and not line.startswith("***")]
+
+    def foreign_key_problems(self, limit: int = 100) -> list[str]:
+        """Rows pointing at a parent row that does not exist (``PRAGMA foreign_key_check``), one line each."""
+        out = []
+        for table, rowid, parent, _ in self.conn.execute("PRAGMA foreign_key_check"):
+            out.append(f"{table} row {rowid} refers to a missing {parent} row")
+            if len(out) >= limit:
+                break
+        return out
+
+    # ------------------------------------------------------------------ counters
+    def counter_mismatches(self) -> list[CounterMismatch]:
+        """Counters whose stored value differs from the rows they count (or that are missing)."""
+        stored = dict(self.conn.execute("SELECT key, n FROM counter"))
+        out = []
+        for key in COUNTER_KEYS:
+            actual = int(self.conn.execute(_COUNTER_TRUTH[key]).fetchone()[0])
+            if stored.get(key) != actual:
+                out.append(CounterMismatch(key, stored.get(key), actual))
+        flags = {f"flag:{c}": int(n or 0) for c, n in self.conn.execute(_FLAG_TRUTH)}
+        for key in sorted(set(flags) | {k for k in stored if k.startswith("flag:")}):
+            actual = flags.get(key, 0)
+            if stored.get(key, 0 if key not in flags else None) != actual:
+                out.append(CounterMismatch(key, stored.get(key), actual))
+        return out
+
+    def rebuild_counters(self) -> int:
+        """Recount every counter from the rows, in one transaction; returns how many changed."""
+        wrong = self.counter_mismatches()
+        with self.transaction():  # type: ignore[attr-defined]
+            for m in wrong:
+                self.conn.execute("INSERT INTO counter (key, n) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET n = ?",
+                                  (m.key, m.actual, m.actual))
+        return len(wrong)
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot_mismatches(self) -> list[SnapshotMismatch]:
+        """Snapshots whose content hash no longer matches the rows they froze (a row changed or is gone)."""
+        out = []
+        for sid, kind, stored in self.conn.execute("SELECT id, kind, content_hash FROM snapshot ORDER BY id").fetchall():
+            actual = self._snapshot_digest(sid, kind)  # type: ignore[attr-defined]
+            if actual != stored:
+                out.append(SnapshotMismatch(sid, kind, stored, actual))
+        return out
+
+    # ------------------------------------------------------------------ runs
+    def mark_run_missing(self, run_id: int, what: str) -> None:
+        """Record that a run's folder (or adapter) is gone: the note starts with ``missing:``; a run that was
+        still pending or running is failed."""
+        with self.transaction():  # type: ignore[attr-defined]
+            self.conn.execute(
+                "UPDATE run SET error = ?, status = CASE WHEN status IN ('pending', 'running') THEN 'failed' "
+                "ELSE status END WHERE id = ?", (MISSING_NOTE + what, run_id))
+
+    def running_runs(self) -> list[tuple[int, int | None]]:
+        """(run id, worker pid) of the runs recorded as running."""
+        return [(int(r[0]), r[1]) for r in self.conn.execute("SELECT id, pid FROM run WHERE status = 'running'")]
+
+    # ------------------------------------------------------------------ copies
+    def copy_to(self, target: str | os.PathLike[str], *, pages_per_step: int = -1) -> Path:
+        """Write a consistent copy of the project to the new file ``target`` with SQLite's online backup API,
+        which is safe while other connections (a training worker) write; the copy is a plain rollback-journal
+        file that opens on its own. Refuses to overwrite an existing file."""
+        target = Path(target)
+        if target.exists():
+            raise FileExistsError(f"{target}: a file already exists there")
+        dest = sqlite3.connect(target)
+        try:
+            self.conn.backup(dest, pages=pages_per_step)
+            dest.execute("PRAGMA journal_mode=DELETE")
+        except BaseException:
+            dest.close()
+            target.unlink(missing_ok=True)
+            raise
+        dest.close()
+        return target
+
+
+def describe_counter(m: CounterMismatch) -> str:
+    stored = "missing" if m.stored is None else f"{m.stored:,}"
+    return f"counter {m.key!r} says {stored} but the project holds {m.actual:,}"
+
+
+def describe_snapshot(m: SnapshotMismatch) -> str:
+    return (f"snapshot {m.snapshot_id} ({m.kind}) no longer matches its content hash: rows it froze were changed "
+            "or removed, so runs trained on it cannot be reproduced exactly")
+
+
+def runs_to_check(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs worth checking on disk: every run except those already marked missing."""
+    return [r for r in rows if not str(r.get("error") or "").startswith(MISSING_NOTE)]
