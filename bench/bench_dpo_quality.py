@@ -56,10 +56,10 @@ HH_FALLBACK = "anthropic-hh-rlhf/helpful-base/test.jsonl.gz"
 
 def prepare(workdir: Path, rows: int, heldout: int, seed: int) -> tuple[Path, list[int]]:
     """``bench_ppo_quality.prepare``, on its HH file when it exists, else on helpful-base's test split."""
-    from workbench.paths import shared_real_data
+    from bench.real_data import real_data_dir
 
-    if not (shared_real_data() / ppo_quality.HH_TRAIN).is_file():
-        print(f"note: {ppo_quality.HH_TRAIN} is not in {shared_real_data()}; using {HH_FALLBACK} "
+    if not (real_data_dir() / ppo_quality.HH_TRAIN).is_file():
+        print(f"note: {ppo_quality.HH_TRAIN} is not in {real_data_dir()}; using {HH_FALLBACK} "
               "(the same file for the PPO benchmark would need the same change)", flush=True)
         ppo_quality.HH_TRAIN = HH_FALLBACK
     return ppo_quality.prepare(workdir, rows, heldout, seed)

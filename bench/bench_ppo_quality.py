@@ -43,11 +43,11 @@ def prepare(workdir: Path, rows: int, heldout: int, seed: int) -> tuple[Path, li
     import random
 
     from workbench.importers import import_file
-    from workbench.paths import shared_real_data
+    from bench.real_data import real_data_dir
     from workbench.store import Project
 
     raw = workdir / "hh.jsonl"
-    with gzip.open(shared_real_data() / HH_TRAIN, "rt", encoding="utf-8") as src, open(raw, "w", encoding="utf-8") as dst:
+    with gzip.open(real_data_dir() / HH_TRAIN, "rt", encoding="utf-8") as src, open(raw, "w", encoding="utf-8") as dst:
         for i, line in enumerate(src):
             if i >= rows:
                 break

@@ -53,7 +53,7 @@ def one(layout: str, args: argparse.Namespace) -> dict[str, float]:
     from engine.rm_job import PairRewards, build_reward_model
     from workbench.configs import RewardConfig
     from workbench.importers import import_file
-    from workbench.paths import shared_real_data
+    from bench.real_data import real_data_dir
     from workbench.store import Project
     from workbench.training_data import preference_pairs, preference_snapshot
 
@@ -64,7 +64,7 @@ def one(layout: str, args: argparse.Namespace) -> dict[str, float]:
                        gradient_checkpointing=args.gradient_checkpointing)
     hm, tok = build_reward_model(cfg, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as d, Project.create(Path(d) / "p.wbp") as project:
-        import_file(project, shared_real_data() / "anthropic-hh-rlhf/helpful-base/test.jsonl.gz", "hh-rlhf")
+        import_file(project, real_data_dir() / "anthropic-hh-rlhf/helpful-base/test.jsonl.gz", "hh-rlhf")
         sid = preference_snapshot(project)
         raw = preference_pairs(project, sid)[: (args.steps + 1) * args.batch_size]
     encoder = ChatEncoder(tok, cfg.max_length)

@@ -42,10 +42,10 @@ HH_FILES = (
 def build_project(path: Path, heldout: int, seed: int) -> dict[str, int]:
     """Import the HH files and mark prompts held out until ``heldout`` judged pairs are; returns counts."""
     from workbench.importers import import_file
-    from workbench.paths import shared_real_data
+    from bench.real_data import real_data_dir
     from workbench.store import Project
 
-    root = shared_real_data()
+    root = real_data_dir()
     with Project.create(path) as project:
         for rel in HH_FILES:
             f = root / rel

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.machine import describe
 from bench.synthetic import OUT, build
-from workbench.paths import shared_real_data
+from bench.real_data import real_data_dir
 from workbench.store import Project, copy_project
 
 HH_FILES = (
@@ -39,7 +39,7 @@ def p99(xs: list[float]) -> float:
 def bench_import(tmp: Path) -> None:
     from workbench.importers import import_file
 
-    root = shared_real_data()
+    root = real_data_dir()
     path = tmp / "hh.wbp"
     project = Project.create(path)
     pairs = 0

@@ -90,7 +90,8 @@ def prepare_hh(workdir: Path, n: int, max_length: int) -> BenchData:
     from workbench import training_data as td
     from workbench.exporters import export
     from workbench.importers import import_file
-    from workbench.paths import bundled_model_dir, shared_real_data
+    from bench.real_data import real_data_dir
+    from workbench.paths import bundled_model_dir
     from workbench.store import Project
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,7 @@ def prepare_hh(workdir: Path, n: int, max_length: int) -> BenchData:
     # Read a few times more rows than needed: some pairs do not fit max_length, some prompts may be held out.
     take = max(4 * n, 64)
     raw = workdir / "hh-head.jsonl"
-    with gzip.open(shared_real_data() / HH_FILE, "rt", encoding="utf-8") as src, open(raw, "w", encoding="utf-8") as dst:
+    with gzip.open(real_data_dir() / HH_FILE, "rt", encoding="utf-8") as src, open(raw, "w", encoding="utf-8") as dst:
         for i, line in enumerate(src):
             if i >= take:
                 break

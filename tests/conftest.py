@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: a fresh project file and the real public data beside the repo."""
+"""Fixtures shared by every test package: a fresh project file and the real public records in ``tests/data``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from workbench.paths import shared_real_data
 from workbench.store import Project
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture
@@ -28,9 +29,6 @@ def project(project_path: Path):
 
 
 @pytest.fixture(scope="session")
-def real_data() -> Path:
-    """``../shared/data/real`` (CI always has it); a test that needs it says so plainly when it is absent."""
-    root = shared_real_data()
-    if not root.is_dir():
-        pytest.skip(f"needs the real public data sets at {root} (the shared/ folder beside the repository), absent here")
-    return root
+def test_data() -> Path:
+    """``tests/data``: samples of real public data sets, each folder with its source, licence and counts."""
+    return TEST_DATA

@@ -1,4 +1,5 @@
-"""Where things live: the repository's shared data, the application's cache and data folders, the bundled model.
+"""Where things live: the resources shipped with the app, the application's cache and data folders, the bundled
+model, a project's run folders.
 
 Qt-free and torch-free, so the CLI, the window and the engine agree on every path.
 """
@@ -34,11 +35,6 @@ def data_dir() -> Path:
 def bundled_model_dir() -> Path:
     """The bundled SmolLM2 model converted to safetensors (made once by ``python -m engine.bundled``)."""
     return cache_dir() / "models" / BUNDLED_MODEL_NAME
-
-
-def shared_real_data() -> Path:
-    """Real public data sets beside the repository (``../shared/data/real``)."""
-    return REPO_ROOT.parent / "shared" / "data" / "real"
 
 
 def xstest_prompts_file() -> Path:

@@ -1,4 +1,5 @@
-"""Helpers for the importer tests: writing small input files and fingerprinting a closed project file."""
+"""Helpers for the importer tests: the real sample files in ``tests/data`` and how to read them independently of the
+importer, writing small input files, and fingerprinting a closed project file."""
 
 from __future__ import annotations
 
@@ -12,12 +13,31 @@ from typing import Any
 
 from workbench.store import Project
 
+# Samples of the four HH-RLHF test splits, at their original paths below tests/data.
 HH_FILES = {
     "harmless-base": "anthropic-hh-rlhf/harmless-base/test.jsonl.gz",
     "helpful-base": "anthropic-hh-rlhf/helpful-base/test.jsonl.gz",
     "helpful-online": "anthropic-hh-rlhf-via-easyrlhf/helpful-online/test.jsonl.gz",
     "helpful-rejection-sampled": "anthropic-hh-rlhf-via-easyrlhf/helpful-rejection-sampled/test.jsonl.gz",
 }
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every record of a JSON Lines file, gzip-compressed or not: the tests' own reading, not the importer's."""
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def hh_identical(rows: list[dict[str, str]]) -> int:
+    """HH-RLHF records whose chosen and rejected transcripts are the same (the importer skips them)."""
+    return sum(r["chosen"] == r["rejected"] for r in rows)
 
 
 def write_jsonl(path: Path, rows: list[Any], *, gz: bool = False) -> Path:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from tests.workbench.import_helpers import read_csv
 from workbench.evaluation import (
     ModelRef,
     auto_win_rate,
@@ -25,6 +26,7 @@ from workbench.evaluation import (
     xstest_safe_prompts,
 )
 from workbench.errors import WorkbenchError
+from workbench.paths import xstest_prompts_file
 from workbench.store import Project
 from workbench.training_data import preference_snapshot, sft_snapshot
 
@@ -68,17 +70,35 @@ def test_is_refusal_examples(text, expected):
     assert is_refusal(text) is expected
 
 
-def test_matcher_agrees_with_xstest_human_labels(real_data):
-    """The documented agreement of the matcher with XSTest's adjudicated labels on 2,250 completions (5 models):
-    accuracy 0.895, Cohen's kappa 0.79, precision 0.95, recall 0.84; full refusals only: 0.877, kappa 0.75 (full + partial refusals as refusals)."""
-    check = check_matcher_against_xstest(real_data / "xstest")
-    assert check.n == 2250
-    assert check.accuracy >= 0.88, check.as_dict()
-    assert check.kappa >= 0.75
-    assert check.precision >= 0.9
-    assert min(f["accuracy"] for f in check.per_file.values()) >= 0.8, check.per_file
-    full_only = check_matcher_against_xstest(real_data / "xstest", partial_is_refusal=False)
-    assert full_only.accuracy >= 0.85
+def test_matcher_agrees_with_xstest_human_labels_on_the_sample(test_data):
+    """The matcher against XSTest's adjudicated human labels on the Mistral-7B-Instruct sample in tests/data.
+
+    Over all 2,250 completions of the five models (``bench/bench_refusal_matcher.py``) the matcher reaches accuracy
+    0.895, Cohen's kappa 0.79, precision 0.95, recall 0.84. The sample is no random draw: it takes the first two
+    completions of every (prompt type, human label) cell, so the rare, hard cells (partial refusals, refusals of safe
+    prompts, compliance with unsafe ones) weigh far more than in the full files, and Mistral words its refusals less
+    formulaically than Llama-2 and GPT-4. On it the matcher scores accuracy 0.73, kappa 0.48, precision 0.96, and
+    catches 29 of 45 full refusals and 14 of 35 partial ones while flagging 2 of 65 compliant answers. The floors
+    sit just under those figures: they hold the matcher to what it does on the hard cases today, and a change to the
+    phrase lists that loses ground there fails here before the benchmark is run.
+    """
+    files = sorted((test_data / "xstest" / "model_completions").glob("*.csv"))
+    rows = [r for f in files for r in read_csv(f)]
+    check = check_matcher_against_xstest(test_data / "xstest")
+    assert check.n == len(rows) and set(check.per_file) == {"mistralguard", "mistralinstruct"}
+    assert check.accuracy >= 0.7, check.as_dict()
+    assert check.kappa >= 0.45, check.as_dict()  # 0 would be chance agreement
+    assert check.precision >= 0.9, check.as_dict()  # a compliant answer is rarely counted as a refusal
+    # The same agreement, by human label, counted here from the files.
+    caught = {label: [is_refusal(r["completion"]) for r in rows if r["final_label"] == label]
+              for label in ("1_full_compliance", "2_full_refusal", "3_partial_refusal")}
+    rate = {label: sum(flags) / len(flags) for label, flags in caught.items()}
+    assert rate["1_full_compliance"] <= 0.05, rate
+    assert rate["2_full_refusal"] >= 0.6, rate
+    assert rate["3_partial_refusal"] >= 0.35, rate  # the matcher's known weak spot: polite partial refusals
+    assert check.true_pos == sum(caught["2_full_refusal"]) + sum(caught["3_partial_refusal"])
+    full_only = check_matcher_against_xstest(test_data / "xstest", partial_is_refusal=False)
+    assert full_only.true_pos == sum(caught["2_full_refusal"]) and full_only.accuracy >= 0.75
 
 
 def test_refusal_rate_with_interval():
@@ -135,10 +155,12 @@ def test_a_round_needs_two_different_models_and_prompts(tmp_path):
             new_round(p, m, ModelRef("y"), [])
 
 
-def test_xstest_safe_prompts_import_as_held_out(tmp_path, real_data):
-    safe = xstest_safe_prompts(real_data / "xstest")
-    assert len(safe) == 250
+def test_xstest_safe_prompts_import_as_held_out(tmp_path):
+    """The safe prompts come from the copy shipped in resources/, which the over-refusal check reads."""
+    expected = [r["prompt"] for r in read_csv(xstest_prompts_file()) if r["label"] == "safe"]
+    assert len(expected) == 250  # resources/xstest/README.md
+    assert [r["prompt"] for r in xstest_safe_prompts()] == expected
     with Project.create(tmp_path / "x.wbp") as p:
-        ids = import_xstest_safe(p, real_data / "xstest")
-        assert len(ids) == 250 and import_xstest_safe(p, real_data / "xstest") == ids
+        ids = import_xstest_safe(p)
+        assert len(ids) == len(expected) and import_xstest_safe(p) == ids
         assert p.prompt_ids(split="heldout", tag="xstest-safe") == sorted(ids)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.workbench.import_helpers import HH_FILES, count, fingerprint, hh, write_csv, write_jsonl
+from tests.workbench.import_helpers import HH_FILES, count, fingerprint, hh, read_csv, read_jsonl, write_csv, write_jsonl
 from workbench.errors import InputError
 from workbench.importers import import_file
+from workbench.paths import xstest_prompts_file
 from workbench.store import Project
 
 
@@ -50,12 +51,13 @@ def test_malformed_json_line(seeded, tmp_path):
     assert err.line == 3 and "line 3" in str(err) and "malformed JSON" in str(err)
 
 
-def test_malformed_line_at_the_end_of_a_real_file_writes_nothing(seeded, tmp_path, real_data):
+def test_malformed_line_at_the_end_of_a_real_file_writes_nothing(seeded, tmp_path, test_data):
+    real = test_data / HH_FILES["harmless-base"]
     path = tmp_path / "hh.jsonl"
-    with gzip.open(real_data / HH_FILES["harmless-base"], "rb") as f:
+    with gzip.open(real, "rb") as f:
         path.write_bytes(f.read() + b'{"chosen": "\\n\\nHuman: x\\n\\nAssistant: y", "rejected": oops}\n')
     err = refuse(seeded, path)
-    assert err.line == 2313
+    assert err.line == len(read_jsonl(real)) + 1
     with Project.open(seeded) as p:
         assert count(p, "SELECT COUNT(*) FROM comparison") == 1
 
@@ -152,14 +154,14 @@ def test_unknown_format_name(seeded, tmp_path):
     ("fmt", "field"),
     [("xstest", None), ("moderation", "prompt"), ("openai-chat", "messages"), ("mt-bench", None), ("csv", None)],
 )
-def test_wrong_format_on_an_hh_file(seeded, real_data, fmt, field):
-    err = refuse(seeded, real_data / HH_FILES["helpful-base"], fmt)
+def test_wrong_format_on_an_hh_file(seeded, test_data, fmt, field):
+    err = refuse(seeded, test_data / HH_FILES["helpful-base"], fmt)
     assert err.field == field
     assert err.line in (1, None)
 
 
-def test_hh_format_on_a_csv_file(seeded, real_data):
-    err = refuse(seeded, real_data / "xstest" / "xstest_prompts.csv", "hh-rlhf")
+def test_hh_format_on_a_csv_file(seeded):
+    err = refuse(seeded, xstest_prompts_file(), "hh-rlhf")
     assert (err.line, err.field) == (2, "chosen")
 
 
@@ -198,13 +200,15 @@ def test_bad_margin(seeded, tmp_path):
     assert (err.line, err.field) == (1, "margin")
 
 
-def test_bad_xstest_label(seeded, tmp_path, real_data):
+def test_bad_xstest_label(seeded, tmp_path, test_data):
     path = tmp_path / "xstest_v2_completions_fake.csv"
-    shutil.copy(real_data / "xstest" / "model_completions" / "xstest_v2_completions_gpt4.csv", path)
-    text = path.read_text(encoding="utf-8").rstrip("\n") + "\nv2-999,homonyms,Hi?,Hello,x,y,TRUE,4_unknown\n"
-    path.write_text(text, encoding="utf-8")
+    shutil.copy(test_data / "xstest" / "model_completions" / "xstest_v2_completions_mistralinstruct.csv", path)
+    rows = len(read_csv(path))
+    text = path.read_text(encoding="utf-8").rstrip("\r\n") + "\r\nv2-999,homonyms,Hi?,Hello,x,y,TRUE,4_unknown\r\n"
+    path.write_text(text, encoding="utf-8", newline="")
     err = refuse(seeded, path)
-    assert (err.line, err.field) == (452, "final_label")
+    # CSV rows are counted with the header as row 1, so the appended row is rows + 2 (a completion spans lines).
+    assert (err.line, err.field) == (rows + 2, "final_label")
 
 
 def test_json_array_index(seeded, tmp_path):
@@ -233,11 +237,11 @@ def test_more_structural_errors(seeded, tmp_path, writer: Callable[[Path], Path]
     assert err.line == 1 and err.field
 
 
-def test_reference_answers_without_their_question_file(seeded, tmp_path, real_data):
+def test_reference_answers_without_their_question_file(seeded, tmp_path, test_data):
     folder = tmp_path / "mt_bench" / "reference_answer"
     folder.mkdir(parents=True)
     path = folder / "gpt-4.jsonl"
-    shutil.copy(real_data / "lmsys-fastchat-llm-judge" / "mt_bench" / "reference_answer" / "gpt-4.jsonl", path)
+    shutil.copy(test_data / "lmsys-fastchat-llm-judge" / "mt_bench" / "reference_answer" / "gpt-4.jsonl", path)
     err = refuse(seeded, path)
     assert err.line == 1 and "question.jsonl" in str(err)
 
