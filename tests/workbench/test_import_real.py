@@ -129,7 +129,7 @@ def test_xstest_completions_over_refusal_flags(project, real_data, model):
     source = f"xstest:{model}"
     assert count(project, "SELECT COUNT(*) FROM response WHERE source = ? AND model = ?", source, model) == 450
     # The human label of every response is retrievable, with the README's counts.
-    labels = final_labels(project.conn, source)
+    labels = final_labels(project, source)
     assert len(labels) == 450
     assert [list(labels.values()).count(x) for x in ("1_full_compliance", "2_full_refusal", "3_partial_refusal")] == [
         compliance, full, partial,
