@@ -204,10 +204,7 @@ class EvaluationPage(Page):
         self.prompt_tag.blockSignals(True)
         self.prompt_tag.clear()
         self.prompt_tag.addItem("every held-out prompt", None)
-        for (tag,) in self.project.conn.execute(
-            "SELECT DISTINCT t.tag FROM prompt_tag t JOIN prompt p ON p.id = t.prompt_id WHERE p.split = 'heldout'"
-            " ORDER BY t.tag"
-        ):
+        for tag in self.project.tags(split="heldout"):
             self.prompt_tag.addItem(f"held-out, tag {tag}", tag)
         i = self.prompt_tag.findData(keep)
         self.prompt_tag.setCurrentIndex(max(0, i))
@@ -277,7 +274,7 @@ class EvaluationPage(Page):
         save_round(self.project, rnd)
 
     def _step_done(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
+        if not self.project.is_open:
             return  # the project was closed while the job ended
         self.job = None
         if outcome.status != "done":
@@ -443,7 +440,7 @@ class EvaluationPage(Page):
         return True
 
     def _scoring_done(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
+        if not self.project.is_open:
             return  # the project was closed while the job ended
         self.job = None
         self.last_outcome = outcome

@@ -54,10 +54,9 @@ def build_project(path: Path, base: str) -> tuple[Path, int]:
             p.add_response(pid, full, origin="model", model=base, adapter=tuned)
         pair_round(p, rnd)
         # The expert has judged four of the six pairs so far: three for the tuned model, one tie.
-        rows = p.conn.execute("SELECT id, response_a FROM comparison WHERE source = ? ORDER BY id", (rnd.source,)).fetchall()
-        for k, (cid, ra) in enumerate(rows[:4]):
-            tuned_is_a = p.get_response(ra).adapter == tuned
-            p.judge(cid, "tie" if k == 3 else ("a" if tuned_is_a else "b"), strength=None if k == 3 else "clear")
+        for k, c in enumerate(p.comparisons(source=rnd.source)[:4]):
+            tuned_is_a = p.get_response(c.response_a).adapter == tuned
+            p.judge(c.id, "tie" if k == 3 else ("a" if tuned_is_a else "b"), strength=None if k == 3 else "clear")
     return path, rnd.id
 
 

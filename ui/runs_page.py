@@ -151,7 +151,7 @@ class RunsPage(Page):
         self.refresh()
 
     def _on_finished(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
+        if not self.project.is_open:
             return  # the project was closed while the run ended
         self.refresh()
         if outcome.status == "failed":

@@ -61,7 +61,7 @@ def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir,
     assert "queued" in page.progress.text(), page.progress.text()
     rnd = page.round
     with Project.open(training_project_path) as p:
-        rows = p.conn.execute("SELECT kind, verdict FROM comparison WHERE source = ?", (rnd.source,)).fetchall()
+        rows = [(c.kind, c.verdict) for c in p.comparisons(source=rnd.source)]
     assert rows and all(k == "eval" and v is None for k, v in rows)
     assert "no judged pairs yet" in page.result.text()
 
@@ -87,7 +87,7 @@ def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir,
     assert "wins <b>100.0%</b>" in page.result.text() and "95% CI" in page.result.text()
     with Project.open(training_project_path) as p:
         sid = preference_snapshot(p)
-        eval_ids = {r[0] for r in p.conn.execute("SELECT id FROM comparison WHERE kind = 'eval'")}
+        eval_ids = {c.id for c in p.comparisons(kind="eval")}
         assert not eval_ids & set(p.snapshot_items(sid, "comparison"))
 
 

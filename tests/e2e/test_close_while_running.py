@@ -69,7 +69,7 @@ def test_cancel_the_run_stops_it_with_a_checkpoint(qtbot, session, tiny_model_di
     qtbot.waitUntil(lambda: not _pid_alive(pid), timeout=30_000)
     with Project.open(training_project_path) as p:
         run = p.get_run(page.run_id)
-        checkpoints = p.conn.execute("SELECT COUNT(*) FROM checkpoint WHERE run_id = ?", (page.run_id,)).fetchone()[0]
+        checkpoints = len(p.checkpoints(page.run_id))
     assert run["status"] == "cancelled"
     assert checkpoints >= 1  # cancel saves one first, so the run can be resumed
 

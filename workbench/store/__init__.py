@@ -23,9 +23,9 @@ from __future__ import annotations
 from .connection import DEFAULT_GUIDELINE, ProjectFile, copy_project, is_project_file
 from .history import HISTORY_KINDS
 from .project import Project
-from .records import Comparison, Flag, HistoryRow, Prompt, Response, Undone, check_choice, now_iso
+from .records import Comparison, Demonstration, Flag, HistoryRow, Prompt, Response, Undone, check_choice, now_iso
 
 __all__ = [
-    "DEFAULT_GUIDELINE", "HISTORY_KINDS", "Comparison", "Flag", "HistoryRow", "Project", "ProjectFile", "Prompt",
+    "DEFAULT_GUIDELINE", "HISTORY_KINDS", "Comparison", "Demonstration", "Flag", "HistoryRow", "Project", "ProjectFile", "Prompt",
     "Response", "Undone", "check_choice", "copy_project", "is_project_file", "now_iso",
 ]

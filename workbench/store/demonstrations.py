@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import WorkbenchError
 from .connection import ProjectFile
-from .records import now_iso
+from .records import Demonstration, now_iso
 
 # No live demonstration, no response that won a comparison, no live ranking.
 _LACKS_GOOD_ANSWER = (
@@ -64,6 +64,12 @@ class DemonstrationStore(ProjectFile):
                     )
                 )
         return demo_id, made
+
+    def demonstrations(self) -> list[Demonstration]:
+        """Every demonstration (retracted ones included), in id order."""
+        return [Demonstration(*r) for r in self.conn.execute(
+            "SELECT id, prompt_id, response_id, edited_from, note, source, retracted_at FROM demonstration ORDER BY id"
+        )]
 
     def demonstration_response_id(self, demonstration_id: int) -> int:
         row = self.conn.execute("SELECT response_id FROM demonstration WHERE id = ?", (demonstration_id,)).fetchone()

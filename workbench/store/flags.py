@@ -78,6 +78,12 @@ class FlagStore(ProjectFile):
             )
         ]
 
+    def flags(self) -> list[Flag]:
+        """Every safety label (known-absent and retracted ones included), in id order."""
+        return [Flag(*r[:6], present=bool(r[6])) for r in self.conn.execute(
+            "SELECT id, prompt_id, response_id, category, severity, note, present FROM safety_flag ORDER BY id"
+        )]
+
     def get_flag(self, flag_id: int) -> Flag:
         row = self.conn.execute(
             "SELECT id, prompt_id, response_id, category, severity, note, present FROM safety_flag WHERE id = ?", (flag_id,)

@@ -53,6 +53,19 @@ class RankingStore(ProjectFile):
             )
         }
 
+    def ranking_ids(self, prompt_id: int | None = None) -> list[int]:
+        """Every ranking (of one prompt, when given), retracted ones included, in id order."""
+        if prompt_id is None:
+            return [r[0] for r in self.conn.execute("SELECT id FROM ranking ORDER BY id")]
+        return [r[0] for r in self.conn.execute("SELECT id FROM ranking WHERE prompt_id = ? ORDER BY id", (prompt_id,))]
+
+    def ranking_retest_of(self, ranking_id: int) -> int | None:
+        """The ranking this one repeats blind, or None for an original."""
+        row = self.conn.execute("SELECT retest_of FROM ranking WHERE id = ?", (ranking_id,)).fetchone()
+        if row is None:
+            raise WorkbenchError(f"no ranking with id {ranking_id}")
+        return row[0]
+
     def ranking_prompt_id(self, ranking_id: int) -> int:
         row = self.conn.execute("SELECT prompt_id FROM ranking WHERE id = ?", (ranking_id,)).fetchone()
         if row is None:

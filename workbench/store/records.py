@@ -82,6 +82,19 @@ class Undone:
 
 
 @dataclass
+class Demonstration:
+    """An expert-written answer: the response holding its text, and the response it was edited from, if any."""
+
+    id: int
+    prompt_id: int
+    response_id: int
+    edited_from: int | None = None
+    note: str | None = None
+    source: str = ""
+    retracted_at: str | None = None
+
+
+@dataclass
 class Flag:
     """One safety label as a screen shows it: on a response, or on the prompt text when ``response_id`` is None."""
 

@@ -62,6 +62,14 @@ class ResponseStore(ProjectFile):
         ids = [r[0] for r in self.conn.execute("SELECT id FROM response WHERE prompt_id = ? ORDER BY id", (prompt_id,))]
         return [self.get_response(i) for i in ids]
 
+    def responses(self, *, source: str | None = None) -> list[Response]:
+        """Every response (from ``source``, when given), in id order."""
+        if source is None:
+            ids = [r[0] for r in self.conn.execute("SELECT id FROM response ORDER BY id")]
+        else:
+            ids = [r[0] for r in self.conn.execute("SELECT id FROM response WHERE source = ? ORDER BY id", (source,))]
+        return [self.get_response(i) for i in ids]
+
     def response_model(self, response_id: int) -> tuple[str | None, str | None] | None:
         """(model, adapter) that wrote a response (both None for one no model wrote); None when there is no such
         response. Reads no text."""

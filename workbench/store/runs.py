@@ -104,6 +104,17 @@ class RunStore(ProjectFile):
             )
         return int(cur.lastrowid)
 
+    def checkpoints(self, run_id: int) -> list[dict[str, Any]]:
+        """A run's checkpoint rows (id, step, path, is_best, metrics, created_at), by step."""
+        return [
+            {"id": r[0], "step": r[1], "path": r[2], "is_best": bool(r[3]), "metrics": json.loads(r[4]) if r[4] else {},
+             "created_at": r[5]}
+            for r in self.conn.execute(
+                "SELECT id, step, path, is_best, metrics, created_at FROM checkpoint WHERE run_id = ? ORDER BY step, id",
+                (run_id,),
+            )
+        ]
+
     def forget_missing_checkpoints(self, run_id: int) -> int:
         """Delete the rows of ``run_id``'s checkpoints whose folder is gone (pruned); returns how many."""
         rows = self.conn.execute("SELECT id, path FROM checkpoint WHERE run_id = ?", (run_id,)).fetchall()
