@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import GenerateConfig, ScoreConfig
 from workbench.errors import WorkbenchError
+from workbench.jobs.client import Outcome
 from workbench.evaluation import (
     XSTEST_TAG,
     EvalRound,
@@ -65,7 +66,7 @@ from workbench.reward_scores import (
     reward_model_runs,
 )
 
-from .engine_client import EngineRun, Outcome, run_manager
+from .engine_client import EngineRun, run_manager
 from .model_picker import ModelPicker
 from .pages.base import Page
 

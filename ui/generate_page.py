@@ -28,9 +28,10 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import GenerateConfig
 from workbench.errors import InputError
+from workbench.jobs.client import Outcome
 
 from .config_form import ConfigForm
-from .engine_client import EngineRun, Outcome, run_manager
+from .engine_client import EngineRun, run_manager
 from .model_picker import ModelPicker
 from .pages.base import Page
 

@@ -30,10 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.jobs.client import _pid_alive
+from workbench.jobs.client import Outcome, pid_alive
 
 from .charts import MetricCharts
-from .engine_client import Outcome, run_manager
+from .engine_client import run_manager
 from .pages.base import Page
 from .train_page import fmt_duration
 
@@ -167,7 +167,7 @@ class RunsPage(Page):
         self.table.setRowCount(len(self.runs))
         for row, r in enumerate(self.runs):
             status = r["status"]
-            if status == "running" and not _pid_alive(r.get("pid")):
+            if status == "running" and not pid_alive(r.get("pid")):
                 status = "running?"  # the worker is gone; the next re-attach records how it ended
             cells = [
                 str(r["id"]), r["name"] or "", r["stage"], _short_model(r.get("base_model")),
@@ -216,7 +216,7 @@ class RunsPage(Page):
         self.resume_button.setEnabled(len(runs) == 1 and runs[0]["status"] in ("failed", "cancelled") and not busy)
         self.folder_button.setEnabled(len(runs) == 1 and bool(runs[0].get("output_dir")))
         self.delete_button.setEnabled(bool(runs) and all(r["status"] not in ("running", "pending") or
-                                                         not _pid_alive(r.get("pid")) for r in runs))
+                                                         not pid_alive(r.get("pid")) for r in runs))
         self.show_curves(runs)
         self.show_diff(runs)
         self.show_details(runs)
@@ -301,7 +301,7 @@ class RunsPage(Page):
             return []
         deleted = []
         for r in runs:
-            if r["status"] in ("running", "pending") and _pid_alive(r.get("pid")):
+            if r["status"] in ("running", "pending") and pid_alive(r.get("pid")):
                 continue
             self.project.delete_run(r["id"])
             folder = r.get("output_dir")

@@ -38,12 +38,13 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import ModelConfig, config_class
 from workbench.errors import InputError, WorkbenchError
+from workbench.jobs.client import Outcome, live_runs
 from workbench.paths import BUNDLED_MODEL_REF
 from workbench.train_checks import SNAPSHOT_KIND, STAGES, UNIT, data_counts, done_runs, preflight, snapshot_size, stage_count
 
 from .charts import MetricCharts
 from .config_form import ConfigForm, load_presets
-from .engine_client import Outcome, live_runs, run_manager
+from .engine_client import run_manager
 from .pages.base import Page
 
 # Fields the page edits with its own widgets rather than the generated form.
