@@ -13,11 +13,15 @@ the tail of the run's logs, and the window goes on working.
 The client's stream is interruptible (:meth:`~workbench.jobs.client.RunHandle.detach`), so :meth:`EngineRun.detach`
 lets a run go on in the background while the window closes, and :meth:`EngineRun.stop` ends the thread in a test's
 teardown.
+
+A :class:`PipelineRun` does the same for a Qt-free pipeline of jobs from the core (the blind evaluation round of
+:mod:`workbench.eval_round`): its thread runs the pipeline and re-emits what the pipeline reports.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from workbench.configs import ModelConfig
 from workbench.errors import WorkbenchError
+from workbench.eval_round import ModelAnswers, PipelineListener
 from workbench.jobs.client import JobClient, Outcome, RunHandle, log_tail
 from workbench.jobs.protocol import Event, EventType
 
@@ -167,6 +172,70 @@ class EngineRun(QThread):
             self.log.emit("error", str(ev.data.get("message", "")))
 
 
+class PipelineRun(QThread):
+    """A core pipeline of jobs (``work(answers)``, e.g. :func:`workbench.eval_round.run_round`) run off the UI thread;
+    what it reports comes out as signals. ``cancel``, ``kill`` and ``detach`` go to the pipeline."""
+
+    job_started = Signal(str, int, str)     # label, run id, run folder
+    progress = Signal(str, dict)            # label, {"step", "total", ...}
+    log = Signal(str, str)                  # level, message
+    job_finished = Signal(str, object)      # label, Outcome
+    finished_pipeline = Signal(object)      # what ``work`` returned, or the exception it raised
+
+    def __init__(self, project_path: Path, work: Callable[[ModelAnswers], Any], *,
+                 sampling: Mapping[str, Any] | None = None, parent: QObject | None = None, python: str | None = None):
+        super().__init__(parent)
+        self.work = work
+        self.answers = ModelAnswers(project_path, sampling=sampling, listener=_Relay(self), python=python)
+        self.result: Any = None
+
+    def cancel(self, timeout_s: float = 60.0) -> None:
+        self.answers.cancel(timeout_s)
+
+    def kill(self) -> None:
+        self.answers.kill()
+
+    def detach(self) -> None:
+        self.answers.detach()
+
+    def stop(self, timeout_ms: int = 30000) -> bool:
+        """For teardown: kill the running worker, end the thread, wait for it. True when it ended."""
+        self.kill()
+        ok = self.wait(timeout_ms)
+        if not ok:
+            self.detach()
+            ok = self.wait(5000)
+        return ok
+
+    def run(self) -> None:  # noqa: D401 - QThread's entry point
+        try:
+            self.result = self.work(self.answers)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the window down
+            self.result = e
+        self.finished_pipeline.emit(self.result)
+
+
+class _Relay(PipelineListener):
+    """Re-emits a pipeline's reports as its :class:`PipelineRun`'s signals."""
+
+    def __init__(self, run: PipelineRun):
+        self.run = run
+
+    def job_started(self, label: str, run_id: int, run_dir: Path) -> None:
+        self.run.job_started.emit(label, run_id, str(run_dir))
+
+    def event(self, label: str, ev: Event) -> None:
+        if ev.type == EventType.PROGRESS:
+            self.run.progress.emit(label, {"step": ev.step, **ev.data})
+        elif ev.type == EventType.LOG:
+            self.run.log.emit(str(ev.data.get("level", "info")), str(ev.data.get("message", "")))
+        elif ev.type == EventType.ERROR:
+            self.run.log.emit("error", str(ev.data.get("message", "")))
+
+    def job_finished(self, label: str, outcome: Outcome) -> None:
+        self.run.job_finished.emit(label, outcome)
+
+
 class RunManager(QObject):
     """The window's runs of one project: the training run the Train page shows (one at a time: a run takes the
     machine), plus any other jobs pages start (generation, evaluation, the Playground), so closing the project
@@ -183,7 +252,7 @@ class RunManager(QObject):
         super().__init__(parent)
         self.project_path = Path(project_path)
         self.current: EngineRun | None = None
-        self.jobs: list[EngineRun] = []
+        self.jobs: list[EngineRun | PipelineRun] = []
 
     @property
     def busy(self) -> bool:
@@ -230,7 +299,13 @@ class RunManager(QObject):
         self.jobs.append(j)
         return j
 
-    def live_jobs(self) -> list[EngineRun]:
+    def pipeline(self, work: Callable[[ModelAnswers], Any], *, sampling: Mapping[str, Any] | None = None) -> PipelineRun:
+        """A pipeline of side jobs (an evaluation round) the caller connects and starts."""
+        p = PipelineRun(self.project_path, work, sampling=sampling, parent=self)
+        self.jobs.append(p)
+        return p
+
+    def live_jobs(self) -> list[EngineRun | PipelineRun]:
         return [j for j in self.jobs if j.isRunning()]
 
     # ------------------------------------------------------------------ closing

@@ -1,5 +1,5 @@
 """A blind evaluation round end to end on the tiny model: the Evaluation page has the engine generate from two
-models (the base and base + adapter) on held-out prompts, the pairs reach the Compare page blind as evaluation
+models (the base and base + adapter) on held-out prompts through the core's round pipeline, the pairs reach the Compare page blind as evaluation
 items, the expert judges them with key presses, and the win rate with its interval appears; the eval items never
 enter a training snapshot. Also the Playground through a real worker.
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
+from workbench.evaluation import get_round
 from workbench.store import Project
 from workbench.training_data import preference_snapshot
 
@@ -62,7 +63,11 @@ def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir,
     rnd = page.round
     with Project.open(training_project_path) as p:
         rows = [(c.kind, c.verdict) for c in p.comparisons(source=rnd.source)]
+        generated = [p.get_run(r) for r in get_round(p, rnd.id).runs]
     assert rows and all(k == "eval" and v is None for k, v in rows)
+    # The window ran the core's round pipeline: one generate run per model, recorded on the round.
+    assert [(r["stage"], r["status"], r["config"]["adapter_from"]) for r in generated] == [
+        ("generate", "done", None), ("generate", "done", str(adapter_dir))]
     assert "no judged pairs yet" in page.result.text()
 
     # The expert judges blind on the Compare page: no model names shown; they prefer model B's answer.
