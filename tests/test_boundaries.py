@@ -64,3 +64,24 @@ def test_the_sql_scan_catches_a_query() -> None:
     sample = 'rows = project.conn.execute("SELECT 1").fetchall()\nconn.executemany("INSERT", rows)\n'
     assert len([ln for ln in sample.splitlines() if SQL_CALLS.search(ln)]) == 2
     assert CONNECTION.search(sample)
+
+
+def test_every_page_module_is_under_ui_pages() -> None:
+    """The window's pages live in ``ui/pages/`` (the sidebar table names them there); no module outside defines one."""
+    table = (ROOT / "ui" / "main_window.py").read_text(encoding="utf-8")
+    modules = re.findall(r'\(\s*"\w+",\s*"[^"]+",\s*"([\w.]+)",\s*"\w+Page"\s*\)', table)
+    assert len(modules) >= 11 and all(m.startswith("ui.pages.") for m in modules), modules
+    for m in modules:
+        assert (ROOT / Path(*m.split("."))).with_suffix(".py").is_file(), m
+    loose = [p.name for p in (ROOT / "ui").glob("*.py") if re.search(r"^class \w+\((\w+, )*Page\)", p.read_text(encoding="utf-8"), re.M)]
+    assert loose == []
+
+
+def test_developer_tools_are_not_shipped() -> None:
+    """The screenshot tools live in ``tools/``, which the package build leaves out (they may import ``ui``)."""
+    assert sorted(p.name for p in (ROOT / "tools").glob("*screenshot*.py")) == [
+        "evaluation_screenshot.py", "screenshots.py", "training_screenshots.py"]
+    assert not list((ROOT / "ui").glob("*screenshot*.py"))
+    include = re.search(r"\[tool\.setuptools\.packages\.find\]\s*include = \[([^\]]*)\]",
+                        (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)
+    assert "tools" not in include

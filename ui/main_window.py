@@ -44,11 +44,11 @@ PAGES = (
     ("write", "Write", "ui.pages.write", "WritePage"),
     ("history", "History", "ui.pages.history", "HistoryPage"),
     ("dashboard", "Dashboard", "ui.pages.dashboard", "DashboardPage"),
-    ("train", "Train", "ui.train_page", "TrainPage"),
-    ("runs", "Runs", "ui.runs_page", "RunsPage"),
-    ("generate", "Generate", "ui.generate_page", "GeneratePage"),
-    ("playground", "Playground", "ui.playground_page", "PlaygroundPage"),
-    ("evaluation", "Evaluation", "ui.evaluation_page", "EvaluationPage"),
+    ("train", "Train", "ui.pages.train", "TrainPage"),
+    ("runs", "Runs", "ui.pages.runs", "RunsPage"),
+    ("generate", "Generate", "ui.pages.generate", "GeneratePage"),
+    ("playground", "Playground", "ui.pages.playground", "PlaygroundPage"),
+    ("evaluation", "Evaluation", "ui.pages.evaluation", "EvaluationPage"),
 )
 
 

@@ -44,6 +44,7 @@ from .configs import ADVANTAGE_ESTIMATORS, DPO_LOSS_TYPES, DpoConfig, GenerateCo
 from .errors import WorkbenchError
 from .jobs import JobClient, RunHandle
 from .jobs.protocol import Event, EventType
+from .run_report import fmt_duration
 from .taxonomy import SPLITS
 
 TRAIN_STAGES = ("sft", "rm", "safety", "ppo", "dpo")
@@ -86,7 +87,7 @@ class ProgressBar:
         if data.get("tokens_per_s"):
             parts.append(f"{data['tokens_per_s']:.0f} tok/s")
         if data.get("eta_s") is not None and step < total:
-            parts.append(f"eta {_duration(float(data['eta_s']))}")
+            parts.append(f"eta {fmt_duration(float(data['eta_s']))}")
         text = "  ".join(parts)
         if self.tty:
             self.stream.write("\r" + text.ljust(100)[:160])
@@ -110,15 +111,6 @@ class ProgressBar:
             self.stream.write("\n")
             self._drawn = False
         self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 # ---------------------------------------------------------------------------------------------- running

@@ -46,7 +46,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 
 def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir, adapter_dir, training_project_path):
     _needs_generate_job()
-    from ui.evaluation_page import EvaluationPage
+    from ui.pages.evaluation import EvaluationPage
     from ui.pages.compare import ComparePage
 
     page = EvaluationPage(session)
@@ -101,7 +101,7 @@ def test_playground_chats_side_by_side_through_the_worker(qtbot, session, tiny_m
 
     if "playground" not in CONFIG_CLASSES:
         pytest.skip("workbench.configs has no 'playground' config class")
-    from ui.playground_page import PlaygroundPage
+    from ui.pages.playground import PlaygroundPage
 
     page = PlaygroundPage(session)
     qtbot.addWidget(page)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def _running_page(qtbot, session, tiny_model_dir, **settings):
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = TrainPage(session)
     qtbot.addWidget(page)
@@ -77,7 +77,7 @@ def test_cancel_the_run_stops_it_with_a_checkpoint(qtbot, session, tiny_model_di
 def test_let_it_finish_then_the_next_window_reattaches(qtbot, session, tiny_model_dir, training_project_path, tmp_path):
     from ui.prefs import Prefs
     from ui.session import Session
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = _running_page(qtbot, session, tiny_model_dir, max_steps=60, checkpoint_every=0)
     run_id, pid = page.run_id, page.manager.current.handle.pid

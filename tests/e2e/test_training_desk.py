@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def _train_page(qtbot, session, tiny_model_dir, **settings):
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = TrainPage(session)
     qtbot.addWidget(page)

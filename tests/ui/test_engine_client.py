@@ -57,7 +57,7 @@ def test_detach_leaves_the_run_going_and_attach_follows_it_to_the_end(qtbot, ses
         assert [r["id"] for r in live_runs(p)] == [job.run_id]
 
     # A new Train page (the window opened again) re-attaches to the run by itself and follows it from its log.
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = TrainPage(session)
     qtbot.addWidget(page)

@@ -30,10 +30,10 @@ from workbench.configs import GenerateConfig
 from workbench.errors import InputError
 from workbench.jobs.client import Outcome
 
-from .config_form import ConfigForm
-from .engine_client import EngineRun, run_manager
-from .model_picker import ModelPicker
-from .pages.base import Page
+from ..config_form import ConfigForm
+from ..engine_client import EngineRun, run_manager
+from ..model_picker import ModelPicker
+from .base import Page
 
 SKIP = ("base_model", "adapter_from", "snapshot_id", "prompt_ids", "trust_remote_code", "name", "tag", "split")
 MAX_PROMPTS_SHOWN = 200

@@ -63,9 +63,9 @@ from workbench.reward_scores import (
     reward_model_runs,
 )
 
-from .engine_client import EngineRun, PipelineRun, run_manager
-from .model_picker import ModelPicker
-from .pages.base import Page
+from ..engine_client import EngineRun, PipelineRun, run_manager
+from ..model_picker import ModelPicker
+from .base import Page
 
 
 class EvaluationPage(Page):

@@ -40,28 +40,18 @@ from workbench.configs import ModelConfig, config_class
 from workbench.errors import InputError, WorkbenchError
 from workbench.jobs.client import Outcome, live_runs
 from workbench.paths import BUNDLED_MODEL_REF
+from workbench.run_report import fmt_duration
 from workbench.train_checks import SNAPSHOT_KIND, STAGES, UNIT, data_counts, done_runs, preflight, snapshot_size, stage_count
 
-from .charts import MetricCharts
-from .config_form import ConfigForm, load_presets
-from .engine_client import run_manager
-from .pages.base import Page
+from ..charts import MetricCharts
+from ..config_form import ConfigForm, load_presets
+from ..engine_client import run_manager
+from .base import Page
 
 # Fields the page edits with its own widgets rather than the generated form.
 OWN_FIELDS = ("base_model", "adapter_from", "snapshot_id")
 BASE_KINDS = ("Bundled default (SmolLM2-135M-Instruct)", "Hub id (local cache)", "Folder", "GGUF file")
 MAX_LOG_LINES = 2000
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "–"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class TrainPage(Page):

@@ -1,4 +1,4 @@
-"""Screenshot of the Evaluation page with both win rates for ``docs/``: ``python -m ui.evaluation_screenshot
+"""Screenshot of the Evaluation page with both win rates for ``docs/``: ``python -m tools.evaluation_screenshot
 [--out docs]``.
 
 Runs offscreen with real worker processes on the tiny test model (built in a subprocess, so this process never
@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.jobs import JobClient
     from workbench.store import Project
 
-    from .evaluation_page import EvaluationPage
-    from .prefs import Prefs
-    from .session import Session
+    from ui.pages.evaluation import EvaluationPage
+    from ui.prefs import Prefs
+    from ui.session import Session
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = Path(tempfile.mkdtemp(prefix="eval-shot-"))
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     page.grab().save(str(args.out / "evaluation.png"))
     print(args.out / "evaluation.png", page.last_outcome.status if page.last_outcome else "timed out")
-    from .engine_client import run_manager
+    from ui.engine_client import run_manager
 
     run_manager(session).shutdown()
     page.close()
