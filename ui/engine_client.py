@@ -36,7 +36,26 @@ from workbench.jobs.protocol import Event, EventType
 _POLL_S = 0.1
 
 
-class EngineRun(QThread):
+class _JobThread(QThread):
+    """What the window's job threads share: ``kill`` and ``detach`` of their own, and a teardown that uses them."""
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout_ms: int = 30000) -> bool:
+        """For teardown: kill the worker if it still runs, end the thread, wait for it. True when it ended."""
+        self.kill()
+        ok = self.wait(timeout_ms)
+        if not ok:
+            self.detach()
+            ok = self.wait(5000)
+        return ok
+
+
+class EngineRun(_JobThread):
     """One run driven from the window. Build with :meth:`start_run`, :meth:`resume_run` or :meth:`attach_run`,
     then call :meth:`start` (QThread's) after connecting the signals."""
 
@@ -103,15 +122,6 @@ class EngineRun(QThread):
         if handle is not None:
             handle.detach()
 
-    def stop(self, timeout_ms: int = 30000) -> bool:
-        """For teardown: kill the worker if it still runs, end the thread, wait for it. True when it ended."""
-        self.kill()
-        ok = self.wait(timeout_ms)
-        if not ok:
-            self.detach()
-            ok = self.wait(5000)
-        return ok
-
     @property
     def alive(self) -> bool:
         return self.handle is not None and self.handle.alive
@@ -172,7 +182,7 @@ class EngineRun(QThread):
             self.log.emit("error", str(ev.data.get("message", "")))
 
 
-class PipelineRun(QThread):
+class PipelineRun(_JobThread):
     """A core pipeline of jobs (``work(answers)``, e.g. :func:`workbench.eval_round.run_round`) run off the UI thread;
     what it reports comes out as signals. ``cancel``, ``kill`` and ``detach`` go to the pipeline."""
 
@@ -197,15 +207,6 @@ class PipelineRun(QThread):
 
     def detach(self) -> None:
         self.answers.detach()
-
-    def stop(self, timeout_ms: int = 30000) -> bool:
-        """For teardown: kill the running worker, end the thread, wait for it. True when it ended."""
-        self.kill()
-        ok = self.wait(timeout_ms)
-        if not ok:
-            self.detach()
-            ok = self.wait(5000)
-        return ok
 
     def run(self) -> None:  # noqa: D401 - QThread's entry point
         try:

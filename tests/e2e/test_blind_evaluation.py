@@ -29,19 +29,9 @@ def _needs_generate_job():
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir, tmp_path_factory):
     """A LoRA adapter on the tiny model whose answers differ from the base's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.tiny_models import build_tiny_lora_adapter
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    peft_model.save_pretrained(out)
-    return out
+    return build_tiny_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / "adapter")
 
 
 def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir, adapter_dir, training_project_path):

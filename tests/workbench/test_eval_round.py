@@ -112,22 +112,10 @@ def test_cancel_from_another_thread_stops_the_round_before_model_b(project, proj
 @pytest.fixture(scope="module")
 def tiny_and_adapter(tmp_path_factory):
     """A tiny model and a LoRA adapter on it whose answers differ from the base's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from tests.tiny_models import build_tiny_causal_lm
+    from tests.tiny_models import build_tiny_causal_lm, build_tiny_lora_adapter
 
     tiny = build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny),
-                           LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    adapter = tmp_path_factory.mktemp("adapter") / "adapter"
-    model.save_pretrained(adapter)
-    return tiny, adapter
+    return tiny, build_tiny_lora_adapter(tiny, tmp_path_factory.mktemp("adapter") / "adapter")
 
 
 def test_eval_round_command_queues_blind_pairs_between_base_and_newest_tuned_run(tiny_and_adapter, project_path):
