@@ -473,7 +473,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                        "SFT, DPO or PPO run's)")
     rd.add_argument("--limit", type=int, metavar="N", help="at most N held-out prompts (the first by id)")
     rd.add_argument("--tag", help="only held-out prompts with this tag (default: all but XSTest's)")
-    rd.add_argument("--temperature", type=float, default=SAMPLINGS[0][1]["temperature"], help=_help(GenerateConfig, "temperature"))
+    rd.add_argument("--temperature", type=float, default=SAMPLINGS[0][1]["temperature"],
+                    help=_help(GenerateConfig, "temperature"))
     rd.add_argument("--max-new-tokens", type=int, metavar="N", default=SAMPLINGS[0][1]["max_new_tokens"],
                     help=_help(GenerateConfig, "max_new_tokens"))
     rd.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")

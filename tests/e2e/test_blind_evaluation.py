@@ -1,7 +1,7 @@
 """A blind evaluation round end to end on the tiny model: the Evaluation page has the engine generate from two
-models (the base and base + adapter) on held-out prompts through the core's round pipeline, the pairs reach the Compare page blind as evaluation
-items, the expert judges them with key presses, and the win rate with its interval appears; the eval items never
-enter a training snapshot. Also the Playground through a real worker.
+models (the base and base + adapter) on held-out prompts through the core's round pipeline, the pairs reach the
+Compare page blind as evaluation items, the expert judges them with key presses, and the win rate with its interval
+appears; the eval items never enter a training snapshot. Also the Playground through a real worker.
 
 The round needs the engine's ``generate`` job (issue 4): the test says so and skips while this engine has none."""
 

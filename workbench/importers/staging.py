@@ -1,4 +1,4 @@
-"""Staging and bulk writing: format parsers stage rows here; one function writes them all in bulk SQL.
+"""Staging and bulk writing: format parsers stage rows here; one function writes them with the store's bulk inserts.
 
 Parsers never touch the database. They validate every record and stage prompts, responses, comparisons,
 demonstrations and safety flags keyed by content hash; redundancy inside the file is detected and counted as it is

@@ -26,6 +26,6 @@ from .project import Project
 from .records import Comparison, Demonstration, Flag, HistoryRow, Prompt, Response, Undone, check_choice, now_iso
 
 __all__ = [
-    "DEFAULT_GUIDELINE", "HISTORY_KINDS", "Comparison", "Demonstration", "Flag", "HistoryRow", "Project", "ProjectFile", "Prompt",
-    "Response", "Undone", "check_choice", "copy_project", "is_project_file", "now_iso",
+    "DEFAULT_GUIDELINE", "HISTORY_KINDS", "Comparison", "Demonstration", "Flag", "HistoryRow", "Project", "ProjectFile",
+    "Prompt", "Response", "Undone", "check_choice", "copy_project", "is_project_file", "now_iso",
 ]

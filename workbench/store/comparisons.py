@@ -285,7 +285,8 @@ class ComparisonStore(ProjectFile):
 
     def has_retest(self, comparison_id: int) -> bool:
         """Whether a retest row points at this comparison."""
-        return self.conn.execute("SELECT 1 FROM comparison WHERE retest_of = ? LIMIT 1", (comparison_id,)).fetchone() is not None
+        row = self.conn.execute("SELECT 1 FROM comparison WHERE retest_of = ? LIMIT 1", (comparison_id,)).fetchone()
+        return row is not None
 
     # ------------------------------------------------------------------ blind-evaluation rounds
     def eval_items(self, source: str) -> list[tuple[int, int, int, int, str | None]]:

@@ -66,6 +66,11 @@ def copy_project(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> No
             shutil.copy2(s, str(dst) + suffix)
 
 
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern (with ``ESCAPE '\\'``) matching text that starts with ``prefix`` taken literally."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so one user action is exactly one transaction.
     conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)

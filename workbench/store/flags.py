@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import WorkbenchError
 from ..taxonomy import SEVERITIES
-from .connection import ProjectFile
+from .connection import ProjectFile, like_prefix
 from .records import Flag, check_choice, now_iso
 
 _PRESENT = "present = 1 AND retracted_at IS NULL"
@@ -63,7 +63,7 @@ class FlagStore(ProjectFile):
         return [
             tuple(r)
             for r in self.conn.execute(
-                "SELECT id, category, severity, note FROM safety_flag WHERE response_id = ? AND present = 1 AND retracted_at IS NULL",
+                f"SELECT id, category, severity, note FROM safety_flag WHERE response_id = ? AND {_PRESENT}",
                 (response_id,),
             )
         ]
@@ -95,9 +95,9 @@ class FlagStore(ProjectFile):
     def flag_notes(self, category: str, note_prefix: str, *, source: str | None = None) -> dict[int, str]:
         """Response id → note of the response flags in ``category`` whose note starts with ``note_prefix`` (of one
         ``source`` when given): how an importer reads back what it recorded in notes."""
-        escaped = note_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        sql = "SELECT response_id, note FROM safety_flag WHERE category = ? AND response_id IS NOT NULL AND note LIKE ? ESCAPE '\\'"
-        args: list[str] = [category, escaped + "%"]
+        sql = ("SELECT response_id, note FROM safety_flag WHERE category = ? AND response_id IS NOT NULL"
+               " AND note LIKE ? ESCAPE '\\'")
+        args: list[str] = [category, like_prefix(note_prefix)]
         if source:
             sql += " AND source = ?"
             args.append(source)

@@ -3,7 +3,7 @@ itself: its creation time, the demo it came from, its evaluation rounds)."""
 
 from __future__ import annotations
 
-from .connection import ProjectFile
+from .connection import ProjectFile, like_prefix
 from .records import now_iso
 
 
@@ -19,8 +19,7 @@ class GuidelineStore(ProjectFile):
 
     def meta_with_prefix(self, prefix: str) -> dict[str, str]:
         """Every meta entry whose key starts with ``prefix`` (key → value)."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return dict(self.conn.execute("SELECT key, value FROM meta WHERE key LIKE ? ESCAPE '\\'", (escaped + "%",)))
+        return dict(self.conn.execute("SELECT key, value FROM meta WHERE key LIKE ? ESCAPE '\\'", (like_prefix(prefix),)))
 
     # ------------------------------------------------------------------ guidelines
     def guideline(self) -> tuple[int, str]:
