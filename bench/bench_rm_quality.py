@@ -27,6 +27,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,8 +59,7 @@ def build_project(path: Path, heldout: int, seed: int) -> dict[str, int]:
                 f = found[0]
             report = import_file(project, f, "hh-rlhf")
             print(f"imported {f.relative_to(root)}: {getattr(report, 'summary', lambda: report)()}", flush=True)
-        per_prompt = dict(project.conn.execute(
-            "SELECT prompt_id, COUNT(*) FROM comparison WHERE verdict IN ('a', 'b') GROUP BY prompt_id").fetchall())
+        per_prompt = Counter(c.prompt_id for c in project.comparisons() if c.verdict in ("a", "b"))
         prompts = sorted(per_prompt)
         random.Random(seed).shuffle(prompts)
         n_held = 0

@@ -114,12 +114,9 @@ def main() -> None:
         bench_import(tmp)
         bench_open_stats(work)
         bench_next_item(work)
-        # The export works on a copy where exactly 100,000 of the non-tie judgments exist.
-        copy_project(src, tmp / "export.wbp")
-        project = Project.open(tmp / "export.wbp")
-        with project.transaction() as conn:
-            conn.execute("UPDATE comparison SET verdict = 'a', strength = 'clear' WHERE verdict IN ('tie', 'both_bad')")
-        project.close()
+        # The export works on a project whose 100,000 judgments are all A/B verdicts: exactly 100,000 pairs.
+        pairs_only = build(OUT / f"synthetic-{args.comparisons}-ab.wbp", args.comparisons, verdicts=("a", "b"))
+        copy_project(pairs_only, tmp / "export.wbp")
         bench_export(tmp / "export.wbp", tmp)
     shutil.rmtree(tmp, ignore_errors=True)
 

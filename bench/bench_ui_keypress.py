@@ -113,7 +113,7 @@ def _run(args, path: Path, tmp: Path) -> int:
         assert page.current.id != before
         if i >= 20:  # warm-up: first paints, font caches
             samples.append(dt)
-    judged = page.project.conn.execute("SELECT COUNT(*) FROM comparison WHERE judged_at > ?", (w.session.started_iso,)).fetchone()[0]
+    judged = page.project.judged_since(w.session.started_iso)
     assert judged == args.presses + 20, judged
     p99 = statistics.quantiles(samples, n=100)[98]
     ref = _reference(app)

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ui.prefs import Prefs
     from ui.session import Session
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
     from workbench.paths import BUNDLED_MODEL_REF
     from workbench.store import Project
 

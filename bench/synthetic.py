@@ -1,7 +1,8 @@
-"""Builds a synthetic project of N comparisons for benchmarks, fast (bulk SQL in one transaction).
+"""Builds a synthetic project of N comparisons for benchmarks, fast (the store's bulk inserts in one transaction).
 
 Layout: N/4 prompts with 4 responses each and 4 comparisons per prompt; the first ``judged`` comparisons carry
-a verdict, the rest are pending (the queue). The file is cached under bench/out/ and reused when it exists.
+a verdict (drawn from ``verdicts``), the rest are pending (the queue). The file is cached under bench/out/ and
+reused when it exists.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ def _text(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def build(path: Path, comparisons: int = 1_000_000, judged: int = 100_000, seed: int = 0) -> Path:
+ALL_VERDICTS = ("a", "b", "a", "b", "tie", "both_bad")
+
+
+def build(path: Path, comparisons: int = 1_000_000, judged: int = 100_000, seed: int = 0,
+          verdicts: tuple[str, ...] = ALL_VERDICTS) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,9 +40,8 @@ def build(path: Path, comparisons: int = 1_000_000, judged: int = 100_000, seed:
     project = Project.create(tmp)
     stamp = now_iso()
     n_prompts = comparisons // 4
-    verdicts = ("a", "b", "a", "b", "tie", "both_bad")
     strengths = ("slight", "clear", "strong")
-    with project.transaction() as conn:
+    with project.transaction():
         prompts, responses, comps = [], [], []
         cid = 0
         for p in range(1, n_prompts + 1):
@@ -46,7 +50,7 @@ def build(path: Path, comparisons: int = 1_000_000, judged: int = 100_000, seed:
             base = (p - 1) * 4
             for k in range(4):
                 content = f"Answer {k} to {p}: {_text(rng, 40)}"
-                responses.append((base + k + 1, p, content, "imported", "synthetic", response_hash(content), stamp))
+                responses.append((base + k + 1, p, content, "imported", "synthetic", None, response_hash(content), stamp))
             for a, b in ((0, 1), (2, 3), (0, 2), (1, 3)):
                 cid += 1
                 if cid <= judged:
@@ -55,14 +59,10 @@ def build(path: Path, comparisons: int = 1_000_000, judged: int = 100_000, seed:
                     comps.append((cid, p, base + a + 1, base + b + 1, rng.choice("ab"), v, s, 1, stamp, "synthetic", stamp))
                 else:
                     comps.append((cid, p, base + a + 1, base + b + 1, None, None, None, None, None, "synthetic", stamp))
-        conn.executemany("INSERT INTO prompt (id, messages, title, source, split, content_hash, created_at) VALUES (?,?,?,?,?,?,?)", prompts)
-        conn.executemany("INSERT INTO response (id, prompt_id, content, origin, source, content_hash, created_at) VALUES (?,?,?,?,?,?,?)", responses)
-        conn.executemany(
-            "INSERT INTO comparison (id, prompt_id, response_a, response_b, left_side, verdict, strength, guideline_version,"
-            " judged_at, source, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            comps,
-        )
-    project.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        project.insert_prompts(prompts)
+        project.insert_responses(responses)
+        project.insert_synthetic_comparisons(comps)
+    project.checkpoint_wal("TRUNCATE")
     project.close()
     tmp.rename(path)
     print(f"built {path} ({comparisons:,} comparisons, {judged:,} judged) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -36,13 +36,9 @@ def add_round(project: Project, base: str, adapter: str = "/models/tuned-adapter
         project.add_response(pid, ANSWERS_B[i], origin="model", model=base, adapter=adapter)
     counts = pair_round(project, rnd)
     assert counts["queued"] == n, counts
-    for k, (cid, ra) in enumerate(project.conn.execute(
-        "SELECT id, response_a FROM comparison WHERE source = ? ORDER BY id", (rnd.source,)
-    ).fetchall()):
-        if k >= judge:
-            break
-        b_is_a = project.get_response(ra).adapter == adapter
-        project.judge(cid, "a" if b_is_a else "b", strength="clear")
+    for c in project.comparisons(source=rnd.source)[:judge]:
+        b_is_a = project.get_response(c.response_a).adapter == adapter
+        project.judge(c.id, "a" if b_is_a else "b", strength="clear")
     return rnd
 
 

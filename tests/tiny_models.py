@@ -130,3 +130,20 @@ def copy_model_folder(src: Path, dst: Path) -> Path:
     """A copy of a model folder (for tests that edit a model's files, e.g. its config)."""
     shutil.copytree(src, dst)
     return Path(dst)
+
+
+def build_tiny_lora_adapter(model_dir: Path, out: Path, *, seed: int = 0) -> Path:
+    """A LoRA adapter on a tiny model with non-zero B matrices, so the tuned model's answers differ from the base's
+    (saved as peft saves it: ``adapter_config.json`` + ``adapter_model.safetensors``)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed))
+    peft_model.save_pretrained(out)
+    return out

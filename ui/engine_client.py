@@ -2,103 +2,60 @@
 
 One :class:`EngineRun` is one run seen from the window. Its thread starts the worker (``python -m engine.worker``
 through :class:`~workbench.jobs.client.JobClient`), resumes a stopped run, or re-attaches to a run left going in the
-background; it reads the worker's events and re-emits them as Qt signals, so the pages never block on a pipe and
-the window never imports torch. Commands go the other way on the worker's stdin (cancel; for a long-lived
-generation job such as the Playground's, the next prompt).
+background; it iterates the client's event stream and re-emits each event as Qt signals, so the pages never block
+on a pipe and the window never imports torch. Commands go the other way on the worker's stdin (cancel; for a
+long-lived generation job such as the Playground's, the next prompt).
 
 Whatever way the worker ends — done, an error event, a Python exception, a death by signal (on CPU an
 out-of-memory kill is a SIGKILL) — :attr:`EngineRun.finished_run` carries an :class:`Outcome` with the reason and
 the tail of the run's logs, and the window goes on working.
 
-Reading is interruptible (``select`` with a short timeout), so :meth:`EngineRun.detach` lets a run go on in the
-background while the window closes, and :meth:`EngineRun.stop` ends the thread in a test's teardown.
+The client's stream is interruptible (:meth:`~workbench.jobs.client.RunHandle.detach`), so :meth:`EngineRun.detach`
+lets a run go on in the background while the window closes, and :meth:`EngineRun.stop` ends the thread in a test's
+teardown.
+
+A :class:`PipelineRun` does the same for a Qt-free pipeline of jobs from the core (the blind evaluation round of
+:mod:`workbench.eval_round`): its thread runs the pipeline and re-emits what the pipeline reports.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import sys
 import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-
 
 from PySide6.QtCore import QObject, QThread, Signal
 
 from workbench.configs import ModelConfig
 from workbench.errors import WorkbenchError
-from workbench.jobs import protocol
-from workbench.jobs.client import JobClient, RunHandle, _pid_alive
-from workbench.jobs.protocol import EVENTS_LOG, STDERR_LOG, Event, EventType
-from workbench.store import Project
+from workbench.eval_round import ModelAnswers, PipelineListener
+from workbench.jobs.client import JobClient, Outcome, RunHandle, log_tail
+from workbench.jobs.protocol import Event, EventType
 
 _POLL_S = 0.1
 
 
-class _Detached(Exception):
-    """Raised inside the event stream when the window lets go of a run (it keeps running elsewhere)."""
+class _JobThread(QThread):
+    """What the window's job threads share: ``kill`` and ``detach`` of their own, and a teardown that uses them."""
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout_ms: int = 30000) -> bool:
+        """For teardown: kill the worker if it still runs, end the thread, wait for it. True when it ended."""
+        self.kill()
+        ok = self.wait(timeout_ms)
+        if not ok:
+            self.detach()
+            ok = self.wait(5000)
+        return ok
 
 
-@dataclass
-class Outcome:
-    """How a run ended, for the window to show."""
-
-    run_id: int | None
-    status: str                      # done | failed | cancelled | detached
-    error: str | None = None
-    output: str | None = None
-    final_metrics: dict[str, float] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    log_tail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "done"
-
-
-def log_tail(run_dir: Path | None, lines: int = 40) -> str:
-    """The last log and error lines of a run (events.log), then the end of the worker's stderr (tracebacks)."""
-    if run_dir is None:
-        return ""
-    out: list[str] = []
-    try:
-        raw = (run_dir / EVENTS_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        raw = []
-    for line in raw[-400:]:
-        try:
-            ev = Event.from_json(line)
-        except ValueError:
-            continue
-        if ev.type == EventType.LOG:
-            out.append(f"[{ev.data.get('level', 'info')}] {ev.data.get('message', '')}")
-        elif ev.type == EventType.ERROR:
-            out.append(f"[error] {ev.data.get('message', '')}")
-        elif ev.type == EventType.STATUS:
-            out.append(f"[status] {ev.data.get('state')}: {ev.data.get('message', '')}")
-    try:
-        err = (run_dir / STDERR_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        err = []
-    err = [e for e in err if e.strip()]
-    if err:
-        out.append("--- stderr ---")
-        out.extend(err[-lines:])
-    return "\n".join(out[-2 * lines:])
-
-
-def live_runs(project: Project) -> list[dict[str, Any]]:
-    """Runs the project says are going and whose worker still lives (to re-attach to after a restart)."""
-    return [r for r in project.runs() if r["status"] in ("pending", "running") and _pid_alive(r.get("pid"))]
-
-
-class EngineRun(QThread):
+class EngineRun(_JobThread):
     """One run driven from the window. Build with :meth:`start_run`, :meth:`resume_run` or :meth:`attach_run`,
     then call :meth:`start` (QThread's) after connecting the signals."""
 
@@ -121,7 +78,7 @@ class EngineRun(QThread):
         self.handle: RunHandle | None = None
         self.outcome: Outcome | None = None
         self.client = JobClient(self.project_path, python=python)
-        self._stop = threading.Event()
+        self._detached = False
         self._cancel_pending: float | None = None
         self._lock = threading.Lock()
 
@@ -155,28 +112,15 @@ class EngineRun(QThread):
 
     def send_command(self, command: str, **args: Any) -> bool:
         """Write one command line to the worker's stdin (e.g. the Playground's next prompt)."""
-        h = self.handle
-        if h is None or h.process is None or h.process.stdin is None or h.process.poll() is not None:
-            return False
-        try:
-            h.process.stdin.write((json.dumps({"command": command, **args}, ensure_ascii=False) + "\n").encode())
-            h.process.stdin.flush()
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
+        return self.handle is not None and self.handle.send(command, **args)
 
     def detach(self) -> None:
         """Stop listening; the worker goes on in the background (a later window re-attaches to it)."""
-        self._stop.set()
-
-    def stop(self, timeout_ms: int = 30000) -> bool:
-        """For teardown: kill the worker if it still runs, end the thread, wait for it. True when it ended."""
-        self.kill()
-        ok = self.wait(timeout_ms)
-        if not ok:
-            self._stop.set()
-            ok = self.wait(5000)
-        return ok
+        with self._lock:
+            self._detached = True
+            handle = self.handle
+        if handle is not None:
+            handle.detach()
 
     @property
     def alive(self) -> bool:
@@ -195,33 +139,20 @@ class EngineRun(QThread):
         with self._lock:
             self.handle = handle
             pending = self._cancel_pending
+            if self._detached:
+                handle.detach()
         self.run_id, self.run_dir = handle.run_id, handle.run_dir
         self.started_run.emit(handle.run_id, str(handle.run_dir))
         if pending is not None:
             handle.cancel(pending)
-        # Our own line sources, so the thread can stop (detach) without waiting for the worker.
-        if handle.process is not None and sys.platform != "win32":
-            handle._stdout_events = lambda: self._stdout_events(handle)  # type: ignore[method-assign]
-        elif handle.process is None:
-            handle._log_events = lambda poll_s: self._log_events(handle)  # type: ignore[method-assign]
         try:
-            for ev in handle.events():
+            for ev in handle.events(poll_s=_POLL_S):
                 self._dispatch(ev)
-        except _Detached:
-            self._emit_outcome(Outcome(handle.run_id, "detached"))
-            return
         except Exception as e:  # noqa: BLE001
             self._emit_outcome(Outcome(handle.run_id, "failed", error=f"{type(e).__name__}: {e}",
                                        log_tail=log_tail(handle.run_dir)))
             return
-        final = handle.final or {}
-        status = handle.status or "failed"
-        self._emit_outcome(Outcome(
-            handle.run_id, status, error=handle.error, output=final.get("output"),
-            final_metrics=dict(final.get("final_metrics") or handle.last_metrics),
-            summary=dict(final.get("summary") or {}),
-            log_tail=log_tail(handle.run_dir) if status != "done" else "",
-        ))
+        self._emit_outcome(handle.outcome())
 
     def _open(self) -> RunHandle:
         if self.mode == "start":
@@ -250,71 +181,60 @@ class EngineRun(QThread):
         elif ev.type == EventType.ERROR:
             self.log.emit("error", str(ev.data.get("message", "")))
 
-    def _stdout_events(self, handle: RunHandle) -> Iterator[Event]:
-        """The worker's stdout, read with a timeout so :meth:`detach` takes effect within ``_POLL_S``."""
-        proc = handle.process
-        assert proc is not None and proc.stdout is not None
-        fd = proc.stdout.fileno()
-        buf = b""
-        while True:
-            if self._stop.is_set():
-                raise _Detached()
-            ready, _, _ = select.select([fd], [], [], _POLL_S)
-            if not ready:
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                ev = _parse(raw)
-                if ev is not None:
-                    yield ev
-        ev = _parse(buf)
-        if ev is not None:
-            yield ev
-        while proc.poll() is None:
-            if self._stop.is_set():
-                raise _Detached()
-            time.sleep(_POLL_S)
 
-    def _log_events(self, handle: RunHandle) -> Iterator[Event]:
-        """Tail ``events.log`` of a run started by another window, while its worker lives."""
-        path = handle.run_dir / EVENTS_LOG
-        pos = 0
-        buf = b""
-        while True:
-            if self._stop.is_set():
-                raise _Detached()
-            alive = _pid_alive(handle.pid)
-            if path.exists():
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    chunk = f.read()
-                    pos = f.tell()
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for raw in lines:
-                    ev = _parse(raw)
-                    if ev is not None:
-                        yield ev
-                        if ev.terminal:
-                            return
-            if not alive:
-                return
-            time.sleep(0.2)
+class PipelineRun(_JobThread):
+    """A core pipeline of jobs (``work(answers)``, e.g. :func:`workbench.eval_round.run_round`) run off the UI thread;
+    what it reports comes out as signals. ``cancel``, ``kill`` and ``detach`` go to the pipeline."""
+
+    job_started = Signal(str, int, str)     # label, run id, run folder
+    progress = Signal(str, dict)            # label, {"step", "total", ...}
+    log = Signal(str, str)                  # level, message
+    job_finished = Signal(str, object)      # label, Outcome
+    finished_pipeline = Signal(object)      # what ``work`` returned, or the exception it raised
+
+    def __init__(self, project_path: Path, work: Callable[[ModelAnswers], Any], *,
+                 sampling: Mapping[str, Any] | None = None, parent: QObject | None = None, python: str | None = None):
+        super().__init__(parent)
+        self.work = work
+        self.answers = ModelAnswers(project_path, sampling=sampling, listener=_Relay(self), python=python)
+        self.result: Any = None
+
+    def cancel(self, timeout_s: float = 60.0) -> None:
+        self.answers.cancel(timeout_s)
+
+    def kill(self) -> None:
+        self.answers.kill()
+
+    def detach(self) -> None:
+        self.answers.detach()
+
+    def run(self) -> None:  # noqa: D401 - QThread's entry point
+        try:
+            self.result = self.work(self.answers)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the window down
+            self.result = e
+        self.finished_pipeline.emit(self.result)
 
 
-def _parse(raw: bytes) -> Event | None:
-    line = raw.decode("utf-8", "replace").strip()
-    if not line:
-        return None
-    try:
-        return Event.from_json(line)
-    except (ValueError, KeyError):
-        # Stray output from a library: keep it visible as a log line.
-        return protocol.log(line, level="stdout")
+class _Relay(PipelineListener):
+    """Re-emits a pipeline's reports as its :class:`PipelineRun`'s signals."""
+
+    def __init__(self, run: PipelineRun):
+        self.run = run
+
+    def job_started(self, label: str, run_id: int, run_dir: Path) -> None:
+        self.run.job_started.emit(label, run_id, str(run_dir))
+
+    def event(self, label: str, ev: Event) -> None:
+        if ev.type == EventType.PROGRESS:
+            self.run.progress.emit(label, {"step": ev.step, **ev.data})
+        elif ev.type == EventType.LOG:
+            self.run.log.emit(str(ev.data.get("level", "info")), str(ev.data.get("message", "")))
+        elif ev.type == EventType.ERROR:
+            self.run.log.emit("error", str(ev.data.get("message", "")))
+
+    def job_finished(self, label: str, outcome: Outcome) -> None:
+        self.run.job_finished.emit(label, outcome)
 
 
 class RunManager(QObject):
@@ -333,7 +253,7 @@ class RunManager(QObject):
         super().__init__(parent)
         self.project_path = Path(project_path)
         self.current: EngineRun | None = None
-        self.jobs: list[EngineRun] = []
+        self.jobs: list[EngineRun | PipelineRun] = []
 
     @property
     def busy(self) -> bool:
@@ -380,7 +300,13 @@ class RunManager(QObject):
         self.jobs.append(j)
         return j
 
-    def live_jobs(self) -> list[EngineRun]:
+    def pipeline(self, work: Callable[[ModelAnswers], Any], *, sampling: Mapping[str, Any] | None = None) -> PipelineRun:
+        """A pipeline of side jobs (an evaluation round) the caller connects and starts."""
+        p = PipelineRun(self.project_path, work, sampling=sampling, parent=self)
+        self.jobs.append(p)
+        return p
+
+    def live_jobs(self) -> list[EngineRun | PipelineRun]:
         return [j for j in self.jobs if j.isRunning()]
 
     # ------------------------------------------------------------------ closing

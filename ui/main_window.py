@@ -44,11 +44,11 @@ PAGES = (
     ("write", "Write", "ui.pages.write", "WritePage"),
     ("history", "History", "ui.pages.history", "HistoryPage"),
     ("dashboard", "Dashboard", "ui.pages.dashboard", "DashboardPage"),
-    ("train", "Train", "ui.train_page", "TrainPage"),
-    ("runs", "Runs", "ui.runs_page", "RunsPage"),
-    ("generate", "Generate", "ui.generate_page", "GeneratePage"),
-    ("playground", "Playground", "ui.playground_page", "PlaygroundPage"),
-    ("evaluation", "Evaluation", "ui.evaluation_page", "EvaluationPage"),
+    ("train", "Train", "ui.pages.train", "TrainPage"),
+    ("runs", "Runs", "ui.pages.runs", "RunsPage"),
+    ("generate", "Generate", "ui.pages.generate", "GeneratePage"),
+    ("playground", "Playground", "ui.pages.playground", "PlaygroundPage"),
+    ("evaluation", "Evaluation", "ui.pages.evaluation", "EvaluationPage"),
 )
 
 
@@ -177,7 +177,7 @@ class MainWindow(QMainWindow):
         # Checkpoint the WAL when the expert pauses, not inside a key press: SQLite's automatic checkpoint runs in
         # whichever commit crosses 1000 pages and took ~0.4 s on a 1M-comparison file. The engine's own
         # connection keeps its automatic checkpoints.
-        project.conn.execute("PRAGMA wal_autocheckpoint=0")
+        project.defer_wal_checkpoints()
         self.session.changed.connect(self._on_changed)
         self.session.changed.connect(lambda _d: self.idle_checkpoint.start())
         self.session.refresh.connect(self.refresh_counts)
@@ -217,7 +217,7 @@ class MainWindow(QMainWindow):
 
     def checkpoint(self) -> None:
         if self.session is not None:
-            self.session.project.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self.session.project.checkpoint_wal("PASSIVE")
 
     def close_project(self) -> None:
         # Runs keep going in their own process; the next start re-attaches to them or shows how they ended.

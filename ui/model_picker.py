@@ -10,8 +10,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QGridLayout, QLabel, QLine
 
 from workbench.paths import BUNDLED_MODEL_REF
 from workbench.store import Project
-
-from .train_checks import done_runs
+from workbench.train_checks import done_runs
 
 BASE_KINDS = ("Bundled default (SmolLM2-135M-Instruct)", "Hub id (local cache)", "Folder", "GGUF file")
 

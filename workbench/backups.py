@@ -28,6 +28,7 @@ from .errors import NewerSchemaError, NotAProjectError, WorkbenchError
 from .paths import backups_dir
 from .schema import SCHEMA_VERSION
 from .store import Project, is_project_file
+from .store.health import examine_file
 
 DEFAULT_KEEP = 10
 KEEP_SETTING = "backups.keep"
@@ -134,20 +135,13 @@ def check_backup(path: str | os.PathLike[str]) -> None:
     if not is_project_file(p):
         raise NotAProjectError(f"{p}: not an RLHF Workbench project file, so not a backup of one")
     try:
-        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            # integrity_check, not quick_check: SQLite 3.40's quick_check reports false NULLs in the keys of
-            # WITHOUT ROWID tables (prompt_tag) that integrity_check does not.
-            problems = [r[0] for r in conn.execute("PRAGMA integrity_check(5)")]
-        finally:
-            conn.close()
+        version, problems = examine_file(p)
     except sqlite3.DatabaseError as e:
         raise WorkbenchError(f"{p}: the backup is damaged ({e}); pick another one") from e
     if version > SCHEMA_VERSION:
         raise NewerSchemaError(f"{p}: written by a newer RLHF Workbench (schema {version}, this app reads up to "
                                f"{SCHEMA_VERSION}); update the app to restore it")
-    if problems != ["ok"]:
+    if problems:
         raise WorkbenchError(f"{p}: the backup is damaged ({problems[0]}); pick another one")
 
 

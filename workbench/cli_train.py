@@ -1,5 +1,5 @@
-"""``workbench train sft|rm|safety|ppo|dpo``, ``workbench generate``, ``workbench eval rm`` and ``workbench eval
-winrate``: run a job headless.
+"""``workbench train sft|rm|safety|ppo|dpo``, ``workbench generate``, ``workbench eval rm``, ``workbench eval
+winrate`` and ``workbench eval round``: run a job (or a pipeline of jobs) headless.
 
 Each command builds the stage's config (a ``--config`` YAML file, then the flags given), starts the worker through
 the same :class:`~workbench.jobs.JobClient` the window uses, draws a progress bar on stderr while it runs, and
@@ -17,6 +17,14 @@ summary of model A's automatic win rate against model B: ``wins``, ``losses``, `
 Evaluation page shows it), ``agree``/``judged`` (agreement with the expert's verdicts), ``model_a``, ``model_b``,
 ``reward_model`` and ``run_id``/``status`` (``error`` when it failed). A folder that is not a reward model is
 refused before any run is created, so the project stays unchanged.
+
+``workbench eval round PROJECT [--model-a REF] [--adapter-a DIR] [--model-b REF] [--adapter-b DIR] [--limit N]``
+runs a blind evaluation round (:mod:`workbench.eval_round`, the pipeline the Evaluation page runs): model A and
+model B answer the held-out prompts (a progress bar per job), and one blind comparison per prompt is queued for the
+Compare page. By default B is the newest finished SFT, DPO or PPO adapter and A its base model. The last line is a
+JSON summary: ``status``, ``round_id``, ``pairs`` (queued), ``identical`` (both models gave the same answer),
+``missing``, ``already``, ``prompts``, ``model_a``, ``model_b``, ``runs`` (the two generate runs); ``error`` when
+it failed. Ctrl-C stops the running job (twice: kills it).
 """
 
 from __future__ import annotations
@@ -27,13 +35,16 @@ import json
 import math
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from .configs import ADVANTAGE_ESTIMATORS, DPO_LOSS_TYPES, DpoConfig, GenerateConfig, ModelConfig, PpoConfig, ScoreConfig, load_config
 from .errors import WorkbenchError
 from .jobs import JobClient, RunHandle
 from .jobs.protocol import Event, EventType
+from .run_report import fmt_duration
 from .taxonomy import SPLITS
 
 TRAIN_STAGES = ("sft", "rm", "safety", "ppo", "dpo")
@@ -76,7 +87,7 @@ class ProgressBar:
         if data.get("tokens_per_s"):
             parts.append(f"{data['tokens_per_s']:.0f} tok/s")
         if data.get("eta_s") is not None and step < total:
-            parts.append(f"eta {_duration(float(data['eta_s']))}")
+            parts.append(f"eta {fmt_duration(float(data['eta_s']))}")
         text = "  ".join(parts)
         if self.tty:
             self.stream.write("\r" + text.ljust(100)[:160])
@@ -100,15 +111,6 @@ class ProgressBar:
             self.stream.write("\n")
             self._drawn = False
         self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -289,6 +291,86 @@ def run_winrate(args: argparse.Namespace) -> int:
     return _exit_code(result["status"])
 
 
+def run_eval_round(args: argparse.Namespace) -> int:
+    """``workbench eval round``: a blind evaluation round, from generation to queued pairs."""
+    from .eval_round import ModelAnswers, default_models, round_prompt_ids, run_round, start_round
+    from .store import Project
+
+    try:
+        with Project.open(args.project) as project:
+            a, b = default_models(project, model_a=args.model_a, adapter_a=args.adapter_a, model_b=args.model_b,
+                                  adapter_b=args.adapter_b)
+            rnd = start_round(project, a, b, round_prompt_ids(project, tag=args.tag, limit=args.limit))
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(json.dumps({"status": "failed", "round_id": None, "pairs": 0, "error": str(e)}, ensure_ascii=False))
+        return 1
+    if not args.quiet:
+        print(f"round {rnd.id}: {rnd.model_a.name} (A) vs {rnd.model_b.name} (B) on {len(rnd.prompt_ids)} held-out "
+              "prompt(s)", file=sys.stderr)
+    config = {"device": args.device} if args.device else {}
+    answers = ModelAnswers(args.project, sampling=dict(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
+                           listener=None if args.quiet else _JobBars(), config=config)
+    summary = _interruptible(lambda: run_round(answers, rnd), answers)
+    if summary.status == "done":
+        print(f"round {rnd.id}: {summary.pairs} blind pair(s) queued for the Compare page"
+              + (f"; {summary.identical} prompt(s) got the same answer from both models" if summary.identical else "")
+              + (f"; {summary.missing} without an answer from one model" if summary.missing else ""), file=sys.stderr)
+    elif summary.error:
+        print(f"round {rnd.id} {summary.status}: {summary.error}", file=sys.stderr)
+    print(json.dumps(summary.to_dict(), ensure_ascii=False, default=str))
+    return _exit_code(summary.status)
+
+
+class _JobBars:
+    """A progress bar per job of a pipeline (a :class:`workbench.eval_round.PipelineListener`)."""
+
+    def __init__(self) -> None:
+        self.bar: ProgressBar | None = None
+
+    def job_started(self, label: str, run_id: int, run_dir: Any) -> None:
+        print(f"{label}: generating (run {run_id})", file=sys.stderr)
+        self.bar = ProgressBar()
+
+    def event(self, label: str, ev: Event) -> None:
+        if self.bar is not None:
+            self.bar.event(ev)
+
+    def job_finished(self, label: str, outcome: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _interruptible(work: Callable[[], Any], stopper: Any) -> Any:
+    """Run ``work`` in a thread of its own so Ctrl-C reaches this one: the first asks ``stopper`` to cancel (the
+    worker checkpoints, then stops), the second kills it. Returns what ``work`` returned (re-raises its error)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    interrupted = 0
+    while thread.is_alive():
+        try:
+            thread.join(0.2)
+        except KeyboardInterrupt:
+            interrupted += 1
+            if interrupted == 1:
+                sys.stderr.write("\ncancelling: the worker stops after its current step (Ctrl-C again to kill)\n")
+                stopper.cancel()
+            else:
+                stopper.kill()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 # ---------------------------------------------------------------------------------------------- parsers
 def _help(cls: type[ModelConfig], name: str) -> str:
     """A flag's help: the config field's own help text (percent signs escaped for argparse)."""
@@ -377,3 +459,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wr.add_argument("--max-length", type=int, metavar="N", help=_help(ScoreConfig, "max_length"))
     wr.add_argument("--threads", type=int, metavar="N", help="CPU threads (default here: all cores)")
     wr.set_defaults(func=run_winrate, overrides=_winrate_overrides)
+
+    from .eval_round import SAMPLINGS
+
+    rd = kinds.add_parser("round", help="a blind evaluation round: both models answer the held-out prompts, the "
+                                        "pairs are queued for blind judging")
+    rd.add_argument("project", help="the project file")
+    rd.add_argument("--model-a", metavar="REF", help="model A's base: hub id, folder, GGUF file or bundled:… "
+                                                     "(default: model B's base)")
+    rd.add_argument("--adapter-a", metavar="DIR", help="a LoRA adapter on model A (default: none)")
+    rd.add_argument("--model-b", metavar="REF", help="model B's base (default: the newest tuned run's)")
+    rd.add_argument("--adapter-b", metavar="DIR", help="a LoRA adapter on model B (default: the newest finished "
+                                                       "SFT, DPO or PPO run's)")
+    rd.add_argument("--limit", type=int, metavar="N", help="at most N held-out prompts (the first by id)")
+    rd.add_argument("--tag", help="only held-out prompts with this tag (default: all but XSTest's)")
+    rd.add_argument("--temperature", type=float, default=SAMPLINGS[0][1]["temperature"],
+                    help=_help(GenerateConfig, "temperature"))
+    rd.add_argument("--max-new-tokens", type=int, metavar="N", default=SAMPLINGS[0][1]["max_new_tokens"],
+                    help=_help(GenerateConfig, "max_new_tokens"))
+    rd.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    rd.add_argument("--quiet", action="store_true", help="no progress bars; only the JSON summary")
+    rd.set_defaults(func=run_eval_round)

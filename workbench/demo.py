@@ -121,7 +121,7 @@ def ensure_demo_project(path: Path | None = None, *, data_file: Path = DEMO_FILE
         try:
             fill_demo_project(project, records)
             project.set_meta("demo_source", str(data_file.name))
-            project.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            project.checkpoint_wal("TRUNCATE")
         finally:
             project.close()
         if target.exists():  # another process made it meanwhile: keep theirs

@@ -313,8 +313,8 @@ def save_round(project: Project, rnd: EvalRound) -> None:
 
 
 def rounds(project: Project) -> list[EvalRound]:
-    rows = project.conn.execute("SELECT value FROM meta WHERE key LIKE 'eval_round:%'").fetchall()
-    return sorted((EvalRound.from_json(r[0]) for r in rows), key=lambda r: r.id)
+    rows = project.meta_with_prefix("eval_round:").values()
+    return sorted((EvalRound.from_json(text) for text in rows), key=lambda r: r.id)
 
 
 def get_round(project: Project, round_id: int) -> EvalRound:
@@ -325,10 +325,7 @@ def get_round(project: Project, round_id: int) -> EvalRound:
 
 
 def _latest_response(project: Project, prompt_id: int, ref: ModelRef, since: str) -> int | None:
-    for rid, model, adapter, created in project.conn.execute(
-        "SELECT id, model, adapter, created_at FROM response WHERE prompt_id = ? AND origin = 'model'"
-        " ORDER BY created_at DESC, id DESC", (prompt_id,)
-    ):
+    for rid, model, adapter, created in project.model_responses_newest_first(prompt_id):
         if created >= since and ref.matches(model, adapter):
             return int(rid)
     if since:
@@ -359,9 +356,7 @@ def pair_round(project: Project, rnd: EvalRound) -> dict[str, int]:
                 else:
                     counts["missing"] += 1
                 continue
-            if project.conn.execute(
-                "SELECT 1 FROM comparison WHERE source = ? AND prompt_id = ? AND kind = 'eval'", (rnd.source, pid)
-            ).fetchone():
+            if project.has_eval_item(rnd.source, pid):
                 counts["already"] += 1
                 continue
             project.add_comparison(pid, a, b, source=rnd.source, kind="eval")
@@ -371,7 +366,7 @@ def pair_round(project: Project, rnd: EvalRound) -> dict[str, int]:
 
 def _same_text_by_both(project: Project, response_id: int, rnd: EvalRound) -> bool:
     """Whether the other model also produced this response's text (its generation hit the existing row)."""
-    row = project.conn.execute("SELECT model, adapter FROM response WHERE id = ?", (response_id,)).fetchone()
+    row = project.response_model(response_id)
     return row is not None and (rnd.model_a.matches(*row) or rnd.model_b.matches(*row))
 
 
@@ -389,10 +384,7 @@ class RoundResult:
 def round_result(project: Project, rnd: EvalRound) -> RoundResult:
     """Model A's win rate from the expert's blind verdicts on the round's comparisons."""
     wins = losses = ties = pending = 0
-    for ra, rb, verdict in project.conn.execute(
-        "SELECT response_a, response_b, verdict FROM comparison WHERE source = ? AND kind = 'eval'"
-        " AND retracted_at IS NULL AND retest_of IS NULL", (rnd.source,)
-    ):
+    for _cid, _pid, ra, _rb, verdict in project.eval_items(rnd.source):
         if verdict is None:
             pending += 1
             continue
@@ -407,7 +399,7 @@ def round_result(project: Project, rnd: EvalRound) -> RoundResult:
 
 
 def _belongs_to(project: Project, response_id: int, ref: ModelRef) -> bool:
-    row = project.conn.execute("SELECT model, adapter FROM response WHERE id = ?", (response_id,)).fetchone()
+    row = project.response_model(response_id)
     return row is not None and ref.matches(*row)
 
 

@@ -64,10 +64,6 @@ from .taxonomy import CRITERIA, CRITERION_VERDICTS, ORIGINS, SEVERITIES, SPLITS,
 FORMAT = "rlhf-workbench-project"
 VERSION = 1
 RECORD_TYPES = ("guideline", "category", "prompt", "response", "comparison", "ranking", "demonstration", "flag")
-_COUNT_TABLES = {
-    "guideline": "guideline", "category": "flag_category", "prompt": "prompt", "response": "response",
-    "comparison": "comparison", "ranking": "ranking", "demonstration": "demonstration", "flag": "safety_flag",
-}
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -87,12 +83,8 @@ def export_project(project: Project, out_path: str | os.PathLike[str]) -> Export
     out = Path(out_path)
     report = ExportReport(out=str(out), format="project")
     digest = hashlib.sha256()
-    conn = project.conn
-    own_txn = not conn.in_transaction
-    if own_txn:
-        conn.execute("BEGIN")  # a read transaction: every table seen at the same instant
-    try:
-        counts = {t: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for t, table in _COUNT_TABLES.items()}
+    with project.read_transaction():  # every table seen at the same instant
+        counts = project.exchange_counts()
         header = {
             "format": FORMAT, "version": VERSION, "schema_version": SCHEMA_VERSION, "app": "rlhf-workbench",
             "exported_at": now_iso(), "project_created_at": project.meta("created_at"), "counts": counts,
@@ -107,66 +99,40 @@ def export_project(project: Project, out_path: str | os.PathLike[str]) -> Export
                 yield line
 
         report.rows = write_lines(out, lines()) - 1
-    finally:
-        if own_txn:
-            conn.execute("COMMIT")
     try:
         # Recorded without snapshot items on purpose: item rows would put every judgment "in a snapshot", and the
         # store would then turn each later undo into a retraction. The hash pins exactly what was handed over.
-        with project.transaction():
-            cur = conn.execute(
-                "INSERT INTO snapshot (kind, content_hash, counts, options, note, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                ("project", digest.hexdigest(), canonical_json(counts), canonical_json({"out": str(out)}),
-                 "project export", now_iso()),
-            )
-            report.snapshot_id = int(cur.lastrowid)
+        report.snapshot_id = project.record_snapshot(
+            "project", digest.hexdigest(), counts, options={"out": str(out)}, note="project export"
+        )
     except BaseException:
         out.unlink(missing_ok=True)
         raise
     return report
 
 
-def _retest_keys(project: Project, table: str, key_sql: str) -> dict[int, str]:
+def _retest_keys(project: Project, table: str) -> dict[int, str]:
     """Keys of the rows that retests point at (few), computed with the same rank rule as the main pass."""
-    out: dict[int, str] = {}
-    for row in project.conn.execute(key_sql.format(table=table)):
-        out[row[0]] = _key(table, *row[1:])
-    return out
+    return {row[0]: _key(table, *row[1:]) for row in project.retest_targets(table)}
 
 
 def _records(project: Project) -> Iterator[dict[str, Any]]:
-    conn = project.conn
-    for version, text, created_at in conn.execute("SELECT version, text, created_at FROM guideline ORDER BY version"):
+    rows = project.exchange_rows
+    for version, text, created_at in rows("guideline"):
         yield {"type": "guideline", "version": version, "text": text, "created_at": created_at}
-    for key, label, description, builtin in conn.execute(
-        "SELECT key, label, description, builtin FROM flag_category ORDER BY rowid"
-    ):
+    for key, label, description, builtin in rows("category"):
         yield {"type": "category", "key": key, "label": label, "description": description, "builtin": bool(builtin)}
-    for h, messages, source, split, created_at, tags in conn.execute(
-        "SELECT p.content_hash, p.messages, p.source, p.split, p.created_at,"
-        " (SELECT json_group_array(tag) FROM (SELECT tag FROM prompt_tag t WHERE t.prompt_id = p.id ORDER BY tag))"
-        " FROM prompt p ORDER BY p.id"
-    ):
+    for h, messages, source, split, created_at, tags in rows("prompt"):
         yield {"type": "prompt", "hash": h, "messages": json.loads(messages), "source": source, "split": split,
                "tags": json.loads(tags), "created_at": created_at}
-    for ph, h, content, origin, source, model, adapter, sampling, seed, created_at in conn.execute(
-        "SELECT p.content_hash, r.content_hash, r.content, r.origin, r.source, r.model, r.adapter, r.sampling, r.seed,"
-        " r.created_at FROM response r JOIN prompt p ON p.id = r.prompt_id ORDER BY r.id"
-    ):
+    for ph, h, content, origin, source, model, adapter, sampling, seed, created_at in rows("response"):
         yield {"type": "response", "prompt": ph, "hash": h, "content": content, "origin": origin, "source": source,
                "model": model, "adapter": adapter, "sampling": _json_or_none(sampling), "seed": seed,
                "created_at": created_at}
 
-    retests = _retest_keys(project, "comparison", _COMPARISON_KEY_SQL)
+    retests = _retest_keys(project, "comparison")
     for (cid, ph, ah, bh, left_side, verdict, strength, criteria, note, spent, gv, judged_at, source, kind,
-         retest_of, retracted_at, created_at, occ) in conn.execute(
-        "SELECT c.id, p.content_hash, ra.content_hash, rb.content_hash, c.left_side, c.verdict, c.strength, c.criteria,"
-        " c.note, c.time_spent_ms, c.guideline_version, c.judged_at, c.source, c.kind, c.retest_of, c.retracted_at,"
-        " c.created_at,"
-        " ROW_NUMBER() OVER (PARTITION BY c.response_a, c.response_b, c.created_at ORDER BY c.id) - 1"
-        " FROM comparison c JOIN prompt p ON p.id = c.prompt_id JOIN response ra ON ra.id = c.response_a"
-        " JOIN response rb ON rb.id = c.response_b ORDER BY c.id"
-    ):
+         retest_of, retracted_at, created_at, occ) in rows("comparison"):
         yield {"type": "comparison", "key": _key("comparison", ph, ah, bh, created_at, occ), "prompt": ph, "a": ah,
                "b": bh, "left_side": left_side, "verdict": verdict, "strength": strength,
                "criteria": _json_or_none(criteria), "note": note, "time_spent_ms": spent, "guideline_version": gv,
@@ -174,60 +140,24 @@ def _records(project: Project) -> Iterator[dict[str, Any]]:
                "retest_of": retests.get(retest_of) if retest_of is not None else None,
                "retracted_at": retracted_at, "created_at": created_at}
 
-    retests = _retest_keys(project, "ranking", _RANKING_KEY_SQL)
-    for (ph, note, spent, gv, source, retest_of, judged_at, retracted_at, created_at, occ, entries) in conn.execute(
-        "SELECT p.content_hash, r.note, r.time_spent_ms, r.guideline_version, r.source, r.retest_of, r.judged_at,"
-        " r.retracted_at, r.created_at,"
-        " ROW_NUMBER() OVER (PARTITION BY r.prompt_id, r.created_at ORDER BY r.id) - 1,"
-        " (SELECT json_group_array(json_array(h, rank)) FROM (SELECT resp.content_hash AS h, e.rank AS rank"
-        "   FROM ranking_entry e JOIN response resp ON resp.id = e.response_id WHERE e.ranking_id = r.id"
-        "   ORDER BY e.rank, resp.content_hash))"
-        " FROM ranking r JOIN prompt p ON p.id = r.prompt_id ORDER BY r.id"
-    ):
+    retests = _retest_keys(project, "ranking")
+    for (ph, note, spent, gv, source, retest_of, judged_at, retracted_at, created_at, occ, entries) in rows("ranking"):
         yield {"type": "ranking", "key": _key("ranking", ph, created_at, occ), "prompt": ph,
                "entries": json.loads(entries), "note": note, "time_spent_ms": spent, "guideline_version": gv,
                "source": source, "retest_of": retests.get(retest_of) if retest_of is not None else None,
                "judged_at": judged_at, "retracted_at": retracted_at, "created_at": created_at}
 
-    for ph, rh, eh, eph, note, spent, gv, source, retracted_at, created_at in conn.execute(
-        "SELECT p.content_hash, r.content_hash, ef.content_hash, efp.content_hash, d.note, d.time_spent_ms,"
-        " d.guideline_version, d.source, d.retracted_at, d.created_at FROM demonstration d"
-        " JOIN prompt p ON p.id = d.prompt_id JOIN response r ON r.id = d.response_id"
-        " LEFT JOIN response ef ON ef.id = d.edited_from LEFT JOIN prompt efp ON efp.id = ef.prompt_id ORDER BY d.id"
-    ):
+    for ph, rh, eh, eph, note, spent, gv, source, retracted_at, created_at in rows("demonstration"):
         # edited_from is a response of the same prompt (just its hash) or, unusually, of another ([prompt, hash])
         edited = None if eh is None else (eh if eph == ph else [eph, eh])
         yield {"type": "demonstration", "prompt": ph, "response": rh, "edited_from": edited, "note": note,
                "time_spent_ms": spent, "guideline_version": gv, "source": source, "retracted_at": retracted_at,
                "created_at": created_at}
 
-    for (ph, rh, category, present, severity, note, source, gv, retracted_at, created_at, occ) in conn.execute(
-        "SELECT p.content_hash, r.content_hash, f.category, f.present, f.severity, f.note, f.source,"
-        " f.guideline_version, f.retracted_at, f.created_at,"
-        " ROW_NUMBER() OVER (PARTITION BY f.prompt_id, f.response_id, f.category, f.created_at ORDER BY f.id) - 1"
-        " FROM safety_flag f JOIN prompt p ON p.id = f.prompt_id LEFT JOIN response r ON r.id = f.response_id"
-        " ORDER BY f.id"
-    ):
+    for (ph, rh, category, present, severity, note, source, gv, retracted_at, created_at, occ) in rows("flag"):
         yield {"type": "flag", "key": _key("flag", ph, rh, category, created_at, occ), "prompt": ph, "response": rh,
                "category": category, "present": bool(present), "severity": severity, "note": note, "source": source,
                "guideline_version": gv, "retracted_at": retracted_at, "created_at": created_at}
-
-
-# Keys of retest targets: the rank among equals is counted directly (these rows are few).
-_COMPARISON_KEY_SQL = (
-    "SELECT c.id, p.content_hash, ra.content_hash, rb.content_hash, c.created_at,"
-    " (SELECT COUNT(*) FROM comparison c2 WHERE c2.response_a = c.response_a AND c2.response_b = c.response_b"
-    "  AND c2.created_at = c.created_at AND c2.id < c.id)"
-    " FROM comparison c JOIN prompt p ON p.id = c.prompt_id JOIN response ra ON ra.id = c.response_a"
-    " JOIN response rb ON rb.id = c.response_b"
-    " WHERE c.id IN (SELECT retest_of FROM {table} WHERE retest_of IS NOT NULL)"
-)
-_RANKING_KEY_SQL = (
-    "SELECT r.id, p.content_hash, r.created_at,"
-    " (SELECT COUNT(*) FROM ranking r2 WHERE r2.prompt_id = r.prompt_id AND r2.created_at = r.created_at AND r2.id < r.id)"
-    " FROM ranking r JOIN prompt p ON p.id = r.prompt_id"
-    " WHERE r.id IN (SELECT retest_of FROM {table} WHERE retest_of IS NOT NULL)"
-)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -320,7 +250,6 @@ class _Importer:
 
     def __init__(self, project: Project, path: Path, report: ImportReport, max_chars: int):
         self.project = project
-        self.conn = project.conn
         self.path = str(path)
         self.report = report
         self.max_chars = max_chars
@@ -332,10 +261,7 @@ class _Importer:
         self.keys: dict[str, dict[str, int]] = {"comparison": {}, "ranking": {}, "flag": {}}
         self.retest_links: list[tuple[str, int, str, int]] = []
         # Rows the project had before this import: only these count as duplicates of a new row's content.
-        self.before = {
-            t: self.conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0]
-            for t in ("comparison", "ranking", "safety_flag")
-        }
+        self.before = project.max_row_ids()
 
     # ------------------------------------------------------------------ field checks
     def error(self, message: str, field: str | None = None) -> InputError:
@@ -413,7 +339,7 @@ class _Importer:
         h = self.get(rec, field, (str,))
         pid = self.prompts.get(h)
         if pid is None:
-            row = self.conn.execute("SELECT id FROM prompt WHERE content_hash = ?", (h,)).fetchone()
+            row = self.project.prompt_by_hash(h)
             if row is None:
                 raise self.error("refers to a prompt that is neither earlier in the file nor in the project", field)
             pid = self.prompts[h] = row[0]
@@ -424,10 +350,10 @@ class _Importer:
             raise self.error(f"expected a response hash (text), got {type(h).__name__}", field)
         rid = self.responses.get((ph, h))
         if rid is None:
-            row = self.conn.execute("SELECT id FROM response WHERE prompt_id = ? AND content_hash = ?", (pid, h)).fetchone()
-            if row is None:
+            found = self.project.response_by_hash(pid, h)
+            if found is None:
                 raise self.error("refers to a response that is neither earlier in the file nor in the project", field)
-            rid = self.responses[(ph, h)] = row[0]
+            rid = self.responses[(ph, h)] = found
         return rid
 
     # ------------------------------------------------------------------ records
@@ -444,16 +370,14 @@ class _Importer:
         version = self.get(rec, "version", (int,))
         text = self.text(rec, "text")
         created_at = self.stamp(rec, "created_at", nullable=False)
-        row = self.conn.execute("SELECT version, created_at FROM guideline WHERE text = ? ORDER BY version LIMIT 1", (text,)).fetchone()
+        row = self.project.guideline_with_text(text)
         if row:
             self.guidelines[version] = row[0]
             if created_at < row[1]:
                 # the same text was a guideline earlier elsewhere: keep the first time it was (ISO times sort)
-                self.conn.execute("UPDATE guideline SET created_at = ? WHERE version = ?", (created_at, row[0]))
+                self.project.set_guideline_created_at(row[0], created_at)
             return
-        new = self.conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM guideline").fetchone()[0]
-        self.conn.execute("INSERT INTO guideline VALUES (?, ?, ?)", (new, text, created_at))
-        self.guidelines[version] = new
+        self.guidelines[version] = self.project.insert_guideline_version(text, created_at)
         self.report.add("guideline versions")
 
     def _category(self, rec: dict[str, Any]) -> None:
@@ -463,12 +387,9 @@ class _Importer:
         label = self.text(rec, "label")
         description = self.text(rec, "description", required=False) or ""
         builtin = self.get(rec, "builtin", (bool,), required=False) or False
-        row = self.conn.execute("SELECT label, description FROM flag_category WHERE key = ?", (key,)).fetchone()
+        row = self.project.category_label(key)
         if row is None:
-            self.conn.execute(
-                "INSERT INTO flag_category (key, label, description, builtin) VALUES (?, ?, ?, ?)",
-                (key, label, description, int(builtin)),
-            )
+            self.project.insert_category(key, label, description, builtin)
             self.report.add("flag categories")
         elif not builtin:
             same = (row[0], row[1]) == (label, description)
@@ -489,19 +410,17 @@ class _Importer:
         tags = self.get(rec, "tags", (list,), required=False) or []
         if not all(isinstance(t, str) and t for t in tags):
             raise self.error("expected a list of non-empty texts", "tags")
-        row = self.conn.execute("SELECT id, split FROM prompt WHERE content_hash = ?", (h,)).fetchone()
+        row = self.project.prompt_by_hash(h)
         if row is None:
-            cur = self.conn.execute(
-                "INSERT INTO prompt (messages, title, source, split, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (canonical_json(messages), last_user_text(messages)[:500], source, split, h, created_at),
+            pid = self.project.insert_prompt(
+                canonical_json(messages), last_user_text(messages)[:500], source, split, h, created_at
             )
-            pid = int(cur.lastrowid)
             self.report.add("prompts")
         else:
             pid = row[0]
             if split == "heldout" and row[1] != "heldout":
                 # Held out on either side stays held out: the source's held-out prompts must not enter training here.
-                self.conn.execute("UPDATE prompt SET split = 'heldout' WHERE id = ?", (pid,))
+                self.project.hold_out_prompt(pid)
                 self.report.add("prompts moved to the held-out set")
             else:
                 self.report.skip(
@@ -510,9 +429,9 @@ class _Importer:
                 )
         self.prompts[h] = pid
         if tags:
-            cur = self.conn.executemany("INSERT OR IGNORE INTO prompt_tag VALUES (?, ?)", [(pid, t) for t in dict.fromkeys(tags)])
-            if row is not None and cur.rowcount > 0:
-                self.report.add("prompt tags", cur.rowcount)
+            added = self.project.tag_prompt(pid, dict.fromkeys(tags))
+            if row is not None and added > 0:
+                self.report.add("prompt tags", added)
 
     def _response(self, rec: dict[str, Any]) -> None:
         ph, pid = self.prompt_ref(rec)
@@ -528,18 +447,14 @@ class _Importer:
         sampling = self.get(rec, "sampling", (dict,), nullable=True, required=False)
         seed = self.get(rec, "seed", (int,), nullable=True, required=False)
         created_at = self.stamp(rec, "created_at", nullable=False)
-        row = self.conn.execute("SELECT id FROM response WHERE prompt_id = ? AND content_hash = ?", (pid, h)).fetchone()
-        if row is None:
-            cur = self.conn.execute(
-                "INSERT INTO response (prompt_id, content, origin, source, model, adapter, sampling, seed, content_hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (pid, content, origin, source, model, adapter,
-                 canonical_json(sampling) if sampling is not None else None, seed, h, created_at),
+        rid = self.project.response_by_hash(pid, h)
+        if rid is None:
+            rid = self.project.insert_response(
+                pid, content, origin, source, model, adapter,
+                canonical_json(sampling) if sampling is not None else None, seed, h, created_at,
             )
-            rid = int(cur.lastrowid)
             self.report.add("responses")
         else:
-            rid = row[0]
             self.report.skip("response already in the project")
         self.responses[(ph, h)] = rid
 
@@ -578,17 +493,12 @@ class _Importer:
         retest_ref = self.get(rec, "retest_of", (str,), nullable=True, required=False)
 
         # the same row (its key) already here?
-        same = self.conn.execute(
-            "SELECT id, verdict FROM comparison WHERE response_a = ? AND response_b = ? AND created_at = ? ORDER BY id",
-            (a, b, created_at),
-        ).fetchall()
+        same = self.project.comparisons_created_at(a, b, created_at)
         for occ, (cid, existing_verdict) in enumerate(same):
             if _key("comparison", ph, ah, bh, created_at, occ) == key:
                 self.keys["comparison"][key] = cid
                 if existing_verdict is None and verdict is not None:
-                    self.conn.execute(
-                        f"UPDATE comparison SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?", [*values.values(), cid]
-                    )
+                    self.project.fill_comparison(cid, values)
                     self.report.add("judgments of pending comparisons")
                 else:
                     self.report.skip("comparison already in the project")
@@ -602,13 +512,7 @@ class _Importer:
                     else "pair already queued or judged in the project"
                 )
                 return
-        cur = self.conn.execute(
-            "INSERT INTO comparison (prompt_id, response_a, response_b, left_side, verdict, strength, criteria, note,"
-            " time_spent_ms, guideline_version, judged_at, retracted_at, source, kind, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (pid, a, b, *values.values(), source, kind, created_at),
-        )
-        cid = int(cur.lastrowid)
+        cid = self.project.insert_comparison(pid, a, b, values, source=source, kind=kind, created_at=created_at)
         self.keys["comparison"][key] = cid
         self._retest(rec, "comparison", cid)
         self.report.add("comparisons")
@@ -616,11 +520,7 @@ class _Importer:
     def _duplicate_comparison(self, a: int, b: int, verdict: str | None, strength: str | None, source: str) -> int | None:
         """A comparison of the same pair the project already had: for a judged row, one with the same judgment
         (either orientation) from the same source; for a pending row, any unretracted one."""
-        rows = self.conn.execute(
-            "SELECT id, response_a, verdict, strength, source FROM comparison WHERE retracted_at IS NULL AND id <= ?"
-            " AND ((response_a = ? AND response_b = ?) OR (response_a = ? AND response_b = ?)) ORDER BY id",
-            (self.before["comparison"], a, b, b, a),
-        ).fetchall()
+        rows = self.project.live_comparisons_of_pair(a, b, max_id=self.before["comparison"])
         for cid, ra, v, s, src in rows:
             if verdict is None:
                 return cid
@@ -648,36 +548,26 @@ class _Importer:
             if rid in ranks:
                 raise self.error("the same response is ranked twice", where)
             ranks[rid] = rank
-        values = (
-            self.text(rec, "note", nullable=True, required=False), self.count(rec, "time_spent_ms"), self.guideline(rec),
-            self.text(rec, "source", required=False) or "", self.stamp(rec, "judged_at"), self.stamp(rec, "retracted_at"),
+        values = dict(
+            note=self.text(rec, "note", nullable=True, required=False), time_spent_ms=self.count(rec, "time_spent_ms"),
+            guideline_version=self.guideline(rec), source=self.text(rec, "source", required=False) or "",
+            judged_at=self.stamp(rec, "judged_at"), retracted_at=self.stamp(rec, "retracted_at"),
         )
         created_at = self.stamp(rec, "created_at", nullable=False)
         retest_ref = self.get(rec, "retest_of", (str,), nullable=True, required=False)
-        same = [r[0] for r in self.conn.execute(
-            "SELECT id FROM ranking WHERE prompt_id = ? AND created_at = ? ORDER BY id", (pid, created_at)
-        )]
+        same = self.project.rankings_created_at(pid, created_at)
         for occ, rk in enumerate(same):
             if _key("ranking", ph, created_at, occ) == key:
                 self.keys["ranking"][key] = rk
                 self.report.skip("ranking already in the project")
                 return
-        if retest_ref is None and values[5] is None:
-            for (rk,) in self.conn.execute(
-                "SELECT id FROM ranking WHERE prompt_id = ? AND retracted_at IS NULL AND source = ? AND id <= ?",
-                (pid, values[3], self.before["ranking"]),
-            ).fetchall():
+        if retest_ref is None and values["retracted_at"] is None:
+            for rk in self.project.live_rankings_of_source(pid, values["source"], max_id=self.before["ranking"]):
                 if self.project.get_ranking(rk) == dict(sorted(ranks.items(), key=lambda kv: (kv[1], kv[0]))):
                     self.keys["ranking"][key] = rk
                     self.report.skip("duplicate of a ranking already in the project")
                     return
-        cur = self.conn.execute(
-            "INSERT INTO ranking (prompt_id, note, time_spent_ms, guideline_version, source, judged_at, retracted_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (pid, *values, created_at),
-        )
-        rk = int(cur.lastrowid)
-        self.conn.executemany("INSERT INTO ranking_entry VALUES (?, ?, ?)", [(rk, r, n) for r, n in ranks.items()])
+        rk = self.project.insert_ranking(pid, ranks, created_at=created_at, **values)
         self.keys["ranking"][key] = rk
         self._retest(rec, "ranking", rk)
         self.report.add("rankings")
@@ -693,19 +583,15 @@ class _Importer:
             edited_id = self.response_ref(eph, epid, edited[1], "edited_from")
         else:
             edited_id = self.response_ref(ph, pid, edited, "edited_from")
-        values = (
-            self.text(rec, "note", nullable=True, required=False), self.count(rec, "time_spent_ms"), self.guideline(rec),
-            self.text(rec, "source", required=False) or "", self.stamp(rec, "retracted_at"),
-            self.stamp(rec, "created_at", nullable=False),
+        values = dict(
+            note=self.text(rec, "note", nullable=True, required=False), time_spent_ms=self.count(rec, "time_spent_ms"),
+            guideline_version=self.guideline(rec), source=self.text(rec, "source", required=False) or "",
+            retracted_at=self.stamp(rec, "retracted_at"), created_at=self.stamp(rec, "created_at", nullable=False),
         )
-        if self.conn.execute("SELECT 1 FROM demonstration WHERE response_id = ?", (rid,)).fetchone():
+        if self.project.has_demonstration(rid):
             self.report.skip("demonstration already in the project")
             return
-        self.conn.execute(
-            "INSERT INTO demonstration (prompt_id, response_id, edited_from, note, time_spent_ms, guideline_version, source,"
-            " retracted_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (pid, rid, edited_id, *values),
-        )
+        self.project.insert_demonstration(pid, rid, edited_id, **values)
         self.report.add("demonstrations")
 
     def _flag(self, rec: dict[str, Any]) -> None:
@@ -714,7 +600,7 @@ class _Importer:
         rh = rec.get("response")
         rid = None if rh is None else self.response_ref(ph, pid, rh, "response")
         category = self.get(rec, "category", (str,))
-        if self.conn.execute("SELECT 1 FROM flag_category WHERE key = ?", (category,)).fetchone() is None:
+        if self.project.category_label(category) is None:
             raise self.error(f"unknown category {category!r} (defined neither in the file nor in the project)", "category")
         present = self.get(rec, "present", (bool,))
         severity = self.choice(rec, "severity", SEVERITIES, nullable=True)
@@ -725,26 +611,18 @@ class _Importer:
         gv = self.guideline(rec)
         retracted_at = self.stamp(rec, "retracted_at")
         created_at = self.stamp(rec, "created_at", nullable=False)
-        same = [r[0] for r in self.conn.execute(
-            "SELECT id FROM safety_flag WHERE prompt_id = ? AND response_id IS ? AND category = ? AND created_at = ? ORDER BY id",
-            (pid, rid, category, created_at),
-        )]
-        for occ, fid in enumerate(same):
+        same = self.project.flags_created_at(pid, rid, category, created_at)
+        for occ, _fid in enumerate(same):
             if _key("flag", ph, rh, category, created_at, occ) == key:
                 self.report.skip("flag already in the project")
                 return
-        if retracted_at is None and self.conn.execute(
-            "SELECT 1 FROM safety_flag WHERE prompt_id = ? AND response_id IS ? AND category = ? AND present = ?"
-            " AND severity IS ? AND retracted_at IS NULL AND id <= ? LIMIT 1",
-            (pid, rid, category, int(present), severity, self.before["safety_flag"]),
-        ).fetchone():
+        if retracted_at is None and self.project.has_live_flag(
+            pid, rid, category, present, severity, max_id=self.before["safety_flag"]
+        ):
             self.report.skip("duplicate of a flag already in the project")
             return
-        self.conn.execute(
-            "INSERT INTO safety_flag (prompt_id, response_id, category, present, severity, note, source, guideline_version,"
-            " retracted_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (pid, rid, category, int(present), severity, note, source, gv, retracted_at, created_at),
-        )
+        self.project.insert_flag(pid, rid, category, present, severity, note=note, source=source, guideline_version=gv,
+                                 retracted_at=retracted_at, created_at=created_at)
         self.report.add("flags")
 
     # ------------------------------------------------------------------ end of file
@@ -754,7 +632,7 @@ class _Importer:
             if target is None:
                 self.line = line
                 raise self.error(f"refers to a {table} that is not in the file", "retest_of")
-            self.conn.execute(f"UPDATE {table} SET retest_of = ? WHERE id = ?", (target, row_id))
+            self.project.link_retest(table, row_id, target)
         if isinstance(counts, dict):
             for kind in RECORD_TYPES:
                 promised = counts.get(kind)

@@ -9,7 +9,7 @@ as a project is reported as damaged, with the newest backup.
 pickers stop offering them) and says what it could not: damage to the file itself needs a backup restored, and a
 snapshot whose rows changed cannot be recomputed (runs trained on it keep their recorded hash).
 
-Qt-free; the store runs every query (:mod:`workbench.store_health`).
+Qt-free; the store runs every query (:mod:`workbench.store.health`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .backups import newest_backup
 from .errors import DamagedProjectError
 from .paths import runs_dir
 from .store import Project
-from .store_health import describe_counter, describe_snapshot, runs_to_check
+from .store.health import describe_counter, describe_snapshot, runs_to_check
 
 TRAINING_STAGES = ("sft", "rm", "safety", "dpo", "ppo")
 

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from .errors import WorkbenchError
-from .jobs.client import _pid_alive
+from .jobs.client import pid_alive
 
 
 def window_lock_path(project_path: str | os.PathLike[str]) -> Path:
@@ -32,7 +32,7 @@ def window_owner(project_path: str | os.PathLike[str]) -> int | None:
     host = lines[2] if len(lines) > 2 else ""
     if host and host != socket.gethostname():
         return pid  # another machine's window (a shared folder): assume it is alive
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def live_runs(project_path: str | os.PathLike[str]) -> list[tuple[int, int]]:
@@ -44,7 +44,7 @@ def live_runs(project_path: str | os.PathLike[str]) -> list[tuple[int, int]]:
             rows = project.running_runs()
     except (WorkbenchError, sqlite3.DatabaseError):  # a damaged or foreign file has no runs to wait for
         return []
-    return [(rid, pid) for rid, pid in rows if pid and _pid_alive(pid)]
+    return [(rid, pid) for rid, pid in rows if pid and pid_alive(pid)]
 
 
 def project_in_use(project_path: str | os.PathLike[str]) -> str | None:

@@ -112,11 +112,10 @@ def reward_model_name(path: str | os.PathLike[str], project: Project | None = No
     """A short name for a reward model: ``run 7 · rm NAME`` for a run's output, else ``parent/folder``."""
     norm = normal_path(path)
     if project is not None:
-        for run_id, name, out in project.conn.execute(
-            "SELECT id, name, output_dir FROM run WHERE stage = 'rm' AND output_dir IS NOT NULL"
-        ):
-            if normal_path(Path(out) / "adapter") == norm or normal_path(out) == norm:
-                return f"run {run_id} · rm {name}".strip()
+        for run in project.runs_of_stage("rm"):
+            out = run["output_dir"]
+            if out and (normal_path(Path(out) / "adapter") == norm or normal_path(out) == norm):
+                return f"run {run['id']} · rm {run['name']}".strip()
     p = Path(norm)
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
@@ -124,13 +123,12 @@ def reward_model_name(path: str | os.PathLike[str], project: Project | None = No
 def reward_model_runs(project: Project) -> list[tuple[str, str]]:
     """(label, folder) of every finished reward-model run whose output folder is on disk, newest first."""
     out = []
-    for run_id, name, out_dir in project.conn.execute(
-        "SELECT id, name, output_dir FROM run WHERE stage = 'rm' AND status = 'done' AND output_dir IS NOT NULL"
-        " ORDER BY id DESC"
-    ):
-        folder = Path(out_dir) / "adapter"
+    for run in project.runs_of_stage("rm", statuses=("done",), newest_first=True):
+        if not run["output_dir"]:
+            continue
+        folder = Path(run["output_dir"]) / "adapter"
         if reward_model_problem(folder) is None:
-            out.append((f"run {run_id} · rm {name}".strip(), str(folder)))
+            out.append((f"run {run['id']} · rm {run['name']}".strip(), str(folder)))
     return out
 
 
@@ -157,10 +155,7 @@ def _oriented(verdict: str | None, a_is_first: bool) -> str | None:
 def round_items(project: Project, rnd: EvalRound) -> list[ScoreItem]:
     """The round's comparisons (the same ones its human win rate counts), model A's response first."""
     items = []
-    for cid, pid, ra, rb, verdict in project.conn.execute(
-        "SELECT id, prompt_id, response_a, response_b, verdict FROM comparison WHERE source = ? AND kind = 'eval'"
-        " AND retracted_at IS NULL AND retest_of IS NULL ORDER BY id", (rnd.source,)
-    ):
+    for cid, pid, ra, rb, verdict in project.eval_items(rnd.source):
         a_is_first = _belongs_to(project, ra, rnd.model_a)
         first, second = (ra, rb) if a_is_first else (rb, ra)
         items.append(ScoreItem(int(cid), int(pid), int(first), int(second), _oriented(verdict, a_is_first)))
@@ -169,14 +164,13 @@ def round_items(project: Project, rnd: EvalRound) -> list[ScoreItem]:
 
 def comparison_items(project: Project, comparison_ids: Sequence[int]) -> list[ScoreItem]:
     ids = list(dict.fromkeys(int(i) for i in comparison_ids))
-    rows = {r[0]: r for r in project.conn.execute(
-        f"SELECT id, prompt_id, response_a, response_b, verdict FROM comparison WHERE id IN ({','.join('?' * len(ids))})",
-        ids)}
-    missing = [i for i in ids if i not in rows]
+    found = project.comparisons_by_id(ids)
+    missing = [i for i in ids if i not in found]
     if missing:
         raise InputError(f"comparison_ids: no comparison with id {', '.join(map(str, missing[:5]))}"
                          + (" …" if len(missing) > 5 else ""))
-    return [ScoreItem(i, int(rows[i][1]), int(rows[i][2]), int(rows[i][3]), _oriented(rows[i][4], True)) for i in ids]
+    return [ScoreItem(i, found[i].prompt_id, found[i].response_a, found[i].response_b, _oriented(found[i].verdict, True))
+            for i in ids]
 
 
 def score_items(project: Project, *, round_id: int | None = None,
@@ -223,13 +217,10 @@ def score_runs(project: Project, reward_model: str | os.PathLike[str]) -> list[i
     """Ids of the usable score runs of this reward model, oldest first."""
     norm = normal_path(reward_model)
     out = []
-    for run_id, config in project.conn.execute(
-        f"SELECT id, config FROM run WHERE stage = ? AND status IN ({','.join('?' * len(_USABLE))}) ORDER BY id",
-        (SCORE_STAGE, *_USABLE),
-    ):
-        spec = (json.loads(config or "{}") or {}).get("reward_model")
+    for run in project.runs_of_stage(SCORE_STAGE, statuses=_USABLE):
+        spec = (run["config"] or {}).get("reward_model")
         if spec and normal_path(spec) == norm:
-            out.append(int(run_id))
+            out.append(int(run["id"]))
     return out
 
 
@@ -237,9 +228,7 @@ def stored_scores(project: Project, reward_model: str | os.PathLike[str]) -> dic
     """Response id → reward from this reward model's score runs (a later run's score replaces an earlier one)."""
     out: dict[int, float] = {}
     for run_id in score_runs(project, reward_model):
-        for step, value in project.conn.execute(
-            "SELECT step, value FROM metric WHERE run_id = ? AND key = ? ORDER BY rowid", (run_id, SCORE_KEY)
-        ):
+        for step, value in project.metric_values(run_id, SCORE_KEY):
             if value is not None:
                 out[int(step)] = float(value)
     return out

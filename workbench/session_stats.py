@@ -1,5 +1,5 @@
 """Statistics of the expert's own work for the Dashboard: pace, verdict mix, left/right position bias with an
-exact binomial test, and test–retest agreement. Qt-free; each is one or two aggregate queries.
+exact binomial test, and test–retest agreement. Qt-free; each reads one or two aggregates of the store.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .store import Project
-
-LIVE = "verdict IS NOT NULL AND retracted_at IS NULL"
 
 
 def binomial_two_sided(k: int, n: int, p: float = 0.5) -> float:
@@ -51,12 +49,7 @@ class PositionBias:
 
 
 def position_bias(project: Project, since: str | None = None) -> PositionBias:
-    sql = f"SELECT COUNT(*), COALESCE(SUM(verdict = left_side), 0) FROM comparison WHERE {LIVE} AND verdict IN ('a', 'b') AND left_side IS NOT NULL"
-    args: list = []
-    if since:
-        sql += " AND judged_at >= ?"
-        args.append(since)
-    n, left = project.conn.execute(sql, args).fetchone()
+    n, left = project.position_counts(since)
     return PositionBias(n, left, left / n if n else float("nan"), binomial_two_sided(left, n))
 
 
@@ -73,11 +66,7 @@ class RetestAgreement:
 
 
 def retest_agreement(project: Project) -> RetestAgreement:
-    rows = project.conn.execute(
-        "SELECT o.verdict, o.strength, r.verdict, r.strength FROM comparison r JOIN comparison o ON o.id = r.retest_of "
-        "WHERE r.verdict IS NOT NULL AND r.retracted_at IS NULL AND o.verdict IS NOT NULL AND o.retracted_at IS NULL"
-        " AND o.guideline_version IS NOT NULL"  # the original is the expert's own (imported ones have none)
-    ).fetchall()
+    rows = project.retest_verdicts()
     n = len(rows)
     agree = sum(1 for ov, _, rv, _ in rows if ov == rv)
     exact = sum(1 for ov, os_, rv, rs in rows if ov == rv and os_ == rs)
@@ -96,14 +85,7 @@ def judgments_per_hour(project: Project, hours: int = 24, now: datetime | None =
     now = now or datetime.now(timezone.utc)
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = end - timedelta(hours=hours)
-    counts: Counter[str] = Counter()
-    for sql in (
-        f"SELECT substr(judged_at, 1, 13), COUNT(*) FROM comparison WHERE {LIVE} AND judged_at >= ? GROUP BY 1",
-        "SELECT substr(judged_at, 1, 13), COUNT(*) FROM ranking WHERE retracted_at IS NULL AND judged_at >= ? GROUP BY 1",
-        "SELECT substr(created_at, 1, 13), COUNT(*) FROM demonstration WHERE retracted_at IS NULL AND created_at >= ? GROUP BY 1",
-    ):
-        for hour, n in project.conn.execute(sql, (start.isoformat(timespec="milliseconds"),)):
-            counts[hour] += n
+    counts = project.judgments_by_hour(start.isoformat(timespec="milliseconds"))
     out = []
     for i in range(hours):
         h = (start + timedelta(hours=i)).isoformat()[:13]
@@ -118,12 +100,7 @@ def session_rate(judgments: int, elapsed_seconds: float) -> float:
 
 def time_spent_median_ms(project: Project, limit: int = 1000) -> float | None:
     """Median time spent on the last ``limit`` judgments."""
-    vals = sorted(
-        r[0]
-        for r in project.conn.execute(
-            f"SELECT time_spent_ms FROM comparison WHERE {LIVE} AND time_spent_ms IS NOT NULL ORDER BY judged_at DESC LIMIT ?", (limit,)
-        )
-    )
+    vals = sorted(project.recent_times_spent_ms(limit))
     if not vals:
         return None
     m = len(vals) // 2

@@ -111,18 +111,6 @@ def _wanted_split(split: str | None, include_heldout: bool) -> str | None:
     return split or "train"
 
 
-def _split_clause(alias: str, split: str | None, include_heldout: bool) -> tuple[str, list[Any]]:
-    """A JOIN restricting rows (whose prompt id column is ``alias.prompt_id``) to the wanted prompt split."""
-    wanted = _wanted_split(split, include_heldout)
-    if wanted is None:
-        return "", []
-    return f" JOIN prompt sp ON sp.id = {alias}.prompt_id AND sp.split = ?", [wanted]
-
-
-def _ids(project: Project, sql: str, args: list[Any]) -> list[int]:
-    return [r[0] for r in project.conn.execute(sql, args)]
-
-
 def _classify_comparisons(
     project: Project,
     *,
@@ -140,10 +128,7 @@ def _classify_comparisons(
     off_split = "held-out prompt" if wanted == "train" else "training prompt"
     keep: list[int] = []
     left_out: Counter[str] = Counter()
-    for cid, verdict, retracted, retest, kind, psplit in project.conn.execute(
-        "SELECT c.id, c.verdict, c.retracted_at IS NOT NULL, c.retest_of IS NOT NULL, c.kind, p.split"
-        " FROM comparison c JOIN prompt p ON p.id = c.prompt_id WHERE c.verdict IS NOT NULL"
-    ):
+    for cid, verdict, retracted, retest, kind, psplit in project.judged_comparison_facts():
         if retracted:
             left_out["retracted"] += 1
         elif retest and not include_retests:
@@ -157,7 +142,7 @@ def _classify_comparisons(
         else:
             keep.append(cid)
     keep.sort()
-    pending = project.conn.execute("SELECT COUNT(*) FROM comparison WHERE verdict IS NULL").fetchone()[0]
+    pending = project.unjudged_count()
     if pending:
         left_out["pending (no verdict)"] = pending
     return keep, left_out
@@ -169,10 +154,7 @@ def _classify_rankings(
     wanted = _wanted_split(split, include_heldout)
     keep: list[int] = []
     left_out: Counter[str] = Counter()
-    for rk, retracted, retest, psplit in project.conn.execute(
-        "SELECT r.id, r.retracted_at IS NOT NULL, r.retest_of IS NOT NULL, p.split FROM ranking r"
-        " JOIN prompt p ON p.id = r.prompt_id ORDER BY r.id"
-    ):
+    for rk, retracted, retest, psplit in project.ranking_facts():
         if retracted:
             left_out["retracted ranking"] += 1
         elif retest and not include_retests:
@@ -185,8 +167,7 @@ def _classify_rankings(
 
 
 def _demonstration_ids(project: Project, *, include_heldout: bool, split: str | None) -> list[int]:
-    clause, extra = _split_clause("d", split, include_heldout)
-    return _ids(project, "SELECT d.id FROM demonstration d" + clause + " WHERE d.retracted_at IS NULL ORDER BY d.id", extra)
+    return project.live_demonstration_ids(_wanted_split(split, include_heldout))
 
 
 def preference_selection(
@@ -297,27 +278,9 @@ def _winner_comparison_ids(
 ) -> list[int]:
     """One comparison (the earliest) per response that won a judgment of the given strengths, never lost one among
     the selectable judgments, and carries no present safety flag."""
-    if not strengths:
-        return []
-    base = "c.retracted_at IS NULL AND c.retest_of IS NULL" + ("" if include_eval else " AND c.kind = 'train'")
-    clause, extra = _split_clause("c", split, include_heldout)
-    sql = f"""
-        WITH wins AS (
-            SELECT c.id AS cid, CASE c.verdict WHEN 'a' THEN c.response_a ELSE c.response_b END AS rid
-            FROM comparison c{clause}
-            WHERE c.verdict IN ('a', 'b') AND c.strength IN ({','.join('?' * len(strengths))}) AND {base}
-        ),
-        losers AS (
-            SELECT CASE c.verdict WHEN 'a' THEN c.response_b ELSE c.response_a END AS rid
-            FROM comparison c WHERE c.verdict IN ('a', 'b') AND {base}
-        )
-        SELECT MIN(w.cid) FROM wins w
-        WHERE w.rid NOT IN (SELECT rid FROM losers)
-          AND w.rid NOT IN (SELECT response_id FROM safety_flag
-                            WHERE present = 1 AND retracted_at IS NULL AND response_id IS NOT NULL)
-        GROUP BY w.rid ORDER BY 1
-    """
-    return _ids(project, sql, [*extra, *strengths])
+    return project.winner_comparison_ids(
+        strengths, include_eval=include_eval, split=_wanted_split(split, include_heldout)
+    )
 
 
 def kto_snapshot(
@@ -349,9 +312,8 @@ def kto_snapshot(
 
 def safety_snapshot(project: Project, *, include_heldout: bool = False, split: str | None = None, note: str = "") -> int:
     """Freeze the unretracted safety labels (present and known-absent rows)."""
-    clause, extra = _split_clause("f", split, include_heldout)
     with project.transaction():
-        ids = _ids(project, "SELECT f.id FROM safety_flag f" + clause + " WHERE f.retracted_at IS NULL ORDER BY f.id", extra)
+        ids = project.live_flag_ids(_wanted_split(split, include_heldout))
         return project.create_snapshot(
             "safety", {"flag": ids}, options=dict(include_heldout=include_heldout, split=split), note=note
         )
@@ -360,22 +322,20 @@ def safety_snapshot(project: Project, *, include_heldout: bool = False, split: s
 # ---------------------------------------------------------------------------------------------- reading snapshots
 def snapshot_options(project: Project, snapshot_id: int, kind: str | None = None) -> dict[str, Any]:
     """The options a snapshot was taken with; checks that it exists (and is of ``kind`` when given)."""
-    row = project.conn.execute("SELECT kind, options FROM snapshot WHERE id = ?", (snapshot_id,)).fetchone()
-    if row is None:
+    snap = project.get_snapshot(snapshot_id)
+    if snap is None:
         raise WorkbenchError(f"no snapshot with id {snapshot_id}")
-    if kind is not None and row[0] != kind:
-        raise WorkbenchError(f"snapshot {snapshot_id} holds {row[0]} data, not {kind} data")
-    return json.loads(row[1]) if row[1] else {}
+    if kind is not None and snap["kind"] != kind:
+        raise WorkbenchError(f"snapshot {snapshot_id} holds {snap['kind']} data, not {kind} data")
+    return snap["options"]
 
 
 class PromptCache:
     """Prompt messages by id, loaded in one query per snapshot: ``json`` holds the stored text (canonical JSON, so
     exporters write it without re-encoding), ``messages`` the parsed lists (parsed on first use)."""
 
-    def __init__(self, project: Project, snapshot_id: int, item_sql: str):
-        self.json: dict[int, str] = dict(
-            project.conn.execute(f"SELECT p.id, p.messages FROM prompt p WHERE p.id IN ({item_sql})", (snapshot_id,))
-        )
+    def __init__(self, project: Project, snapshot_id: int, *, with_prompt_items: bool = False):
+        self.json: dict[int, str] = project.snapshot_prompt_messages(snapshot_id, with_prompt_items=with_prompt_items)
         self._messages: dict[int, list[dict[str, str]]] | None = None
 
     @property
@@ -385,51 +345,26 @@ class PromptCache:
         return self._messages
 
 
-_SNAP_COMPARISONS = (
-    "SELECT c.prompt_id FROM snapshot_item s JOIN comparison c ON c.id = s.item_id "
-    "WHERE s.snapshot_id = ? AND s.item_type = 'comparison'"
-)
-_SNAP_RANKINGS = (
-    "SELECT r.prompt_id FROM snapshot_item s JOIN ranking r ON r.id = s.item_id "
-    "WHERE s.snapshot_id = ?1 AND s.item_type = 'ranking'"
-)
-_SNAP_DEMOS = (
-    "SELECT d.prompt_id FROM snapshot_item s JOIN demonstration d ON d.id = s.item_id "
-    "WHERE s.snapshot_id = ?1 AND s.item_type = 'demonstration'"
-)
-
-
-def comparison_rows(project: Project, snapshot_id: int):
-    """Cursor over the snapshot's comparisons: (id, prompt_id, verdict, strength, response_a id, content A,
-    response_b id, content B), in id order. One joined query: this is the export's hot path."""
-    return project.conn.execute(
-        "SELECT c.id, c.prompt_id, c.verdict, c.strength, c.response_a, ra.content, c.response_b, rb.content "
-        "FROM snapshot_item s JOIN comparison c ON c.id = s.item_id "
-        "JOIN response ra ON ra.id = c.response_a JOIN response rb ON rb.id = c.response_b "
-        "WHERE s.snapshot_id = ? AND s.item_type = 'comparison' ORDER BY s.item_id",
-        (snapshot_id,),
-    )
+def comparison_rows(project: Project, snapshot_id: int) -> Iterator[tuple[Any, ...]]:
+    """The snapshot's comparisons: (id, prompt_id, verdict, strength, response_a id, content A, response_b id,
+    content B), in id order. One joined query: this is the export's hot path."""
+    return project.snapshot_comparison_rows(snapshot_id)
 
 
 def ranking_groups(project: Project, snapshot_id: int) -> list[tuple[int, int, list[tuple[int, int, str]]]]:
     """The snapshot's rankings as (ranking id, prompt id, [(rank, response id, content), ...] best first)."""
     groups: list[tuple[int, int, list[tuple[int, int, str]]]] = []
-    for rk, pid, rid, rank, content in project.conn.execute(
-        "SELECT r.id, r.prompt_id, e.response_id, e.rank, resp.content "
-        "FROM snapshot_item s JOIN ranking r ON r.id = s.item_id "
-        "JOIN ranking_entry e ON e.ranking_id = r.id JOIN response resp ON resp.id = e.response_id "
-        "WHERE s.snapshot_id = ? AND s.item_type = 'ranking' ORDER BY r.id, e.rank, e.response_id",
-        (snapshot_id,),
-    ):
+    for rk, pid, rid, rank, content in project.snapshot_ranking_rows(snapshot_id):
         if not groups or groups[-1][0] != rk:
             groups.append((rk, pid, []))
         groups[-1][2].append((rank, rid, content))
     return groups
 
 
-def prompt_cache(project: Project, snapshot_id: int) -> PromptCache:
-    """Messages of every prompt a snapshot's comparisons, rankings or demonstrations refer to."""
-    return PromptCache(project, snapshot_id, f"{_SNAP_COMPARISONS.replace('?', '?1')} UNION {_SNAP_RANKINGS} UNION {_SNAP_DEMOS}")
+def prompt_cache(project: Project, snapshot_id: int, *, with_prompt_items: bool = False) -> PromptCache:
+    """Messages of every prompt a snapshot's comparisons, rankings or demonstrations refer to (and its ``prompt``
+    items, with ``with_prompt_items``)."""
+    return PromptCache(project, snapshot_id, with_prompt_items=with_prompt_items)
 
 
 def ranking_pairs(
@@ -509,11 +444,7 @@ def sft_examples(project: Project, snapshot_id: int) -> list[SFTExample]:
     prompts = prompt_cache(project, snapshot_id).messages
     out: list[SFTExample] = []
     seen: set[int] = set()
-    for did, pid, rid, content in project.conn.execute(
-        "SELECT d.id, d.prompt_id, d.response_id, r.content FROM snapshot_item s JOIN demonstration d ON d.id = s.item_id "
-        "JOIN response r ON r.id = d.response_id WHERE s.snapshot_id = ? AND s.item_type = 'demonstration' ORDER BY d.id",
-        (snapshot_id,),
-    ):
+    for did, pid, rid, content in project.snapshot_demonstration_rows(snapshot_id):
         if rid not in seen:
             seen.add(rid)
             out.append(SFTExample(prompts[pid], content, did, None, pid, rid))
@@ -527,11 +458,11 @@ def sft_examples(project: Project, snapshot_id: int) -> list[SFTExample]:
 
 def kto_examples(project: Project, snapshot_id: int) -> list[KTOExample]:
     """Unpaired examples from a ``kto`` snapshot (or a ``preference`` one: then without demonstrations)."""
-    row = project.conn.execute("SELECT kind FROM snapshot WHERE id = ?", (snapshot_id,)).fetchone()
-    if row is None:
+    snap = project.get_snapshot(snapshot_id)
+    if snap is None:
         raise WorkbenchError(f"no snapshot with id {snapshot_id}")
-    if row[0] not in ("kto", "preference"):
-        raise WorkbenchError(f"snapshot {snapshot_id} holds {row[0]} data, not kto or preference data")
+    if snap["kind"] not in ("kto", "preference"):
+        raise WorkbenchError(f"snapshot {snapshot_id} holds {snap['kind']} data, not kto or preference data")
     prompts = prompt_cache(project, snapshot_id).messages
     out: list[KTOExample] = []
     seen: set[tuple[int, bool]] = set()
@@ -541,11 +472,7 @@ def kto_examples(project: Project, snapshot_id: int) -> list[KTOExample]:
             seen.add((rid, label))
             out.append(KTOExample(prompts[pid], content, label, pid, rid))
 
-    for did, pid, rid, content in project.conn.execute(
-        "SELECT d.id, d.prompt_id, d.response_id, r.content FROM snapshot_item s JOIN demonstration d ON d.id = s.item_id "
-        "JOIN response r ON r.id = d.response_id WHERE s.snapshot_id = ? AND s.item_type = 'demonstration' ORDER BY d.id",
-        (snapshot_id,),
-    ):
+    for did, pid, rid, content in project.snapshot_demonstration_rows(snapshot_id):
         add(pid, rid, content, True)
     for _cid, pid, verdict, _s, ra, ca, rb, cb in comparison_rows(project, snapshot_id):
         if verdict == "a":
@@ -582,12 +509,7 @@ def safety_examples(project: Project, snapshot_id: int) -> list[SafetyExample]:
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     by_text: dict[tuple[int, int | None], SafetyExample] = {}
     prompt_json: dict[int, list[dict[str, str]]] = {}
-    for fid, pid, rid, category, present, severity, pmsgs, content in project.conn.execute(
-        "SELECT f.id, f.prompt_id, f.response_id, f.category, f.present, f.severity, p.messages, r.content "
-        "FROM snapshot_item s JOIN safety_flag f ON f.id = s.item_id JOIN prompt p ON p.id = f.prompt_id "
-        "LEFT JOIN response r ON r.id = f.response_id WHERE s.snapshot_id = ? AND s.item_type = 'flag' ORDER BY f.id",
-        (snapshot_id,),
-    ):
+    for fid, pid, rid, category, present, severity, pmsgs, content in project.snapshot_flag_rows(snapshot_id):
         key = (pid, rid)
         ex = by_text.get(key)
         if ex is None:

@@ -20,34 +20,20 @@ from workbench.store import Project
 from . import JobError, JobResult
 from .context import JobContext
 
-# Every item type a snapshot can hold whose rows belong to one prompt (table, prompt column).
-_PROMPT_OF_ITEM = {
-    "comparison": "comparison",
-    "ranking": "ranking",
-    "demonstration": "demonstration",
-    "flag": "safety_flag",
-    "response": "response",
-}
-
-
 def select_prompts(project: Project, cfg: GenerateConfig) -> list[int]:
     """The prompt ids a generate config asks for, in id order (see the module docstring)."""
     if cfg.prompt_ids:
         ids = list(dict.fromkeys(int(i) for i in cfg.prompt_ids))
-        known = {r[0] for r in project.conn.execute(
-            f"SELECT id FROM prompt WHERE id IN ({','.join('?' * len(ids))})", ids)}
+        known = project.known_prompt_ids(ids)
         missing = [i for i in ids if i not in known]
         if missing:
             raise JobError(f"prompt_ids: no prompt with id {', '.join(map(str, missing[:5]))}"
                            + (" …" if len(missing) > 5 else ""))
         split = cfg.split
     elif cfg.snapshot_id is not None:
-        if project.conn.execute("SELECT 1 FROM snapshot WHERE id = ?", (cfg.snapshot_id,)).fetchone() is None:
+        if project.get_snapshot(cfg.snapshot_id) is None:
             raise JobError(f"snapshot_id: no snapshot with id {cfg.snapshot_id}")
-        parts = ["SELECT item_id FROM snapshot_item WHERE snapshot_id = ? AND item_type = 'prompt'"]
-        parts += [f"SELECT t.prompt_id FROM snapshot_item s JOIN {table} t ON t.id = s.item_id "
-                  f"WHERE s.snapshot_id = ? AND s.item_type = '{item}'" for item, table in _PROMPT_OF_ITEM.items()]
-        ids = [r[0] for r in project.conn.execute(" UNION ".join(parts), [cfg.snapshot_id] * len(parts))]
+        ids = project.snapshot_prompt_ids(cfg.snapshot_id)
         split = cfg.split
     else:
         ids = project.prompt_ids()

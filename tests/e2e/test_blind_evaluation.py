@@ -1,7 +1,7 @@
 """A blind evaluation round end to end on the tiny model: the Evaluation page has the engine generate from two
-models (the base and base + adapter) on held-out prompts, the pairs reach the Compare page blind as evaluation
-items, the expert judges them with key presses, and the win rate with its interval appears; the eval items never
-enter a training snapshot. Also the Playground through a real worker.
+models (the base and base + adapter) on held-out prompts through the core's round pipeline, the pairs reach the
+Compare page blind as evaluation items, the expert judges them with key presses, and the win rate with its interval
+appears; the eval items never enter a training snapshot. Also the Playground through a real worker.
 
 The round needs the engine's ``generate`` job (issue 4): the test says so and skips while this engine has none."""
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
+from workbench.evaluation import get_round
 from workbench.store import Project
 from workbench.training_data import preference_snapshot
 
@@ -28,24 +29,14 @@ def _needs_generate_job():
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir, tmp_path_factory):
     """A LoRA adapter on the tiny model whose answers differ from the base's."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.tiny_models import build_tiny_lora_adapter
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    peft_model.save_pretrained(out)
-    return out
+    return build_tiny_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / "adapter")
 
 
 def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir, adapter_dir, training_project_path):
     _needs_generate_job()
-    from ui.evaluation_page import EvaluationPage
+    from ui.pages.evaluation import EvaluationPage
     from ui.pages.compare import ComparePage
 
     page = EvaluationPage(session)
@@ -61,8 +52,12 @@ def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir,
     assert "queued" in page.progress.text(), page.progress.text()
     rnd = page.round
     with Project.open(training_project_path) as p:
-        rows = p.conn.execute("SELECT kind, verdict FROM comparison WHERE source = ?", (rnd.source,)).fetchall()
+        rows = [(c.kind, c.verdict) for c in p.comparisons(source=rnd.source)]
+        generated = [p.get_run(r) for r in get_round(p, rnd.id).runs]
     assert rows and all(k == "eval" and v is None for k, v in rows)
+    # The window ran the core's round pipeline: one generate run per model, recorded on the round.
+    assert [(r["stage"], r["status"], r["config"]["adapter_from"]) for r in generated] == [
+        ("generate", "done", None), ("generate", "done", str(adapter_dir))]
     assert "no judged pairs yet" in page.result.text()
 
     # The expert judges blind on the Compare page: no model names shown; they prefer model B's answer.
@@ -87,7 +82,7 @@ def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir,
     assert "wins <b>100.0%</b>" in page.result.text() and "95% CI" in page.result.text()
     with Project.open(training_project_path) as p:
         sid = preference_snapshot(p)
-        eval_ids = {r[0] for r in p.conn.execute("SELECT id FROM comparison WHERE kind = 'eval'")}
+        eval_ids = {c.id for c in p.comparisons(kind="eval")}
         assert not eval_ids & set(p.snapshot_items(sid, "comparison"))
 
 
@@ -96,7 +91,7 @@ def test_playground_chats_side_by_side_through_the_worker(qtbot, session, tiny_m
 
     if "playground" not in CONFIG_CLASSES:
         pytest.skip("workbench.configs has no 'playground' config class")
-    from ui.playground_page import PlaygroundPage
+    from ui.pages.playground import PlaygroundPage
 
     page = PlaygroundPage(session)
     qtbot.addWidget(page)

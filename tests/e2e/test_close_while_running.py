@@ -13,14 +13,14 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 
 from tests.e2e.conftest import TINY_SETTINGS
-from workbench.jobs.client import _pid_alive
+from workbench.jobs.client import pid_alive
 from workbench.store import Project
 
 pytestmark = pytest.mark.timeout(600)
 
 
 def _running_page(qtbot, session, tiny_model_dir, **settings):
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = TrainPage(session)
     qtbot.addWidget(page)
@@ -55,7 +55,7 @@ def test_dont_close_keeps_the_window_and_the_run(qtbot, session, tiny_model_dir)
     _answer("dontClose", seen)
     assert page.confirm_close() is False
     assert seen and f"Run {page.run_id}" in seen[0]
-    assert page.manager.busy and _pid_alive(page.manager.current.handle.pid)
+    assert page.manager.busy and pid_alive(page.manager.current.handle.pid)
     points = page.charts.point_count()
     qtbot.waitUntil(lambda: page.charts.point_count() > points, timeout=120_000)  # still live, still drawn
 
@@ -66,10 +66,10 @@ def test_cancel_the_run_stops_it_with_a_checkpoint(qtbot, session, tiny_model_di
     _answer("cancelRun", [])
     assert page.confirm_close() is True
     assert not page.manager.busy
-    qtbot.waitUntil(lambda: not _pid_alive(pid), timeout=30_000)
+    qtbot.waitUntil(lambda: not pid_alive(pid), timeout=30_000)
     with Project.open(training_project_path) as p:
         run = p.get_run(page.run_id)
-        checkpoints = p.conn.execute("SELECT COUNT(*) FROM checkpoint WHERE run_id = ?", (page.run_id,)).fetchone()[0]
+        checkpoints = len(p.checkpoints(page.run_id))
     assert run["status"] == "cancelled"
     assert checkpoints >= 1  # cancel saves one first, so the run can be resumed
 
@@ -77,14 +77,14 @@ def test_cancel_the_run_stops_it_with_a_checkpoint(qtbot, session, tiny_model_di
 def test_let_it_finish_then_the_next_window_reattaches(qtbot, session, tiny_model_dir, training_project_path, tmp_path):
     from ui.prefs import Prefs
     from ui.session import Session
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = _running_page(qtbot, session, tiny_model_dir, max_steps=60, checkpoint_every=0)
     run_id, pid = page.run_id, page.manager.current.handle.pid
     _answer("letItFinish", [])
     assert page.confirm_close() is True
     assert not page.manager.live_jobs()  # the window stopped listening...
-    assert _pid_alive(pid)  # ...but the worker goes on
+    assert pid_alive(pid)  # ...but the worker goes on
     with Project.open(training_project_path) as p:
         assert p.get_run(run_id)["status"] == "running"
 

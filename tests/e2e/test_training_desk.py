@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def _train_page(qtbot, session, tiny_model_dir, **settings):
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = TrainPage(session)
     qtbot.addWidget(page)
@@ -54,7 +54,7 @@ def test_sft_start_watch_cancel_resume_finish(qtbot, session, tiny_model_dir, tr
     with Project.open(training_project_path) as p:
         run = p.get_run(run_id)
         assert run["status"] == "cancelled"
-        stopped = p.conn.execute("SELECT MAX(step) FROM checkpoint WHERE run_id = ?", (run_id,)).fetchone()[0]
+        stopped = max((c["step"] for c in p.checkpoints(run_id)), default=None)
     assert stopped is not None and stopped < 150
     points_before = page.charts.point_count()
 

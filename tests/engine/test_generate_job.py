@@ -90,7 +90,7 @@ def test_generate_job_stores_responses_with_provenance_and_queues_comparisons(ge
             assert r.sampling["temperature"] == 1.0 and r.sampling["top_k"] == 0 and r.sampling["max_new_tokens"] == 8
             assert r.sampling["sample_index"] in (0, 1) and r.sampling["finish_reason"] in ("stop", "length")
         # The new responses of a prompt are paired with each other (not with the imported one), all pending.
-        pending = [p.get_comparison(cid) for (cid,) in p.conn.execute("SELECT id FROM comparison ORDER BY id")]
+        pending = p.comparisons()
         assert len(pending) == summary["comparisons"] == p.pending_count()
         expected = {frozenset(pair) for pid in (1, 2, 3)
                     for pair in itertools.combinations([r.id for r in new if r.prompt_id == pid], 2)}

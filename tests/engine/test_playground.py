@@ -24,19 +24,9 @@ class Lines(io.StringIO):
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir, tmp_path_factory):
     """A LoRA adapter on the tiny model with non-zero B matrices, so the tuned side differs from the base."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from tests.tiny_models import build_tiny_lora_adapter
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    out = tmp_path_factory.mktemp("adapter") / "adapter"
-    peft_model.save_pretrained(out)
-    return out
+    return build_tiny_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter") / "adapter")
 
 
 def _start(tiny, tmp_path, adapter=None, **kw):

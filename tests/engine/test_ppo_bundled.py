@@ -39,8 +39,8 @@ def test_ppo_on_the_bundled_model(project_path, tmp_path):
         assert p.get_run(run_id)["status"] == "done"
         kl = [v for _, _, v in p.metrics(run_id, "rollout/kl")]
         assert len(kl) == 2 and kl[0] == 0.0  # the first rollout comes from the policy = reference
-        samples = p.conn.execute("SELECT content FROM response WHERE source = ?", (f"ppo run {run_id}",)).fetchall()
-        assert samples and all(s[0].strip() for s in samples)
+        samples = p.responses(source=f"ppo run {run_id}")
+        assert samples and all(s.content.strip() for s in samples)
     from peft import PeftModel
 
     lm = load_model(device="cpu", quantize="none")

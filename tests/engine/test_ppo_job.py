@@ -4,7 +4,6 @@ cancel, bad input."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 
@@ -95,9 +94,8 @@ def test_ppo_job_trains_streams_metrics_stores_samples_and_writes_a_loadable_ada
         snap = next(s for s in p.snapshots() if s["id"] == run["snapshot_id"])
         assert snap["kind"] == "prompts" and snap["counts"] == {"prompt": len(QUESTIONS)}  # held-out prompt left out
         assert [s for s, _, _ in p.metrics(run_id, "rollout/kl")] == [1, 2, 3]
-        rows = p.conn.execute("SELECT origin, adapter, sampling FROM response WHERE source = ?",
-                              (f"ppo run {run_id}",)).fetchall()
-    assert rows and all(r[0] == "model" and r[1] == str(out) and '"ppo_step"' in r[2] for r in rows)
+        rows = p.responses(source=f"ppo run {run_id}")
+    assert rows and all(r.origin == "model" and r.adapter == str(out) and "ppo_step" in r.sampling for r in rows)
 
 
 def test_critic_warm_up_and_value_lr_reach_the_job(tiny_model_dir, prompt_project):
@@ -130,13 +128,12 @@ def test_rloo_job_samples_each_prompt_several_times_and_trains_no_value(tiny_mod
     assert all(not v.any() for k, v in load_file(run_dir / "value" / "adapter_model.safetensors").items()
                if "lora_B" in k)  # the value was never trained
     with Project.open(prompt_project) as p:
-        rows = p.conn.execute("SELECT prompt_id, sampling FROM response WHERE source = ?",
-                              (f"ppo run {run_id}",)).fetchall()
+        rows = [(r.prompt_id, r.sampling) for r in p.responses(source=f"ppo run {run_id}")]
     # a rollout of 3 prompts x 2 responses: what one step stores answers at most 3 prompts (identical responses to
     # a prompt are stored once, so a step may store fewer than 6)
     by_step: dict[int, list[int]] = {}
     for prompt_id, sampling in rows:
-        by_step.setdefault(json.loads(sampling)["ppo_step"], []).append(prompt_id)
+        by_step.setdefault(sampling["ppo_step"], []).append(prompt_id)
     assert sorted(by_step) == [1, 2]
     assert all(len(set(ids)) <= 3 < len(ids) for ids in by_step.values()), by_step
 

@@ -94,7 +94,7 @@ def test_ppo_job_with_the_projects_reward_adapter(tiny_model_dir, project_path, 
     with Project.open(project_path) as p:
         scores = [v for _, _, v in p.metrics(run_id, "rollout/score_mean")]
         assert len(scores) == 2 and all(s == s for s in scores)
-        assert p.conn.execute("SELECT COUNT(*) FROM checkpoint WHERE run_id = ?", (run_id,)).fetchone()[0] == 1
+        assert len(p.checkpoints(run_id)) == 1
     ck = run_dir / "checkpoints" / "step-00000001"
     assert (ck / "adapter" / "adapter_model.safetensors").is_file() and (ck / "value" / "head.safetensors").is_file()
 

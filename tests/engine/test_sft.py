@@ -96,7 +96,7 @@ def test_sft_trains_every_lora_weight_and_writes_a_loadable_adapter(tiny, demo_p
         assert run["status"] == "done" and run["snapshot_id"] == snap["id"] and snap["kind"] == "sft"
         assert {"train/loss", "eval/loss"} <= set(run["final_metrics"])
         assert [s for s, _, _ in p.metrics(run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
-        assert p.conn.execute("SELECT COUNT(*) FROM checkpoint WHERE run_id = ?", (run_id,)).fetchone()[0] == 1
+        assert len(p.checkpoints(run_id)) == 1
     assert str(tiny) in card and snap["content_hash"] in card and "eval/loss" in card and "lora_r: 4" in card
     assert SftConfig.load(out / "config.yaml") == cfg
 
@@ -148,8 +148,13 @@ def test_resume_continues_exactly(tiny, project_path, tmp_path):
 
 def _project_fingerprint(path):
     with Project.open(path) as p:
-        tables = ("prompt", "response", "demonstration", "comparison", "snapshot", "snapshot_item", "metric", "checkpoint")
-        return {t: p.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+        stats = p.stats()
+        return {
+            **{k: stats[k] for k in ("prompts", "responses", "demonstrations", "comparisons", "snapshots")},
+            "snapshot items": sum(sum(s["counts"].values()) for s in p.snapshots()),
+            "metrics": sum(len(p.metrics(r["id"])) for r in p.runs()),
+            "checkpoints": sum(len(p.checkpoints(r["id"])) for r in p.runs()),
+        }
 
 
 @pytest.mark.parametrize(
@@ -220,5 +225,5 @@ def test_pruned_checkpoints_leave_no_rows_behind(tiny, demo_project):
     on_disk = {str(p) for p in ckpt.list_checkpoints(run_dir / "checkpoints")}
     assert sum(e.type.value == "checkpoint" for e in events) >= 5  # several were written, most then pruned
     with Project.open(demo_project) as p:
-        rows = {r[0] for r in p.conn.execute("SELECT path FROM checkpoint WHERE run_id = ?", (run_id,))}
+        rows = {c["path"] for c in p.checkpoints(run_id)}
     assert rows == on_disk and 1 <= len(rows) <= 3  # the last two and the best

@@ -14,9 +14,8 @@ def _compare(window) -> ComparePage:
 
 
 def _row(db, cid):
-    return db.conn.execute(
-        "SELECT verdict, strength, left_side, criteria, note, time_spent_ms, guideline_version FROM comparison WHERE id = ?", (cid,)
-    ).fetchone()
+    c = db.get_comparison(cid)
+    return c.verdict, c.strength, c.left_side, c.criteria, c.note, c.time_spent_ms, c.guideline_version
 
 
 def test_left_key_records_the_response_shown_on_the_left(qtbot, window, db):
@@ -73,11 +72,9 @@ def test_criteria_note_and_time_spent(qtbot, window, db):
     assert _row(db, c.id)[0] is None
     qtbot.keyClick(page.note_edit, Qt.Key.Key_Return)
     qtbot.keyClick(page, "2")
-    import json
-
     verdict, strength, left_side, criteria, note, spent, _ = _row(db, c.id)
     right = "b" if left == "a" else "a"
-    assert json.loads(criteria) == {"helpfulness": left, "harmlessness": right, "honesty": "tie"}
+    assert criteria == {"helpfulness": left, "harmlessness": right, "honesty": "tie"}
     assert note == "a note"
     assert spent is not None and spent >= 0
 
@@ -96,7 +93,7 @@ def test_skip_then_undo(qtbot, window, db):
     assert _row(db, second.id)[0] is None
     assert page.current.id == second.id
     qtbot.keyClick(page, "z", Qt.KeyboardModifier.ControlModifier)  # nothing left to undo: no change
-    assert db.conn.execute("SELECT COUNT(*) FROM comparison WHERE verdict IS NOT NULL").fetchone()[0] == 0
+    assert db.stats()["judged"] == 0
 
 
 def test_undo_after_snapshot_retracts(qtbot, window, db):
@@ -106,7 +103,7 @@ def test_undo_after_snapshot_retracts(qtbot, window, db):
     qtbot.keyClick(page, "2")
     db.create_snapshot("preference", {"comparison": [c.id]})
     qtbot.keyClick(page, "u")
-    assert db.conn.execute("SELECT retracted_at IS NOT NULL, verdict FROM comparison WHERE id = ?", (c.id,)).fetchone()[0] == 1
+    assert db.get_comparison(c.id).retracted_at is not None
     # A fresh pending copy is shown in its place.
     assert page.current.id != c.id and page.current.response_a == c.response_a and page.current.verdict is None
 
@@ -117,13 +114,13 @@ def test_flag_by_keys_and_undo(qtbot, window, db):
     rid_left = page.side_ids["left"]
     for k in ("f", "l", "2", "3"):  # flag → left → category 2 (violence) → high
         qtbot.keyClick(page, k)
-    rows = db.conn.execute("SELECT response_id, category, severity, prompt_id FROM safety_flag").fetchall()
+    rows = [(f.response_id, f.category, f.severity, f.prompt_id) for f in db.flags()]
     assert rows == [(rid_left, "violence", "high", c.prompt_id)]
     assert page.current.id == c.id  # flagging does not judge
     assert _row(db, c.id)[0] is None
     assert "violence" in page.left_head.text()
     qtbot.keyClick(page, "u")
-    assert db.conn.execute("SELECT COUNT(*) FROM safety_flag").fetchone()[0] == 0
+    assert db.flags() == []
     qtbot.keyClick(page, "f")
     qtbot.keyClick(page, "p")
     qtbot.keyClick(page, Qt.Key.Key_Escape)
@@ -139,16 +136,14 @@ def test_write_better_answer(qtbot, window, db):
     assert page.writer.isVisible()
     qtbot.keyClicks(page.writer, "A much better answer.")
     qtbot.keyClick(page.writer, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    demo = db.conn.execute("SELECT d.id, r.content FROM demonstration d JOIN response r ON r.id = d.response_id").fetchall()
-    assert [d[1] for d in demo] == ["A much better answer."]
-    wins = db.conn.execute(
-        "SELECT response_b, verdict FROM comparison WHERE source = 'expert' ORDER BY response_b"
-    ).fetchall()
+    demo = db.demonstrations()
+    assert [db.get_response(d.response_id).content for d in demo] == ["A much better answer."]
+    wins = sorted((w.response_b, w.verdict) for w in db.comparisons(source="expert"))
     assert wins == sorted([(c.response_a, "a"), (c.response_b, "a")])
     assert not page.writer.isVisible()
     qtbot.keyClick(page, "u")
-    assert db.conn.execute("SELECT COUNT(*) FROM demonstration").fetchone()[0] == 0
-    assert db.conn.execute("SELECT COUNT(*) FROM comparison WHERE source = 'expert'").fetchone()[0] == 0
+    assert db.demonstrations() == []
+    assert db.comparisons(source="expert") == []
 
 
 def test_red_team_content_is_folded_until_revealed(qtbot, window, db):
@@ -201,6 +196,6 @@ def test_a_refusal_from_the_store_is_shown_not_raised(qtbot, window, db):
     page = _compare(window)
     page.queue.config.retest_share = 0
     c = page.current
-    db.conn.execute("DELETE FROM comparison WHERE id = ?", (c.id,))  # gone behind the window's back
+    assert db.retract("comparison", c.id) == "deleted"  # gone behind the window's back
     qtbot.keyClick(page, "2")
     assert f"no comparison with id {c.id}" in window.statusBar().currentMessage()

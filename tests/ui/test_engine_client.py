@@ -11,7 +11,7 @@ from tests.ui.engine_fixtures import (  # noqa: F401 - fixtures
     training_project_path,
 )
 from workbench.configs import SftConfig
-from workbench.jobs.client import _pid_alive
+from workbench.jobs.client import pid_alive
 from workbench.store import Project
 
 pytestmark = pytest.mark.timeout(600)
@@ -40,7 +40,8 @@ def test_a_failing_worker_reports_the_reason_and_the_log(qtbot, session, tmp_pat
 
 def test_detach_leaves_the_run_going_and_attach_follows_it_to_the_end(qtbot, session, tiny_model_dir,
                                                                        training_project_path):
-    from ui.engine_client import live_runs, run_manager
+    from ui.engine_client import run_manager
+    from workbench.jobs.client import live_runs
 
     mgr = run_manager(session)
     points = []
@@ -51,12 +52,12 @@ def test_detach_leaves_the_run_going_and_attach_follows_it_to_the_end(qtbot, ses
     mgr.detach_all()
     assert job.wait(5_000), "the thread did not stop on detach"
     assert job.outcome.status == "detached"
-    assert _pid_alive(pid), "detaching must not stop the worker"
+    assert pid_alive(pid), "detaching must not stop the worker"
     with Project.open(training_project_path) as p:
         assert [r["id"] for r in live_runs(p)] == [job.run_id]
 
     # A new Train page (the window opened again) re-attaches to the run by itself and follows it from its log.
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = TrainPage(session)
     qtbot.addWidget(page)
@@ -69,7 +70,7 @@ def test_detach_leaves_the_run_going_and_attach_follows_it_to_the_end(qtbot, ses
     page.cancel()  # no stdin on a re-attached run: SIGTERM, which the worker takes as cancel
     qtbot.waitUntil(lambda: page.last_outcome is not None, timeout=120_000)
     assert page.last_outcome.status == "cancelled", page.last_outcome
-    qtbot.waitUntil(lambda: not _pid_alive(pid), timeout=30_000)  # the worker exits after its last event
+    qtbot.waitUntil(lambda: not pid_alive(pid), timeout=30_000)  # the worker exits after its last event
     job.handle.process.wait(10)  # reap our child
     with Project.open(training_project_path) as p:
         assert p.get_run(job.run_id)["status"] == "cancelled"

@@ -30,7 +30,7 @@ def rm_run(session, tiny_model_dir):
 
 
 def test_a_round_scored_by_a_reward_model_shows_both_win_rates(qtbot, session, tiny_model_dir, rm_run):
-    from ui.evaluation_page import EvaluationPage
+    from ui.pages.evaluation import EvaluationPage
 
     rnd = add_round(session.project, str(tiny_model_dir), judge=2)
     run_id, folder = rm_run

@@ -45,22 +45,25 @@ def test_change_verdict_and_retract_with_delete_twice(qtbot, window, db):
     page.verdict_edit.setCurrentIndex(page.verdict_edit.findData("b"))
     page.strength_edit.setCurrentIndex(page.strength_edit.findData("strong"))
     page.change_btn.click()
-    assert db.conn.execute("SELECT verdict, strength FROM comparison WHERE id = ?", (ids[0],)).fetchone() == ("b", "strong")
+    changed = db.get_comparison(ids[0])
+    assert (changed.verdict, changed.strength) == ("b", "strong")
     row = next(i for i, r in enumerate(page.rows) if r.id == ids[0])
     page.table.selectRow(row)
     page.table.setFocus()
     qtbot.keyClick(page.table, Qt.Key.Key_Delete)
-    assert db.conn.execute("SELECT COUNT(*) FROM comparison WHERE id = ?", (ids[0],)).fetchone()[0] == 1  # armed only
+    assert ids[0] in db.comparisons_by_id([ids[0]])  # armed only
     qtbot.keyClick(page.table, Qt.Key.Key_Delete)
-    assert db.conn.execute("SELECT COUNT(*) FROM comparison WHERE id = ?", (ids[0],)).fetchone()[0] == 0
+    assert ids[0] not in db.comparisons_by_id([ids[0]])
 
 
 def test_change_verdict_in_a_snapshot_keeps_the_old_row(qtbot, window, db):
     ids = _judge_all(db)
     db.create_snapshot("preference", {"comparison": [ids[0]]})
-    from ui.history_query import change_verdict
-
-    new_id = change_verdict(window.session.project, ids[0], "tie", None)
-    assert new_id != ids[0]
-    assert db.conn.execute("SELECT verdict, retracted_at IS NOT NULL FROM comparison WHERE id = ?", (ids[0],)).fetchone() == ("a", 1)
-    assert db.conn.execute("SELECT verdict FROM comparison WHERE id = ?", (new_id,)).fetchone() == ("tie",)
+    page = window.show_page("history")
+    page.table.selectRow(next(i for i, r in enumerate(page.rows) if r.id == ids[0] and r.kind == "comparison"))
+    page.verdict_edit.setCurrentIndex(page.verdict_edit.findData("tie"))
+    page.change_btn.click()
+    old = db.get_comparison(ids[0])
+    assert (old.verdict, old.retracted_at is not None) == ("a", True)
+    new = db.comparisons(source=old.source)[-1]
+    assert new.id != ids[0] and (new.response_a, new.response_b, new.verdict) == (old.response_a, old.response_b, "tie")

@@ -105,7 +105,7 @@ def test_guidelines_panel_toggles_and_versions(qtbot, window, db):
     page.queue.config.retest_share = 0
     c = page.current
     qtbot.keyClick(page, "2")
-    assert db.conn.execute("SELECT guideline_version FROM comparison WHERE id = ?", (c.id,)).fetchone()[0] == 2
+    assert db.get_comparison(c.id).guideline_version == 2
     qtbot.keyClick(page, "g")
     assert not window.dock.isVisible()
 

@@ -8,10 +8,7 @@ from ui.pages.rank import RankPage
 
 
 def _ranks(db):
-    return {
-        k: dict(db.conn.execute("SELECT response_id, rank FROM ranking_entry WHERE ranking_id = ?", (k,)).fetchall())
-        for (k,) in db.conn.execute("SELECT id FROM ranking ORDER BY id")
-    }
+    return {k: db.get_ranking(k) for k in db.ranking_ids()}
 
 
 def test_rank_by_keys_with_a_tie(qtbot, window, db):
@@ -26,7 +23,7 @@ def test_rank_by_keys_with_a_tie(qtbot, window, db):
     qtbot.keyClick(page, Qt.Key.Key_Return)
     (rk, entries), = _ranks(db).items()
     assert entries == {ids[2]: 1, ids[0]: 1, ids[1]: 2}
-    assert db.conn.execute("SELECT prompt_id FROM ranking WHERE id = ?", (rk,)).fetchone()[0] == pid
+    assert db.ranking_prompt_id(rk) == pid
     assert page.prompt_id != pid
 
 
@@ -61,7 +58,7 @@ def test_flag_a_response_by_number(qtbot, window, db):
     ids = page.response_ids
     for k in ("f", "2", "9", "1"):  # flag → response [2] → category 9 (over-refusal) → low
         qtbot.keyClick(page, k)
-    assert db.conn.execute("SELECT response_id, category, severity FROM safety_flag").fetchall() == [(ids[1], "over_refusal", "low")]
+    assert [(f.response_id, f.category, f.severity) for f in db.flags()] == [(ids[1], "over_refusal", "low")]
     assert page.flag_state is None
     qtbot.keyClick(page, "1")  # back to ranking keys
     assert page.placed == 1

@@ -15,13 +15,12 @@ def test_type_and_save_a_demonstration(qtbot, window, db):
     qtbot.keyClick(page.editor, Qt.Key.Key_Return)  # a plain Return types a newline: the editor keeps it
     qtbot.keyClick(page.editor, Qt.Key.Key_Return)
     qtbot.keyClicks(page.editor, "Use **bold** <b>html</b>")
-    assert db.conn.execute("SELECT COUNT(*) FROM demonstration").fetchone()[0] == 0
+    assert db.demonstrations() == []
     page.update_preview()
     assert "bold" in page.preview.toPlainText() and "<b>html</b>" in page.preview.toPlainText()  # raw HTML shown as text
     qtbot.keyClick(page.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    rows = db.conn.execute(
-        "SELECT d.prompt_id, r.content, r.origin FROM demonstration d JOIN response r ON r.id = d.response_id"
-    ).fetchall()
+    rows = [(d.prompt_id, db.get_response(d.response_id).content, db.get_response(d.response_id).origin)
+            for d in db.demonstrations()]
     assert rows == [(pid, "# Title\n\nUse **bold** <b>html</b>", "expert")]
     assert page.prompt_id != pid and page.editor.toPlainText() == ""
     assert "1 demonstrations" in window.counts_label.text()
@@ -36,8 +35,8 @@ def test_skip_and_start_from_a_response(qtbot, window, db):
     assert page.editor.toPlainText().startswith("Response A")
     qtbot.keyClicks(page.editor, " Edited.")
     qtbot.keyClick(page.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    edited_from = db.conn.execute("SELECT edited_from FROM demonstration").fetchone()[0]
-    assert edited_from is not None
+    (demo,) = db.demonstrations()
+    assert demo.edited_from is not None
 
 
 def test_prompts_with_a_winner_are_not_offered(qtbot, window, db):

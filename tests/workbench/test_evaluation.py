@@ -124,10 +124,10 @@ def test_a_round_queues_blind_eval_pairs_that_never_enter_training(tmp_path):
         counts = pair_round(p, rnd)
         assert counts == {"queued": 4, "identical": 1, "missing": 0, "already": 0}
         assert pair_round(p, rnd)["already"] == 4  # idempotent
-        rows = p.conn.execute("SELECT kind, source FROM comparison").fetchall()
+        rows = [(c.kind, c.source) for c in p.comparisons()]
         assert rows == [("eval", "eval:1")] * 4
         # The expert judges blind: verdicts refer to response_a/b; the tuned model wins 3, loses 0, ties 1.
-        cids = [r[0] for r in p.conn.execute("SELECT id FROM comparison ORDER BY id")]
+        cids = [c.id for c in p.comparisons()]
         for cid, pick in zip(cids, ["tuned", "tuned", "tuned", "tie"]):
             c = p.get_comparison(cid)
             tuned_side = "a" if p.get_response(c.response_a).adapter else "b"

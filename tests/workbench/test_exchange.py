@@ -77,12 +77,10 @@ def test_round_trip_is_identical(project, tmp_path):
         assert _body(first) == _body(second)
         assert fresh.stats()["verdicts"] == project.stats()["verdicts"]
         # retest links point at the imported originals
-        links = fresh.conn.execute(
-            "SELECT o.verdict, o.strength, r.verdict FROM comparison r JOIN comparison o ON o.id = r.retest_of"
-        ).fetchall()
-        assert links == [("a", "strong", "b")]
-        ranking_links = fresh.conn.execute("SELECT retest_of FROM ranking WHERE retest_of IS NOT NULL").fetchall()
-        assert ranking_links == [(1,)]
+        links = [(fresh.get_comparison(r.retest_of), r) for r in fresh.comparisons() if r.retest_of is not None]
+        assert [(o.verdict, o.strength, r.verdict) for o, r in links] == [("a", "strong", "b")]
+        ranking_links = [fresh.ranking_retest_of(k) for k in fresh.ranking_ids()]
+        assert [k for k in ranking_links if k is not None] == [1]
     finally:
         fresh.close()
 
@@ -175,7 +173,7 @@ def test_merge_dedupes_and_fills_pending(tmp_path):
         assert report.skipped["duplicate of a judgment already in the project"] == 1
         assert report.added["comparisons"] == 1
         assert report.added["flags"] == 2
-        rows = a.conn.execute("SELECT response_a, response_b, verdict, strength FROM comparison ORDER BY id").fetchall()
+        rows = [(c.response_a, c.response_b, c.verdict, c.strength) for c in a.comparisons()]
         assert rows == [
             (ra[0], ra[1], "a", "clear"), (ra[2], ra[3], "b", "slight"), (ra[0], ra[2], "a", "strong"),
             (ra[1], ra[3], "a", "strong"),
@@ -203,8 +201,8 @@ def test_guidelines_and_categories_remapped(tmp_path):
         report = import_project(dst, out)
         assert [v for v, _, _ in dst.guideline_versions()] == [1, 2, 3]
         assert dst.guideline_versions()[2][2] == "source v2"
-        assert dst.conn.execute("SELECT guideline_version FROM comparison").fetchone()[0] == 3
-        assert dst.conn.execute("SELECT label FROM flag_category WHERE key = 'jailbreak'").fetchone()[0] == "Jail-break (ours)"
+        assert [c.guideline_version for c in dst.comparisons()] == [3]
+        assert {k: label for k, label, _, _ in dst.categories()}["jailbreak"] == "Jail-break (ours)"
         assert report.skipped["category already in the project with another label (kept the project's)"] == 1
     finally:
         src.close()

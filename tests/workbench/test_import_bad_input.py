@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workbench.import_helpers import HH_FILES, count, fingerprint, hh, read_csv, read_jsonl, write_csv, write_jsonl
+from tests.workbench.import_helpers import HH_FILES, fingerprint, hh, read_csv, read_jsonl, write_csv, write_jsonl
 from workbench.errors import InputError
 from workbench.importers import import_file
 from workbench.paths import xstest_prompts_file
@@ -59,7 +59,7 @@ def test_malformed_line_at_the_end_of_a_real_file_writes_nothing(seeded, tmp_pat
     err = refuse(seeded, path)
     assert err.line == len(read_jsonl(real)) + 1
     with Project.open(seeded) as p:
-        assert count(p, "SELECT COUNT(*) FROM comparison") == 1
+        assert len(p.comparisons()) == 1
 
 
 def test_missing_field(seeded, tmp_path):

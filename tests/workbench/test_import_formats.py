@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.workbench.import_helpers import count, hh, write_csv, write_jsonl
+from tests.workbench.import_helpers import hh, write_csv, write_jsonl
 from workbench.importers import IMPORT_FORMATS, import_file
 from workbench.importers.staging import SELF_COMPARISON, Staging, fast_response_hash, prompt_json_and_hash
 from workbench.messages import canonical_json, prompt_hash, response_hash
@@ -15,20 +15,19 @@ from workbench.taxonomy import DEFAULT_STRENGTH_MARGIN
 
 
 def _comparisons(project):
-    rows = project.conn.execute(
-        "SELECT p.messages, a.content, b.content, c.verdict, c.strength, c.left_side, c.source FROM comparison c"
-        " JOIN prompt p ON p.id = c.prompt_id JOIN response a ON a.id = c.response_a JOIN response b ON b.id = c.response_b"
-        " ORDER BY c.id"
-    ).fetchall()
-    return [(json.loads(m), a, b, v, s, ls, src) for m, a, b, v, s, ls, src in rows]
+    return [
+        (project.get_prompt(c.prompt_id).messages, project.get_response(c.response_a).content,
+         project.get_response(c.response_b).content, c.verdict, c.strength, c.left_side, c.source)
+        for c in project.comparisons()
+    ]
 
 
 def _demos(project):
-    rows = project.conn.execute(
-        "SELECT p.messages, r.content, d.note, r.origin FROM demonstration d JOIN prompt p ON p.id = d.prompt_id"
-        " JOIN response r ON r.id = d.response_id ORDER BY d.id"
-    ).fetchall()
-    return [(json.loads(m), c, n, o) for m, c, n, o in rows]
+    out = []
+    for d in project.demonstrations():
+        r = project.get_response(d.response_id)
+        out.append((project.get_prompt(d.prompt_id).messages, r.content, d.note, r.origin))
+    return out
 
 
 @pytest.mark.parametrize("msgs", [
@@ -91,7 +90,7 @@ def test_source_override(project, tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"chosen": hh("Hi", "Yes"), "rejected": hh("Hi", "No")}])
     import_file(project, path, source="my-batch")
     assert _comparisons(project)[0][6] == "my-batch"
-    assert count(project, "SELECT COUNT(*) FROM prompt WHERE source = 'my-batch'") == 1
+    assert len(project.prompt_ids(source="my-batch")) == 1
 
 
 def test_trl_standard_and_conversational_preference(project, tmp_path):
@@ -158,7 +157,7 @@ def test_trl_kto_labels(project, tmp_path):
     assert report.added["demonstrations"] == 1 and report.added["responses"] == 6
     assert report.skipped == {"duplicate response earlier in the file": 1}
     assert _demos(project)[0][1:3] == ("good", "kto:label=true")
-    assert count(project, "SELECT COUNT(*) FROM response WHERE source LIKE '%#kto=false'") == 5
+    assert sum(r.source.endswith("#kto=false") for r in project.responses()) == 5
     # Undesirable completions paired so that winners / losers / both-bad give the labels back.
     got = {(g[0][0]["content"], g[1], g[2], g[3]) for g in _comparisons(project)}
     assert got == {("Q", "good", "bad", "a"), ("Q", "good", "worse", "a"), ("R", "meh", "nope", "both_bad")}
@@ -271,7 +270,7 @@ def test_trl_list_prompt_beside_whole_conversations(project, tmp_path):
              "rejected": [{"role": "assistant", "content": "five"}]}]
     import_file(project, write_jsonl(tmp_path / "pref2.jsonl", rows))
     assert _comparisons(project)[1][:4] == ([user], "four", "five", "a")
-    assert count(project, "SELECT COUNT(*) FROM prompt") == 1
+    assert project.prompt_count() == 1
 
 
 def test_import_judges_pairs_queued_as_pending(project, tmp_path):
@@ -303,7 +302,7 @@ def test_import_judges_pairs_queued_as_pending(project, tmp_path):
     assert c.judged_at is not None
     assert project.get_comparison(retest).verdict is None
     assert project.get_comparison(eval_item).verdict is None
-    assert count(project, "SELECT COUNT(*) FROM comparison") == 4
+    assert len(project.comparisons()) == 4
     s = project.stats()
     assert s["verdicts"]["b"] == 1 and s["pending"] == 2
     again = import_file(project, tmp_path / "pref.jsonl")

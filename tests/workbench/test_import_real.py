@@ -151,7 +151,7 @@ def test_xstest_completions_over_refusal_flags(project, test_data, model):
     source = f"xstest:{model}"
     assert count(project, "SELECT COUNT(*) FROM response WHERE source = ? AND model = ?", source, model) == len(rows)
     # The human label of every response is retrievable, with the file's counts.
-    labels = final_labels(project.conn, source)
+    labels = final_labels(project, source)
     assert len(labels) == len(rows)
     assert Counter(labels.values()) == Counter(r["final_label"] for r in rows)
     # Over-refusal flags = refusals of safe prompts, counted straight from the file.

@@ -9,24 +9,25 @@ import pytest
 
 from tests.workbench.import_helpers import HH_FILES, hh_identical, read_jsonl
 from workbench.importers import import_file
+from workbench.messages import canonical_json
 from workbench.store import Project
 
 exporters = pytest.importorskip("workbench.exporters")
 
 
 def _pairs(project: Project) -> set[tuple]:
-    rows = project.conn.execute(
-        "SELECT p.messages, a.content, b.content, c.verdict, c.strength FROM comparison c JOIN prompt p ON p.id = c.prompt_id"
-        " JOIN response a ON a.id = c.response_a JOIN response b ON b.id = c.response_b WHERE c.verdict IS NOT NULL"
-    )
-    return {(m, a, b, v, s) for m, a, b, v, s in rows}
+    return {
+        (canonical_json(project.get_prompt(c.prompt_id).messages), project.get_response(c.response_a).content,
+         project.get_response(c.response_b).content, c.verdict, c.strength)
+        for c in project.comparisons() if c.verdict is not None
+    }
 
 
 def _demos(project: Project) -> set[tuple]:
-    rows = project.conn.execute(
-        "SELECT p.messages, r.content FROM demonstration d JOIN prompt p ON p.id = d.prompt_id JOIN response r ON r.id = d.response_id"
-    )
-    return set(rows)
+    return {
+        (canonical_json(project.get_prompt(d.prompt_id).messages), project.get_response(d.response_id).content)
+        for d in project.demonstrations()
+    }
 
 
 def test_preference_export_reimports_with_strengths_ties_and_both_bad(project, tmp_path):
@@ -84,5 +85,5 @@ def test_project_exchange_goes_through_import_file(project, tmp_path):
     with Project.create(tmp_path / "copy.wbp") as copy:
         report = import_file(copy, out)
         assert report.format == "project"
-        c = copy.get_comparison(copy.conn.execute("SELECT id FROM comparison").fetchone()[0])
+        (c,) = copy.comparisons()
         assert (c.verdict, c.strength, c.left_side, c.note, c.time_spent_ms) == ("b", "clear", "a", "why", 1200)

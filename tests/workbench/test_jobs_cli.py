@@ -128,7 +128,7 @@ def test_generate_prints_a_json_summary_of_what_it_added(tiny, project_path):
     assert summary["tokens_per_s"] > 0 and summary["responses"] >= 3
     with Project.open(project_path) as p:
         stats = p.stats()
-        models = {r[0] for r in p.conn.execute("SELECT DISTINCT model FROM response")}
+        models = {r.model for r in p.responses()}
         assert p.get_run(1)["status"] == "done"
     assert stats["responses"] == summary["responses"] and stats["pending"] == summary["comparisons"]
     assert models == {str(tiny)}

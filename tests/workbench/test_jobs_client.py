@@ -63,3 +63,50 @@ def test_a_worker_that_dies_without_reporting_is_recorded_as_failed(project, pro
         run = p.get_run(run_id)
     assert run["status"] == "failed" and "JSONDecodeError" in run["error"]
     assert "JSONDecodeError" in (run_dir / EVENTS_LOG).read_text()
+
+
+def _fake_worker(tmp_path, lines: list[str]) -> str:
+    """An executable that stands in for the Python running ``-m engine.worker``: prints ``lines``, then sleeps."""
+    script = tmp_path / "fake-python"
+    printed = "".join(f"print({line!r}, flush=True)\n" for line in lines)
+    script.write_text(f"#!{sys.executable}\nimport time\n{printed}time.sleep(60)\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a script with a shebang stands in for the worker")
+def test_detach_ends_the_event_stream_and_leaves_the_worker_going(project, project_path, tmp_path):
+    """The stream is interruptible from another thread: it ends within a poll, without a terminal event and
+    without recording the run as failed, while the worker process goes on; the same holds for a re-attached run
+    read from its log."""
+    import threading
+    import time
+
+    from workbench.jobs.client import pid_alive
+    from workbench.jobs.protocol import progress
+
+    project.close()
+    client = JobClient(project_path, python=_fake_worker(tmp_path, [progress(1, 10).to_json(), "stray text"]))
+    handle = client.start("sft", SftConfig())
+    try:
+        for attach in (False, True):
+            h = client.attach(handle.run_id) if attach else handle
+            seen: list = []
+            reader = threading.Thread(target=lambda h=h: seen.extend(h.events(poll_s=0.05)))
+            reader.start()
+            if not attach:
+                deadline = time.monotonic() + 30
+                while len(seen) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                assert [e.type.value for e in seen] == ["progress", "log"]  # stray output comes as a log line
+            h.detach()
+            reader.join(5)
+            assert not reader.is_alive(), "detach did not end the stream"
+            assert h.detached and h.outcome().status == "detached"
+            assert not any(e.terminal for e in seen)
+            assert pid_alive(handle.pid)
+        with Project.open(project_path) as p:
+            assert p.get_run(handle.run_id)["status"] == "pending"  # nothing recorded: the run is not over
+    finally:
+        handle.kill()
+        handle.process.wait(10)

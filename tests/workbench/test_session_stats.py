@@ -95,7 +95,7 @@ def test_retest_agreement_counts_only_the_experts_own_originals(project, tmp_pat
     """A retest linked to an imported judgment (no guideline version) measures nobody's consistency: left out."""
     (tmp_path / "pref.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "x", "rejected": "y"}) + "\n", encoding="utf-8")
     import_file(project, tmp_path / "pref.jsonl")
-    imported = project.conn.execute("SELECT id FROM comparison").fetchone()[0]
+    (imported,) = [c.id for c in project.comparisons()]
     assert project.get_comparison(imported).guideline_version is None
     r = project.add_retest(imported)
     project.judge(r, "b")

@@ -128,6 +128,57 @@ def test_undo_clears_unsnapshotted_judgment_and_retracts_snapshotted_one(project
     assert again is not None and again.id != cid and {again.response_a, again.response_b} == {a, b}
 
 
+def test_undo_returns_the_item_now_pending_in_the_queue(project: Project) -> None:
+    pid, a, b = _pair(project)
+    other = project.add_comparison(pid, a, project.add_response(pid, "6")[0])  # a pending item with a later id
+    cid = project.add_comparison(pid, a, b, source="batch", verdict="b", strength="strong", left_side="a")
+    undone = project.undo(cid)
+    assert (undone.how, undone.item.id, undone.item.verdict) == ("cleared", cid, None)
+    assert undone.item == project.get_comparison(cid)
+
+    project.judge(cid, "a", strength="clear")
+    project.create_snapshot("preference", {"comparison": [cid]})
+    undone = project.undo(cid)
+    fresh = undone.item
+    assert undone.how == "retracted" and fresh.id not in (cid, other)
+    assert (fresh.prompt_id, fresh.response_a, fresh.response_b, fresh.source, fresh.verdict) == (pid, a, b, "batch", None)
+    assert fresh == project.next_pending(after_id=other)
+    with pytest.raises(WorkbenchError, match="no judgment to undo"):
+        project.undo(fresh.id)
+
+
+def test_change_verdict_overwrites_or_retracts_and_judges_afresh(project: Project) -> None:
+    pid, a, b = _pair(project)
+    cid = project.add_comparison(pid, a, b, verdict="a", strength="slight", left_side="b", note="first look")
+    assert project.change_verdict(cid, "b", "strong") == cid
+    c = project.get_comparison(cid)
+    assert (c.verdict, c.strength, c.left_side, c.note) == ("b", "strong", "b", "first look")
+    project.create_snapshot("preference", {"comparison": [cid]})
+    new_id = project.change_verdict(cid, "tie", None)
+    assert new_id != cid
+    old, new = project.get_comparison(cid), project.get_comparison(new_id)
+    assert (old.verdict, old.strength) == ("b", "strong") and old.retracted_at is not None
+    assert (new.verdict, new.strength, new.left_side, new.note, new.retracted_at) == ("tie", None, "b", "first look", None)
+
+
+def test_history_lists_every_kind_newest_first_with_filters(project: Project) -> None:
+    pid, a, b = _pair(project)
+    cid = project.add_comparison(pid, a, b, verdict="a", strength="clear", judged_at="2026-01-02T00:00:00.000+00:00")
+    rk = project.add_ranking(pid, {a: 1, b: 2}, judged_at="2026-01-03T00:00:00.000+00:00")
+    demo, _, _ = project.add_demonstration(pid, "Four.", created_at="2026-01-04T00:00:00.000+00:00")
+    flag = project.add_flag(pid, "violence", "low", response_id=b, note="graphic",
+                            created_at="2026-01-05T00:00:00.000+00:00")
+    rows = project.history()
+    assert [(r.kind, r.id) for r in rows] == [("flag", flag), ("demonstration", demo), ("ranking", rk), ("comparison", cid)]
+    assert rows[-1].detail == "a · clear" and rows[0].detail == f"violence · low · response {b}"
+    assert [r.kind for r in project.history(kind="ranking")] == ["ranking"]
+    assert [r.id for r in project.history(text="graphic")] == [flag]
+    assert [r.id for r in project.history(date_from="2026-01-03", date_to="2026-01-05")] == [demo, rk]
+    assert project.history(verdict="b") == [] and project.history(tag="nothing") == []
+    assert project.retract("flag", flag) == "deleted" and flag not in [r.id for r in project.history(kind="flag")]
+    assert [r.id for r in project.history(limit=1)] == [demo]
+
+
 def test_retract_deletes_or_marks(project: Project) -> None:
     pid, a, b = _pair(project)
     flag = project.add_flag(pid, "misinformation", "low", response_id=b, note="5 is wrong")

@@ -225,20 +225,16 @@ def test_safety_examples_present_absent_unknown(project):
 
 def test_preference_pairs_fast_on_many_rows(project):
     """20k comparisons + snapshot + pairs: the bulk path (joined queries, no per-row calls) must stay quick."""
-    conn = project.conn
     n_prompts, per = 2000, 10
     with project.transaction():
-        conn.executemany(
-            "INSERT INTO prompt (id, messages, title, content_hash, created_at) VALUES (?, ?, 't', ?, 'x')",
-            [(i, f'[{{"content":"q{i}","role":"user"}}]', f"h{i}") for i in range(1, n_prompts + 1)],
+        project.insert_prompts(
+            [(i, f'[{{"content":"q{i}","role":"user"}}]', "t", "", "train", f"h{i}", "x") for i in range(1, n_prompts + 1)]
         )
-        conn.executemany(
-            "INSERT INTO response (id, prompt_id, content, origin, content_hash, created_at) VALUES (?, ?, ?, 'imported', ?, 'x')",
-            [(i * 2 + k, i, f"r{i}-{k}", f"h{i}-{k}") for i in range(1, n_prompts + 1) for k in (0, 1)],
+        project.insert_responses(
+            [(i * 2 + k, i, f"r{i}-{k}", "imported", "", None, f"h{i}-{k}", "x") for i in range(1, n_prompts + 1) for k in (0, 1)]
         )
-        conn.executemany(
-            "INSERT INTO comparison (prompt_id, response_a, response_b, verdict, strength, created_at) VALUES (?, ?, ?, 'a', 'clear', 'x')",
-            [(i, i * 2, i * 2 + 1) for i in range(1, n_prompts + 1) for _ in range(per)],
+        project.insert_judged_comparisons(
+            [(i, i * 2, i * 2 + 1, "a", "clear", None, "x", "", "x") for i in range(1, n_prompts + 1) for _ in range(per)]
         )
     t = time.perf_counter()
     sid = td.preference_snapshot(project)
@@ -279,8 +275,4 @@ def test_snapshot_selection_and_freezing_are_one_transaction(project, project_pa
         assert project.undo_judgment(cid) == "cleared"
     worker.join(30)
     assert "error" not in result, result.get("error")
-    frozen = project.conn.execute(
-        "SELECT c.verdict FROM snapshot_item s JOIN comparison c ON c.id = s.item_id"
-        " WHERE s.snapshot_id = ? AND s.item_type = 'comparison'", (result["sid"],),
-    ).fetchall()
-    assert frozen == []
+    assert project.snapshot_items(result["sid"], "comparison") == []

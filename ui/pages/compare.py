@@ -162,9 +162,8 @@ class ComparePage(FlaggingMixin, Page):
 
     def show_next(self) -> None:
         assert self.queue is not None
-        before = self.project.conn.total_changes
         c = self.queue.next()
-        if c is not None and c.retest_of is not None and self.project.conn.total_changes != before:
+        if self.queue.added_retest:
             self.session.notify(pending=1)  # the queue just added a retest row
         self.show_item(c)
 
@@ -204,7 +203,7 @@ class ComparePage(FlaggingMixin, Page):
         right_id = c.response_b if self.left_side == "a" else c.response_a
         self.side_ids = {"left": left_id, "right": right_id}
         md = bool(self.session.prefs.get("render/markdown"))
-        prompt_flags = [f for f in _prompt_flags(project, c.prompt_id)]
+        prompt_flags = project.flags_for_prompt(c.prompt_id)
         self.prompt_pane.set_text(conversation_markdown(prompt.messages), markdown=md,
                                   fold_reason=self.session.fold_reason([], prompt_flags))
         for side, pane, head in (("left", self.left_pane, self.left_head), ("right", self.right_pane, self.right_head)):
@@ -308,18 +307,10 @@ class ComparePage(FlaggingMixin, Page):
         entry = self.undo_stack.pop()
         kind = entry[0]
         if kind == "judge":
-            cid = entry[1]
-            how = self.project.undo_judgment(cid)
-            if how == "retracted":
-                c = self.project.get_comparison(cid)
-                row = self.project.conn.execute(
-                    "SELECT MAX(id) FROM comparison WHERE response_a = ? AND response_b = ? AND verdict IS NULL AND retracted_at IS NULL",
-                    (c.response_a, c.response_b),
-                ).fetchone()
-                cid = row[0]
+            undone = self.project.undo(entry[1])
             self.session.notify(judged=-1, pending=1, action=-1)
-            self.feedback.setText(f"Undone: the judgment of #{entry[1]} was {how}.")
-            self.show_item(self.project.get_comparison(cid))
+            self.feedback.setText(f"Undone: the judgment of #{entry[1]} was {undone.how}.")
+            self.show_item(undone.item)
         elif kind == "flag":
             how = self.project.retract("flag", entry[1])
             self.session.notify(flags=-1, action=-1)
@@ -419,12 +410,3 @@ class ComparePage(FlaggingMixin, Page):
     def act_scroll_up(self, _k: str) -> None:
         self._scroll(-1)
 
-
-def _prompt_flags(project, prompt_id: int) -> list[tuple]:
-    return [
-        tuple(r)
-        for r in project.conn.execute(
-            "SELECT id, category, severity, note FROM safety_flag WHERE prompt_id = ? AND response_id IS NULL AND present = 1 AND retracted_at IS NULL",
-            (prompt_id,),
-        )
-    ]

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 from workbench.queue import tags
 from workbench.taxonomy import STRENGTHS, VERDICTS
 
-from ..history_query import KINDS, HistoryRow, change_verdict, history
+from workbench.store import HISTORY_KINDS, HistoryRow
 from ..render import SafeBrowser
 from ..widgets import conversation_markdown
 from .base import Page
@@ -46,7 +46,7 @@ class HistoryPage(Page):
         self.search.setPlaceholderText("Search prompts, notes and answers (Ctrl+F)")
         self.kind_box = QComboBox()
         self.kind_box.addItem("everything", None)
-        for k in KINDS:
+        for k in HISTORY_KINDS:
             self.kind_box.addItem(k, k)
         self.verdict_box = QComboBox()
         self.verdict_box.addItem("any verdict", None)
@@ -143,8 +143,7 @@ class HistoryPage(Page):
                 "date_from": self.date_from.date().toString("yyyy-MM-dd"),
                 "date_to": self.date_to.date().addDays(1).toString("yyyy-MM-dd"),
             }
-        self.rows = history(
-            self.project,
+        self.rows = self.project.history(
             kind=self.kind_box.currentData(),
             text=self.search.text().strip(),
             verdict=self.verdict_box.currentData(),
@@ -185,13 +184,13 @@ class HistoryPage(Page):
             for rid, rank in p.get_ranking(r.id).items():
                 md.append(f"**Rank {rank}** (#{rid}):\n\n{p.get_response(rid).content}")
         elif r.kind == "demonstration":
-            rid = p.conn.execute("SELECT response_id FROM demonstration WHERE id = ?", (r.id,)).fetchone()[0]
+            rid = p.demonstration_response_id(r.id)
             md.append(f"**Demonstration:**\n\n{p.get_response(rid).content}")
         else:
-            row = p.conn.execute("SELECT response_id, category, severity, note FROM safety_flag WHERE id = ?", (r.id,)).fetchone()
-            if row[0]:
-                md.append(f"**Flagged response** (#{row[0]}):\n\n{p.get_response(row[0]).content}")
-            md.append(f"**Flag:** {row[1]} · {row[2]} · note: {row[3] or '–'}")
+            flag = p.get_flag(r.id)
+            if flag.response_id:
+                md.append(f"**Flagged response** (#{flag.response_id}):\n\n{p.get_response(flag.response_id).content}")
+            md.append(f"**Flag:** {flag.category} · {flag.severity} · note: {flag.note or '–'}")
         self.detail.set_content("\n\n".join(md), markdown=True)
         self.verdict_row.setVisible(r.kind == "comparison" and not r.retracted)
         self.retract_btn.setVisible(not r.retracted)
@@ -202,7 +201,7 @@ class HistoryPage(Page):
             return
         verdict = self.verdict_edit.currentData()
         strength = self.strength_edit.currentData() if verdict in ("a", "b") else None
-        new_id = change_verdict(self.project, r.id, verdict, strength)
+        new_id = self.project.change_verdict(r.id, verdict, strength)
         self.feedback.setText(f"Comparison {r.id}: verdict now {verdict} {strength or ''}" + (f" (as #{new_id})" if new_id != r.id else ""))
         self.session.refresh.emit()
         self.reload()

@@ -224,7 +224,7 @@ class RankPage(FlaggingMixin, Page):
             self.feedback.setText("Nothing to undo.")
             return
         rid = self.undo_stack.pop()
-        pid = self.project.conn.execute("SELECT prompt_id FROM ranking WHERE id = ?", (rid,)).fetchone()[0]
+        pid = self.project.ranking_prompt_id(rid)
         how = self.project.retract("ranking", rid)
         self.session.notify(rankings=-1, action=-1)
         self.feedback.setText(f"Undone: ranking {rid} {how}.")

@@ -77,7 +77,7 @@ def export(
             raise InputError(f"a snapshot fixes the rows; drop {', '.join(set_flags)}", field="snapshot")
         try:
             options = td.snapshot_options(project, snapshot_id)
-            kind = project.conn.execute("SELECT kind FROM snapshot WHERE id = ?", (snapshot_id,)).fetchone()[0]
+            kind = project.get_snapshot(snapshot_id)["kind"]
         except WorkbenchError as e:
             raise InputError(str(e), field="snapshot") from None
         if kind not in SNAPSHOT_KINDS[fmt]:
@@ -93,8 +93,7 @@ def export(
     except BaseException:
         if snapshot_id is None:
             # nothing was written, so nothing was exported: drop the snapshot taken for it (items cascade)
-            with project.transaction():
-                project.conn.execute("DELETE FROM snapshot WHERE id = ?", (sid,))
+            project.delete_snapshot(sid)
         raise
     return report
 

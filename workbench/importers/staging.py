@@ -1,10 +1,10 @@
-"""Staging and bulk writing: format parsers stage rows here; one function writes them all in bulk SQL.
+"""Staging and bulk writing: format parsers stage rows here; one function writes them with the store's bulk inserts.
 
 Parsers never touch the database. They validate every record and stage prompts, responses, comparisons,
 demonstrations and safety flags keyed by content hash; redundancy inside the file is detected and counted as it is
 staged. :func:`write_staged` then runs inside the caller's transaction: it looks up which rows already exist in the
-project (a handful of ``IN (…)`` queries), skips and counts duplicates of those, and inserts the rest with
-``executemany`` and explicit ids. The semantics are the store's (``Project.add_prompt`` and friends): prompts are
+project (the store's bulk look-ups, a handful of ``IN (…)`` queries), skips and counts duplicates of those, and
+inserts the rest with the store's bulk inserts (``executemany``, explicit ids). The semantics are the store's (``Project.add_prompt`` and friends): prompts are
 unique by ``prompt_hash``, responses by ``(prompt, response_hash)``, stored messages are ``canonical_json`` and a
 prompt's title is its last user text cut to 500 characters; an existing prompt keeps its source and gains tags.
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring  # what JSONEncoder(ensure_ascii=False) uses for a str (C code)
 from typing import Any
@@ -48,8 +47,6 @@ DUP_FLAG_PROJECT = "duplicate of a flag already in the project"
 
 PENDING_JUDGED = "judgments of pending comparisons"  # report key: a queued pair that took the imported verdict
 ABSENT_LABELS = "labels marked absent"  # report key for safety_flag rows with present = 0
-
-_CHUNK = 500  # bound parameters per IN (…) query, well under SQLite's limit
 
 # The same bytes as messages.canonical_json / prompt_hash / response_hash (a test checks it), without building a
 # new encoder per call and without encoding a prompt twice (once to store, once to hash): on 8.5k HH pairs that is
@@ -221,19 +218,6 @@ class Staging:
         return True
 
 
-def _lookup(conn: sqlite3.Connection, sql: str, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Run ``sql`` (with one ``{}`` for the placeholders) over ``keys`` in chunks; all rows."""
-    rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start:start + _CHUNK]
-        rows.extend(conn.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall())
-    return rows
-
-
-def _next_id(conn: sqlite3.Connection, table: str) -> int:
-    return int(conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]) + 1
-
-
 def _added(report: ImportReport, what: str, n: int) -> None:
     if n:
         report.add(what, n)
@@ -242,14 +226,14 @@ def _added(report: ImportReport, what: str, n: int) -> None:
 def write_staged(project: Project, st: Staging) -> None:
     """Write everything staged, skipping (and counting) what the project already holds. Call inside
     ``project.transaction()``: this function neither begins nor commits."""
-    conn, report, now = project.conn, st.report, now_iso()
+    report, now = st.report, now_iso()
 
     # ---- prompts
     hashes = list(st.prompts)
-    existing_prompts = dict(_lookup(conn, "SELECT content_hash, id FROM prompt WHERE content_hash IN ({})", hashes))
+    existing_prompts = project.prompt_ids_by_hash(hashes)
     prompt_id: dict[PKey, int] = {}
     new_prompts = []
-    nid = _next_id(conn, "prompt")
+    nid = project.next_row_id("prompt")
     for h, p in st.prompts.items():
         if h in existing_prompts:
             prompt_id[h] = existing_prompts[h]
@@ -259,28 +243,17 @@ def write_staged(project: Project, st: Staging) -> None:
         prompt_id[h] = nid
         new_prompts.append((nid, p.json, last_user_text(p.messages)[:500], p.source, "train", h, now))
         nid += 1
-    conn.executemany(
-        "INSERT INTO prompt (id, messages, title, source, split, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        new_prompts,
-    )
+    project.insert_prompts(new_prompts)
     _added(report, "prompts", len(new_prompts))
-    conn.executemany(
-        "INSERT OR IGNORE INTO prompt_tag (prompt_id, tag) VALUES (?, ?)",
-        [(prompt_id[h], t) for h, p in st.prompts.items() for t in p.tags],
-    )
+    project.insert_prompt_tags([(prompt_id[h], t) for h, p in st.prompts.items() for t in p.tags])
     old_prompt_ids = sorted({existing_prompts[h] for h in hashes if h in existing_prompts})
 
     # ---- responses
-    existing_responses: dict[tuple[int, str], int] = {
-        (pid, rh): rid
-        for pid, rh, rid in _lookup(
-            conn, "SELECT prompt_id, content_hash, id FROM response WHERE prompt_id IN ({})", old_prompt_ids
-        )
-    }
+    existing_responses = project.response_ids_of_prompts(old_prompt_ids)
     response_id: dict[RKey, int] = {}
     old_response_ids: set[int] = set()
     new_responses = []
-    nid = _next_id(conn, "response")
+    nid = project.next_row_id("response")
     for key, r in st.responses.items():
         pid = prompt_id[key[0]]
         rid = existing_responses.get((pid, key[1]))
@@ -293,11 +266,7 @@ def write_staged(project: Project, st: Staging) -> None:
         response_id[key] = nid
         new_responses.append((nid, pid, r.content, r.origin, r.source, r.model, key[1], now))
         nid += 1
-    conn.executemany(
-        "INSERT INTO response (id, prompt_id, content, origin, source, model, content_hash, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        new_responses,
-    )
+    project.insert_responses(new_responses)
     _added(report, "responses", len(new_responses))
 
     # ---- comparisons
@@ -305,23 +274,10 @@ def write_staged(project: Project, st: Staging) -> None:
         # Only a live judgment makes an imported one redundant. A pair merely queued (pending) takes the imported
         # judgment instead, as in the project exchange; a pending retest or blind-evaluation item does not (the
         # expert's own re-judgment and eval items must not be filled with someone else's verdict).
-        existing_pairs = {
-            frozenset(pair)
-            for pair in _lookup(
-                conn,
-                "SELECT response_a, response_b FROM comparison WHERE verdict IS NOT NULL AND retracted_at IS NULL"
-                " AND prompt_id IN ({})",
-                old_prompt_ids,
-            )
-        }
+        existing_pairs = project.judged_pairs_of_prompts(old_prompt_ids)
         pending: dict[frozenset[int], tuple[int, int]] = {}  # pair -> (comparison id, its response_a)
         held_for_eval: set[frozenset[int]] = set()
-        for cid, ra, rb, kind, retest_of in _lookup(
-            conn,
-            "SELECT id, response_a, response_b, kind, retest_of FROM comparison WHERE verdict IS NULL"
-            " AND retracted_at IS NULL AND prompt_id IN ({}) ORDER BY id",
-            old_prompt_ids,
-        ):
+        for cid, ra, rb, kind, retest_of in project.pending_comparisons_of_prompts(old_prompt_ids):
             pair = frozenset((ra, rb))
             if kind == "eval":
                 held_for_eval.add(pair)
@@ -343,23 +299,15 @@ def write_staged(project: Project, st: Staging) -> None:
                 report.skip(PENDING_EVAL_PROJECT)
                 continue
             rows.append((prompt_id[c.prompt], a, b, c.verdict, c.strength, c.note, now, c.source, now))
-        conn.executemany(
-            "INSERT INTO comparison (prompt_id, response_a, response_b, verdict, strength, note, judged_at, source, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        project.insert_judged_comparisons(rows)
         # guideline_version stays NULL: the judgment was not made under this project's guideline.
-        conn.executemany(
-            "UPDATE comparison SET verdict = ?, strength = ?, note = COALESCE(?, note), judged_at = ?,"
-            " guideline_version = NULL WHERE id = ?",
-            updates,
-        )
+        project.judge_pending_imported(updates)
         _added(report, "comparisons", len(rows))
         _added(report, PENDING_JUDGED, len(updates))
 
     # ---- demonstrations (one per response: the table's UNIQUE(response_id))
     if st.demonstrations:
-        demo_taken = {r for (r,) in _lookup(conn, "SELECT response_id FROM demonstration WHERE response_id IN ({})", sorted(old_response_ids))}
+        demo_taken = project.demonstrated_responses(sorted(old_response_ids))
         rows = []
         for d in st.demonstrations:
             rid = response_id[d.response]
@@ -367,21 +315,12 @@ def write_staged(project: Project, st: Staging) -> None:
                 report.skip(DUP_DEMO_PROJECT)
                 continue
             rows.append((prompt_id[d.prompt], rid, d.note, d.source, now))
-        conn.executemany(
-            "INSERT INTO demonstration (prompt_id, response_id, note, source, created_at) VALUES (?, ?, ?, ?, ?)", rows
-        )
+        project.insert_demonstrations(rows)
         _added(report, "demonstrations", len(rows))
 
     # ---- safety flags (on a response, or on the prompt text when response is None)
     if st.flags:
-        existing_flags = set(
-            _lookup(
-                conn,
-                "SELECT prompt_id, response_id, category, present, severity, source FROM safety_flag"
-                " WHERE retracted_at IS NULL AND prompt_id IN ({})",
-                old_prompt_ids,
-            )
-        )
+        existing_flags = project.live_flag_keys_of_prompts(old_prompt_ids)
         rows = []
         for f in st.flags:
             pid = prompt_id[f.prompt]
@@ -390,11 +329,7 @@ def write_staged(project: Project, st: Staging) -> None:
                 report.skip(DUP_FLAG_PROJECT)
                 continue
             rows.append((pid, rid, f.category, int(f.present), f.severity, f.note, f.source, now))
-        conn.executemany(
-            "INSERT INTO safety_flag (prompt_id, response_id, category, present, severity, note, source, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        project.insert_flags(rows)
         # Counted as ``stats()`` counts them: "flags" are present ones; a present = 0 row is a negative label.
         _added(report, "flags", sum(1 for r in rows if r[3]))
         _added(report, ABSENT_LABELS, sum(1 for r in rows if not r[3]))

@@ -18,9 +18,9 @@ every response can be read back with :func:`final_labels`.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable
 
+from ..store import Project
 from .common import Context, user
 from .reading import Record
 
@@ -105,15 +105,8 @@ def _completions(records: list[Record], ctx: Context) -> None:
         )
 
 
-def final_labels(conn: sqlite3.Connection, source: str | None = None) -> dict[int, str]:
+def final_labels(project: Project, source: str | None = None) -> dict[int, str]:
     """Response id → XSTest human ``final_label`` for every imported XSTest completion (optionally one source,
     e.g. ``xstest:gpt4``): the reading side of where this importer keeps the label."""
-    sql = "SELECT response_id, note FROM safety_flag WHERE category = 'over_refusal' AND note LIKE 'xstest final_label=%'"
-    args: list[str] = []
-    if source:
-        sql += " AND source = ?"
-        args.append(source)
-    out = {}
-    for rid, note in conn.execute(sql, args):
-        out[int(rid)] = note[len(NOTE_PREFIX):].split(";", 1)[0].strip()
-    return out
+    notes = project.flag_notes("over_refusal", NOTE_PREFIX, source=source)
+    return {rid: note[len(NOTE_PREFIX):].split(";", 1)[0].strip() for rid, note in notes.items()}

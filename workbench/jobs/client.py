@@ -8,6 +8,10 @@ Qt-free, so the CLI uses it directly and the window wraps it in a QThread. One w
 2. :meth:`RunHandle.events` yields :class:`~workbench.jobs.protocol.Event` records read from the worker's stdout
    (or, for a run started elsewhere, from its ``events.log``), and when the worker is gone without saying so,
    records the run as failed, naming the signal that killed it (on CPU an out-of-memory kill is a SIGKILL).
+   Reading polls (``poll_s``), so :meth:`RunHandle.detach`, from any thread, ends the stream within one poll
+   without a terminal event: the worker goes on in the background and a later :meth:`JobClient.attach` reads
+   the rest from its log. That is how the window lets a run outlive it, and how a test's teardown ends a
+   thread that is reading.
 3. :meth:`RunHandle.cancel` asks the worker to stop (cooperative: it checkpoints, then exits with status
    cancelled) and kills its whole process group if it has not exited after a timeout.
 """
@@ -16,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,24 @@ from ..paths import runs_dir
 from ..store import Project, now_iso
 from . import protocol
 from .protocol import CONFIG_FILE, EVENTS_LOG, JOB_FILE, STDERR_LOG, Command, Event, EventType
+
+
+@dataclass
+class Outcome:
+    """How a run ended, for a window or a pipeline to show: ``status`` is done, failed, cancelled or detached (the
+    reader let go; the worker goes on)."""
+
+    run_id: int | None
+    status: str
+    error: str | None = None
+    output: str | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
 
 
 def run_dir_for(project_path: str | os.PathLike[str], run_id: int) -> Path:
@@ -52,7 +76,8 @@ def _pid_alive_windows(pid: int) -> bool:
         kernel32.CloseHandle(handle)
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether the process ``pid`` exists and is not a zombie (another user's process counts as alive)."""
     if not pid:
         return False
     if os.name == "nt":
@@ -69,6 +94,54 @@ def _pid_alive(pid: int | None) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _parse_line(raw: bytes) -> Event | None:
+    """One line of the worker's stdout as an event; stray output from a library becomes a log line instead of
+    breaking the stream; a blank line is None."""
+    line = raw.decode("utf-8", "replace").strip()
+    if not line:
+        return None
+    try:
+        return Event.from_json(line)
+    except (ValueError, KeyError):
+        return protocol.log(line, level="stdout")
+
+
+def live_runs(project: Project) -> list[dict[str, Any]]:
+    """Runs the project says are going and whose worker still lives (to re-attach to after a restart)."""
+    return [r for r in project.runs() if r["status"] in ("pending", "running") and pid_alive(r.get("pid"))]
+
+
+def log_tail(run_dir: Path | None, lines: int = 40) -> str:
+    """The last log and error lines of a run (events.log), then the end of the worker's stderr (tracebacks)."""
+    if run_dir is None:
+        return ""
+    out: list[str] = []
+    try:
+        raw = (run_dir / EVENTS_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        raw = []
+    for line in raw[-400:]:
+        try:
+            ev = Event.from_json(line)
+        except ValueError:
+            continue
+        if ev.type == EventType.LOG:
+            out.append(f"[{ev.data.get('level', 'info')}] {ev.data.get('message', '')}")
+        elif ev.type == EventType.ERROR:
+            out.append(f"[error] {ev.data.get('message', '')}")
+        elif ev.type == EventType.STATUS:
+            out.append(f"[status] {ev.data.get('state')}: {ev.data.get('message', '')}")
+    try:
+        err = (run_dir / STDERR_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        err = []
+    err = [e for e in err if e.strip()]
+    if err:
+        out.append("--- stderr ---")
+        out.extend(err[-lines:])
+    return "\n".join(out[-2 * lines:])
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -105,19 +178,44 @@ class RunHandle:
         self._cancel_requested = False
         self._hard_killed = False
         self._kill_timer: threading.Timer | None = None
+        self._detach = threading.Event()
 
     # ------------------------------------------------------------------ events
     def events(self, poll_s: float = 0.2) -> Iterator[Event]:
-        """Every event until the run ends; the last one is always terminal (done, error or a final status)."""
-        source = self._stdout_events() if self.process is not None else self._log_events(poll_s)
+        """Every event until the run ends; the last one is always terminal (done, error or a final status). After
+        :meth:`detach` the stream ends within ``poll_s`` with no terminal event (:attr:`detached` is then True)."""
+        source = self._stdout_events(poll_s) if self.process is not None else self._log_events(poll_s)
         saw_terminal = False
         for ev in source:
             self._note(ev)
             saw_terminal = saw_terminal or ev.terminal
             yield ev
+        if self.detached:
+            return
         ending = self._finish(saw_terminal)
         if ending is not None:
             yield ending
+
+    def detach(self) -> None:
+        """Stop reading (any thread): :meth:`events` ends within one poll and the worker goes on by itself."""
+        self._detach.set()
+
+    @property
+    def detached(self) -> bool:
+        return self._detach.is_set()
+
+    def outcome(self) -> Outcome:
+        """How the run ended, once :meth:`events` is drained (or detached)."""
+        if self.detached and self.status is None:
+            return Outcome(self.run_id, "detached")
+        final = self.final or {}
+        status = self.status or "failed"
+        return Outcome(
+            self.run_id, status, error=self.error, output=final.get("output"),
+            final_metrics=dict(final.get("final_metrics") or self.last_metrics),
+            summary=dict(final.get("summary") or {}),
+            log_tail=log_tail(self.run_dir) if status != "done" else "",
+        )
 
     def wait(self) -> str:
         """Drain the events; returns the final status."""
@@ -125,26 +223,51 @@ class RunHandle:
             pass
         return self.status or "failed"
 
-    def _stdout_events(self) -> Iterator[Event]:
-        assert self.process is not None and self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if not line.strip():
-                continue
-            try:
-                yield Event.from_json(line)
-            except ValueError:
-                # Stray output from a library: surface it as a log line instead of breaking the stream.
-                yield protocol.log(line, level="stdout")
-        self.process.wait()
+    def _stdout_events(self, poll_s: float) -> Iterator[Event]:
+        """The worker's stdout, line by line, until it closes (or :meth:`detach`)."""
+        proc = self.process
+        assert proc is not None and proc.stdout is not None
+        if sys.platform == "win32":
+            # select() takes no pipes on Windows: read blocking lines; a detach takes effect at the next line.
+            for raw in proc.stdout:
+                if self.detached:
+                    return
+                ev = _parse_line(raw)
+                if ev is not None:
+                    yield ev
+        else:
+            fd = proc.stdout.fileno()
+            buf = b""
+            while True:
+                if self.detached:
+                    return
+                ready, _, _ = select.select([fd], [], [], poll_s)
+                if not ready:
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    ev = _parse_line(raw)
+                    if ev is not None:
+                        yield ev
+            ev = _parse_line(buf)
+            if ev is not None:
+                yield ev
+        while proc.poll() is None:
+            if self.detached:
+                return
+            time.sleep(poll_s)
 
     def _log_events(self, poll_s: float) -> Iterator[Event]:
         """Tail ``events.log`` while the worker process lives (a run started by someone else)."""
         path = self.run_dir / EVENTS_LOG
         pos = 0
         buf = b""
-        while True:
-            alive = _pid_alive(self.pid)
+        while not self.detached:
+            alive = pid_alive(self.pid)
             if path.exists():
                 with open(path, "rb") as f:
                     f.seek(pos)
@@ -163,7 +286,7 @@ class RunHandle:
                             return
             if not alive:
                 return
-            time.sleep(poll_s)
+            self._detach.wait(poll_s)
 
     def _note(self, ev: Event) -> None:
         if ev.type == EventType.METRICS:
@@ -240,14 +363,14 @@ class RunHandle:
             self.process.stdin.write(protocol.command_line(command, **args).encode())
             self.process.stdin.flush()
             return True
-        except (BrokenPipeError, OSError):
+        except (BrokenPipeError, OSError, ValueError):  # ValueError: the pipe was closed under us
             return False
 
     def cancel(self, timeout_s: float = 60.0) -> None:
         """Ask the worker to stop (it checkpoints first); kill its process group if it is still there after
         ``timeout_s``. A re-attached run (no stdin) gets SIGTERM, which the worker treats as cancel."""
         self._cancel_requested = True
-        if not self.send(Command.CANCEL) and _pid_alive(self.pid):
+        if not self.send(Command.CANCEL) and pid_alive(self.pid):
             _signal_group(self.pid, signal.SIGTERM)
         if self._kill_timer is None:
             self._kill_timer = threading.Timer(timeout_s, self.kill)
@@ -256,7 +379,7 @@ class RunHandle:
 
     def kill(self) -> None:
         """Hard kill of the worker and everything it started (its own process group)."""
-        if self.pid and _pid_alive(self.pid):
+        if self.pid and pid_alive(self.pid):
             self._hard_killed = True
             _signal_group(self.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
 
@@ -264,7 +387,7 @@ class RunHandle:
     def alive(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
 
 class JobClient:
@@ -308,7 +431,7 @@ class JobClient:
         run_dir = run_dir_for(self.project_path, run_id)
         with Project.open(self.project_path) as project:
             run = project.get_run(run_id)
-            if run["status"] == "running" and _pid_alive(run.get("pid")):
+            if run["status"] == "running" and pid_alive(run.get("pid")):
                 raise WorkbenchError(f"run {run_id} is still running (pid {run['pid']}); attach to it instead")
             if run["status"] == "done":
                 raise WorkbenchError(f"run {run_id} has finished; nothing to resume")

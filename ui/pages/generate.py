@@ -28,11 +28,12 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import GenerateConfig
 from workbench.errors import InputError
+from workbench.jobs.client import Outcome
 
-from .config_form import ConfigForm
-from .engine_client import EngineRun, Outcome, run_manager
-from .model_picker import ModelPicker
-from .pages.base import Page
+from ..config_form import ConfigForm
+from ..engine_client import EngineRun, run_manager
+from ..model_picker import ModelPicker
+from .base import Page
 
 SKIP = ("base_model", "adapter_from", "snapshot_id", "prompt_ids", "trust_remote_code", "name", "tag", "split")
 MAX_PROMPTS_SHOWN = 200
@@ -149,7 +150,7 @@ class GeneratePage(Page):
         self.tag.blockSignals(True)
         self.tag.clear()
         self.tag.addItem("(any tag)", None)
-        for (tag,) in self.project.conn.execute("SELECT DISTINCT tag FROM prompt_tag ORDER BY tag"):
+        for tag in self.project.tags():
             self.tag.addItem(tag, tag)
         i = self.tag.findText(keep)
         self.tag.setCurrentIndex(max(0, i))
@@ -168,10 +169,7 @@ class GeneratePage(Page):
         split = self._split()
         if self.by_tag.isChecked():
             return p.prompt_ids(split=split, tag=self.tag.currentData())
-        text = self.filter.text().strip()
-        sql = "SELECT id FROM prompt WHERE title LIKE ?" + (" AND split = ?" if split else "") + " ORDER BY id"
-        args = [f"%{text}%"] + ([split] if split else [])
-        return [r[0] for r in p.conn.execute(sql, args)] if text else []
+        return p.prompt_ids_with_title(self.filter.text().strip(), split=split)
 
     def typed_prompts(self) -> list[str]:
         return [ln.strip() for ln in self.new_prompts.toPlainText().splitlines() if ln.strip()]
@@ -244,7 +242,7 @@ class GeneratePage(Page):
                             f"{pending - self._counts_before[1]} new comparison(s) so far")
 
     def _on_finished(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
+        if not self.project.is_open:
             return  # the project was closed while the run ended
         self.last_outcome = outcome
         self.job = None

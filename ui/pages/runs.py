@@ -9,7 +9,6 @@ run goes through the shared RunManager, so the Train page shows it live too.
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,54 +29,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.jobs.client import _pid_alive
+from workbench.jobs.client import Outcome, pid_alive
+from workbench.run_report import config_diff, fmt_duration, metrics_summary, run_duration, short_model
 
-from .charts import MetricCharts
-from .engine_client import Outcome, run_manager
-from .pages.base import Page
-from .train_page import fmt_duration
+from ..charts import MetricCharts
+from ..engine_client import run_manager
+from .base import Page
 
 COLUMNS = ("Run", "Name", "Stage", "Base model", "Snapshot", "Status", "Started", "Duration", "Final metrics")
 STATUS_COLOURS = {"done": "#1a7f37", "failed": "#b00020", "cancelled": "#9a6700", "running": "#0969da",
                   "pending": "#57606a"}
-# Final metrics worth a column entry, in this order (others follow).
-HEADLINE = ("eval/loss", "train/loss", "eval/accuracy", "eval/reward_mean", "train/tokens_per_s")
-
-
-def _parse_time(s: str | None) -> datetime | None:
-    if not s:
-        return None
-    try:
-        return datetime.fromisoformat(s)
-    except ValueError:
-        return None
-
-
-def run_duration(run: dict[str, Any]) -> float | None:
-    start, end = _parse_time(run.get("started_at")), _parse_time(run.get("finished_at"))
-    if start is None:
-        return None
-    if end is None:
-        end = datetime.now(start.tzinfo) if run["status"] == "running" else None
-    return (end - start).total_seconds() if end else None
-
-
-def metrics_summary(final: dict[str, Any] | None, limit: int = 4) -> str:
-    if not final:
-        return ""
-    keys = [k for k in HEADLINE if k in final] + sorted(k for k in final if k not in HEADLINE)
-    parts = []
-    for k in keys[:limit]:
-        v = final[k]
-        parts.append(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}")
-    return " · ".join(parts)
-
-
-def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """Settings that differ between two run configs (a key missing on one side shows as None)."""
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
 class RunsPage(Page):
     name = "runs"
     title = "Runs"
@@ -151,7 +112,7 @@ class RunsPage(Page):
         self.refresh()
 
     def _on_finished(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
+        if not self.project.is_open:
             return  # the project was closed while the run ended
         self.refresh()
         if outcome.status == "failed":
@@ -167,10 +128,10 @@ class RunsPage(Page):
         self.table.setRowCount(len(self.runs))
         for row, r in enumerate(self.runs):
             status = r["status"]
-            if status == "running" and not _pid_alive(r.get("pid")):
+            if status == "running" and not pid_alive(r.get("pid")):
                 status = "running?"  # the worker is gone; the next re-attach records how it ended
             cells = [
-                str(r["id"]), r["name"] or "", r["stage"], _short_model(r.get("base_model")),
+                str(r["id"]), r["name"] or "", r["stage"], short_model(r.get("base_model")),
                 str(r["snapshot_id"] or ""), status, (r.get("started_at") or r["created_at"] or "")[:19].replace("T", " "),
                 fmt_duration(run_duration(r)), metrics_summary(r.get("final_metrics")),
             ]
@@ -216,7 +177,7 @@ class RunsPage(Page):
         self.resume_button.setEnabled(len(runs) == 1 and runs[0]["status"] in ("failed", "cancelled") and not busy)
         self.folder_button.setEnabled(len(runs) == 1 and bool(runs[0].get("output_dir")))
         self.delete_button.setEnabled(bool(runs) and all(r["status"] not in ("running", "pending") or
-                                                         not _pid_alive(r.get("pid")) for r in runs))
+                                                         not pid_alive(r.get("pid")) for r in runs))
         self.show_curves(runs)
         self.show_diff(runs)
         self.show_details(runs)
@@ -301,7 +262,7 @@ class RunsPage(Page):
             return []
         deleted = []
         for r in runs:
-            if r["status"] in ("running", "pending") and _pid_alive(r.get("pid")):
+            if r["status"] in ("running", "pending") and pid_alive(r.get("pid")):
                 continue
             self.project.delete_run(r["id"])
             folder = r.get("output_dir")
@@ -311,14 +272,6 @@ class RunsPage(Page):
         self.refresh()
         self.info.setText(f"Deleted run(s) {', '.join(map(str, deleted))}." if deleted else "Nothing deleted.")
         return deleted
-
-
-def _short_model(ref: str | None) -> str:
-    if not ref:
-        return ""
-    if ref.startswith("bundled:"):
-        return ref.split(":", 1)[1]
-    return Path(ref).name if ("/" in ref and Path(ref).exists()) else ref
 
 
 def _fmt(v: Any) -> str:

@@ -16,7 +16,7 @@ from workbench.paths import BUNDLED_MODEL_REF
 
 @pytest.fixture
 def page(qtbot, session):
-    from ui.train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     w = TrainPage(session)
     qtbot.addWidget(w)
@@ -28,7 +28,7 @@ def page(qtbot, session):
 
 @pytest.mark.parametrize("stage", ["sft", "rm", "safety", "ppo", "dpo"])
 def test_every_config_field_has_an_editor_with_its_help(page, stage):
-    from ui.train_page import OWN_FIELDS
+    from ui.pages.train import OWN_FIELDS
 
     page.set_stage(stage)
     cls = config_class(stage)
@@ -131,8 +131,8 @@ def test_counts_show_what_a_new_snapshot_would_hold(page):
 
 
 def test_the_window_side_never_imports_torch_or_the_engine():
-    code = ("import sys; import ui.train_page, ui.runs_page, ui.charts, ui.engine_client, ui.evaluation_page, "
-            "ui.generate_page, ui.playground_page; "
+    code = ("import sys; import ui.pages.train, ui.pages.runs, ui.charts, ui.engine_client, ui.pages.evaluation, "
+            "ui.pages.generate, ui.pages.playground; "
             "bad = [m for m in ('torch', 'transformers', 'peft', 'engine') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})

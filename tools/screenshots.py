@@ -1,4 +1,4 @@
-"""Screenshots of every page for ``docs/``: ``python -m ui.screenshots [--project P] [--out docs]``.
+"""Screenshots of every page for ``docs/``: ``python -m tools.screenshots [--project P] [--out docs]``.
 
 Runs offscreen. Without ``--project`` it builds a small showcase project (Markdown, right-to-left and CJK text, a
 flagged response, a red-team prompt, some judgments so the Dashboard and History have something to show).
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
-    from .main_window import MainWindow
-    from .prefs import Prefs
+    from ui.main_window import MainWindow
+    from ui.prefs import Prefs
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = Path(tempfile.mkdtemp())

@@ -3,8 +3,10 @@ by), and the over-refusal rate on XSTest's safe prompts before and after tuning 
 
 A round: pick model A and model B and a set of held-out prompts; the engine generates a response from each model
 (two ``generate`` jobs, nothing queued by them); then one comparison per prompt goes to the Compare page's queue,
-blind (sides shuffled there, no model names shown), as ``kind='eval'`` items that never enter training. As the
-expert judges them, the page shows model A's win rate with its 95% interval (:mod:`workbench.evaluation`).
+blind (sides shuffled there, no model names shown), as ``kind='eval'`` items that never enter training. The round
+is the core's pipeline (:mod:`workbench.eval_round`, the one ``workbench eval round`` runs), run here in a
+:class:`~ui.engine_client.PipelineRun`. As the expert judges the pairs, the page shows model A's win rate with its
+95% interval (:mod:`workbench.evaluation`).
 
 Over-refusal: XSTest's 250 safe prompts are imported as held-out prompts; both models answer them; the documented
 refusal matcher (checked against XSTest's human labels, agreement shown) counts refusals: the rate before (A) and
@@ -20,8 +22,6 @@ already scored without running anything.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -39,23 +39,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.configs import GenerateConfig, ScoreConfig
+from workbench.configs import ScoreConfig
 from workbench.errors import WorkbenchError
+from workbench.eval_round import SAMPLINGS, RoundSummary, answer_in_turn, round_prompt_ids, run_round, start_round
 from workbench.evaluation import (
-    XSTEST_TAG,
+    REFUSAL_MATCHER_NOTE,
     EvalRound,
     ModelRef,
     get_round,
-    REFUSAL_MATCHER_NOTE,
     import_xstest_safe,
     model_responses,
-    new_round,
-    pair_round,
     refusal_rate,
     round_result,
     rounds,
-    save_round,
 )
+from workbench.jobs.client import Outcome
 from workbench.reward_scores import (
     AutoResult,
     auto_round_result,
@@ -65,9 +63,9 @@ from workbench.reward_scores import (
     reward_model_runs,
 )
 
-from .engine_client import EngineRun, Outcome, run_manager
-from .model_picker import ModelPicker
-from .pages.base import Page
+from ..engine_client import EngineRun, PipelineRun, run_manager
+from ..model_picker import ModelPicker
+from .base import Page
 
 
 class EvaluationPage(Page):
@@ -77,8 +75,7 @@ class EvaluationPage(Page):
     def __init__(self, session, parent: QWidget | None = None):
         super().__init__(session, parent)
         self.manager = run_manager(session)
-        self.job: EngineRun | None = None
-        self.steps: list[Callable[[], None]] = []
+        self.job: EngineRun | PipelineRun | None = None
         self.round: EvalRound | None = None
         self.refusal: dict[str, tuple] = {}
         self.last_error: str | None = None
@@ -91,8 +88,7 @@ class EvaluationPage(Page):
         self.limit.setValue(100)
         self.limit.setToolTip("At most this many held-out prompts (the first ones by id)")
         self.sampling = QComboBox()
-        self.sampling.addItems(["temperature 0.7, up to 256 tokens", "greedy, up to 256 tokens",
-                                "temperature 0.7, up to 64 tokens (quick)"])
+        self.sampling.addItems([label for label, _ in SAMPLINGS])
         self.prompt_info = QLabel()
         self.start_button = QPushButton("Generate and queue blind pairs")
         self.start_button.clicked.connect(self.start_round)
@@ -204,10 +200,7 @@ class EvaluationPage(Page):
         self.prompt_tag.blockSignals(True)
         self.prompt_tag.clear()
         self.prompt_tag.addItem("every held-out prompt", None)
-        for (tag,) in self.project.conn.execute(
-            "SELECT DISTINCT t.tag FROM prompt_tag t JOIN prompt p ON p.id = t.prompt_id WHERE p.split = 'heldout'"
-            " ORDER BY t.tag"
-        ):
+        for tag in self.project.tags(split="heldout"):
             self.prompt_tag.addItem(f"held-out, tag {tag}", tag)
         i = self.prompt_tag.findData(keep)
         self.prompt_tag.setCurrentIndex(max(0, i))
@@ -228,15 +221,10 @@ class EvaluationPage(Page):
         self._buttons()
 
     def prompt_ids(self) -> list[int]:
-        ids = self.project.prompt_ids(split="heldout", tag=self.prompt_tag.currentData())
-        if self.prompt_tag.currentData() is None:
-            xs = set(self.project.prompt_ids(split="heldout", tag=XSTEST_TAG))
-            ids = [i for i in ids if i not in xs]  # XSTest prompts are for the refusal check, not the round
-        return ids[: self.limit.value()]
+        return round_prompt_ids(self.project, tag=self.prompt_tag.currentData(), limit=self.limit.value())
 
     def _sampling(self) -> dict:
-        return [dict(temperature=0.7, max_new_tokens=256), dict(temperature=0.0, max_new_tokens=256),
-                dict(temperature=0.7, max_new_tokens=64)][self.sampling.currentIndex()]
+        return dict(SAMPLINGS[self.sampling.currentIndex()][1])
 
     def _refs(self) -> tuple[ModelRef, ModelRef]:
         (ba, aa), (bb, ab) = self.model_a.value(), self.model_b.value()
@@ -247,66 +235,50 @@ class EvaluationPage(Page):
         a, b = self._refs()
         ids = self.prompt_ids()
         try:
-            rnd = new_round(self.project, a, b, ids)
+            rnd = start_round(self.project, a, b, ids)
         except WorkbenchError as e:
             self.progress.setText(f"<span style='color:#b00'>{e}</span>")
             return False
         self.round = rnd
-        self.steps = [lambda: self._generate(rnd, rnd.model_a, "A"), lambda: self._generate(rnd, rnd.model_b, "B"),
-                      lambda: self._pair(rnd)]
         self.progress.setText(f"Round {rnd.id}: generating with model A ({a.name}) for {len(ids)} prompt(s)…")
-        self._next()
+        self._pipeline(lambda answers: run_round(answers, rnd), self._round_done)
         return True
 
-    def _generate(self, rnd: EvalRound | None, ref: ModelRef, which: str, prompt_ids: list[int] | None = None) -> None:
-        ids = prompt_ids if prompt_ids is not None else rnd.prompt_ids
-        cfg = GenerateConfig(base_model=ref.base, adapter_from=ref.adapter, prompt_ids=ids, n_per_prompt=1,
-                             queue_comparisons=False, seed=1234, name=f"eval {which}", **self._sampling())
-        self.job = self.manager.job("generate", cfg)
+    def _pipeline(self, work, done) -> None:
+        """Run a core pipeline of generate jobs off the UI thread, its progress shown on this page."""
+        self.job = self.manager.pipeline(work, sampling=self._sampling())
         self.job.log.connect(lambda level, msg: self.log_view.appendPlainText(f"[{level}] {msg}"))
-        self.job.progress.connect(lambda p, w=which: self.progress.setText(
-            f"Generating with model {w}: {p.get('step')}/{p.get('total')}"))
-        if rnd is not None:
-            self.job.started_run.connect(lambda rid, _d, r=rnd: self._note_run(r, rid))
-        self.job.finished_run.connect(self._step_done)
+        self.job.progress.connect(lambda label, p: self.progress.setText(
+            f"Generating with {label}: {p.get('step')}/{p.get('total')}"))
+        self.job.finished_pipeline.connect(done)
         self.job.start()
         self._buttons()
 
-    def _note_run(self, rnd: EvalRound, run_id: int) -> None:
-        rnd.runs.append(run_id)
-        save_round(self.project, rnd)
+    def _stopped(self, error: str, log: str = "") -> None:
+        self.last_error = error
+        self.progress.setText(f"<span style='color:#b00'>Stopped: {error}</span>")
+        if log:
+            self.log_view.appendPlainText(log)
 
-    def _step_done(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
-            return  # the project was closed while the job ended
+    def _round_done(self, summary: RoundSummary | Exception) -> None:
+        if not self.project.is_open:
+            return  # the project was closed while the round ended
         self.job = None
-        if outcome.status != "done":
-            self.steps.clear()
-            self.last_error = outcome.error or outcome.status
-            self.progress.setText(f"<span style='color:#b00'>Stopped: {self.last_error}</span>")
-            if outcome.log_tail:
-                self.log_view.appendPlainText(outcome.log_tail)
-            self._buttons()
-            return
-        self._next()
-
-    def _next(self) -> None:
-        if self.steps:
-            self.steps.pop(0)()
+        if isinstance(summary, Exception):
+            self._stopped(f"{type(summary).__name__}: {summary}")
+        elif summary.status != "done":
+            self._stopped(summary.error or summary.status, summary.log_tail)
+        else:
+            self.session.notify(pending=summary.pairs)
+            self.progress.setText(
+                f"Round {summary.round_id}: {summary.pairs} blind pair(s) queued on the Compare page as evaluation items"
+                + (f"; {summary.identical} prompt(s) got the same answer from both models" if summary.identical else "")
+                + (f"; {summary.missing} without an answer from one model" if summary.missing else "") + ".")
+            self.refresh()
+            self.round_box.setCurrentIndex(self.round_box.findData(summary.round_id))
         self._buttons()
 
-    def _pair(self, rnd: EvalRound) -> None:
-        counts = pair_round(self.project, get_round(self.project, rnd.id))
-        self.session.notify(pending=counts["queued"])
-        self.progress.setText(
-            f"Round {rnd.id}: {counts['queued']} blind pair(s) queued on the Compare page as evaluation items"
-            + (f"; {counts['identical']} prompt(s) got the same answer from both models" if counts["identical"] else "")
-            + (f"; {counts['missing']} without an answer from one model" if counts["missing"] else "") + ".")
-        self.refresh()
-        self.round_box.setCurrentIndex(self.round_box.findData(rnd.id))
-
     def cancel(self) -> None:
-        self.steps.clear()
         if self.job is not None:
             self.job.cancel()
 
@@ -443,7 +415,7 @@ class EvaluationPage(Page):
         return True
 
     def _scoring_done(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
+        if not self.project.is_open:
             return  # the project was closed while the job ended
         self.job = None
         self.last_outcome = outcome
@@ -467,11 +439,22 @@ class EvaluationPage(Page):
         ids = ids[: self.limit.value()]
         a, b = self._refs()
         self._xs_ids = ids
-        self.steps = [lambda: self._generate(None, a, "A (XSTest)", ids), lambda: self._generate(None, b, "B (XSTest)", ids),
-                      lambda: self._score_refusals(a, b)]
         self.refusal_label.setText(f"Generating answers to {len(ids)} safe XSTest prompts with both models…")
-        self._next()
+        self._pipeline(lambda answers: answer_in_turn(answers, (("model A (XSTest)", a), ("model B (XSTest)", b)), ids),
+                       lambda outcome: self._refusals_done(outcome, a, b))
         return True
+
+    def _refusals_done(self, outcome: Outcome | Exception, a: ModelRef, b: ModelRef) -> None:
+        if not self.project.is_open:
+            return  # the project was closed while the answers were generated
+        self.job = None
+        if isinstance(outcome, Exception):
+            self._stopped(f"{type(outcome).__name__}: {outcome}")
+        elif not outcome.ok:
+            self._stopped(outcome.error or outcome.status, outcome.log_tail)
+        else:
+            self._score_refusals(a, b)
+        self._buttons()
 
     def _score_refusals(self, a: ModelRef, b: ModelRef) -> None:
         rows = []

@@ -24,11 +24,12 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.configs import GenerateConfig
+from workbench.jobs.client import Outcome
 from workbench.jobs.protocol import Event, EventType
 
-from .engine_client import EngineRun, Outcome, run_manager
-from .model_picker import ModelPicker
-from .pages.base import Page
+from ..engine_client import EngineRun, run_manager
+from ..model_picker import ModelPicker
+from .base import Page
 
 
 class ChatPane(QWidget):

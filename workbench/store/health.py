@@ -1,7 +1,7 @@
 """The project file's health, as the store sees it: SQLite's own checks, the trigger-kept counters against real
 counts, snapshot hashes against the rows they froze, and consistent copies made with SQLite's online backup API.
 
-A mixin of :class:`workbench.store.Project` (it needs only ``self.conn`` and the snapshot digest). The workflows
+Built on the snapshots area for their digest. The workflows
 built on it (``workbench check``, backups and restore) live in :mod:`workbench.project_check` and
 :mod:`workbench.backups`.
 """
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .schema import COUNTER_KEYS
+from ..schema import COUNTER_KEYS
+from .snapshots import SnapshotStore
 
 # Each counter and the query that gives its true value (what the triggers in schema.py keep up to date).
 _COUNTER_TRUTH = {
@@ -55,8 +56,7 @@ class SnapshotMismatch:
     actual: str
 
 
-class HealthMixin:
-    conn: sqlite3.Connection
+class HealthStore(SnapshotStore):
 
     # ------------------------------------------------------------------ SQLite's own checks
     def integrity_problems(self, *, limit: int = 100) -> list[str]:
@@ -96,7 +96,7 @@ class HealthMixin:
     def rebuild_counters(self) -> int:
         """Recount every counter from the rows, in one transaction; returns how many changed."""
         wrong = self.counter_mismatches()
-        with self.transaction():  # type: ignore[attr-defined]
+        with self.transaction():
             for m in wrong:
                 self.conn.execute("INSERT INTO counter (key, n) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET n = ?",
                                   (m.key, m.actual, m.actual))
@@ -107,7 +107,7 @@ class HealthMixin:
         """Snapshots whose content hash no longer matches the rows they froze (a row changed or is gone)."""
         out = []
         for sid, kind, stored in self.conn.execute("SELECT id, kind, content_hash FROM snapshot ORDER BY id").fetchall():
-            actual = self._snapshot_digest(sid, kind)  # type: ignore[attr-defined]
+            actual = self._snapshot_digest(sid, kind)
             if actual != stored:
                 out.append(SnapshotMismatch(sid, kind, stored, actual))
         return out
@@ -116,14 +116,10 @@ class HealthMixin:
     def mark_run_missing(self, run_id: int, what: str) -> None:
         """Record that a run's folder (or adapter) is gone: the note starts with ``missing:``; a run that was
         still pending or running is failed."""
-        with self.transaction():  # type: ignore[attr-defined]
+        with self.transaction():
             self.conn.execute(
                 "UPDATE run SET error = ?, status = CASE WHEN status IN ('pending', 'running') THEN 'failed' "
                 "ELSE status END WHERE id = ?", (MISSING_NOTE + what, run_id))
-
-    def running_runs(self) -> list[tuple[int, int | None]]:
-        """(run id, worker pid) of the runs recorded as running."""
-        return [(int(r[0]), r[1]) for r in self.conn.execute("SELECT id, pid FROM run WHERE status = 'running'")]
 
     # ------------------------------------------------------------------ copies
     def copy_to(self, target: str | os.PathLike[str], *, pages_per_step: int = -1) -> Path:
@@ -143,6 +139,22 @@ class HealthMixin:
             raise
         dest.close()
         return target
+
+
+def examine_file(path: str | os.PathLike[str], limit: int = 5) -> tuple[int, list[str]]:
+    """(schema version, integrity problems) of a project file that is not open, read without changing it (a backup
+    about to be restored). Raises ``sqlite3.DatabaseError`` when SQLite cannot read it at all."""
+    from .connection import _connect_read_only
+
+    conn = _connect_read_only(Path(path))
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        # integrity_check, not quick_check: SQLite 3.40's quick_check reports false NULLs in the keys of
+        # WITHOUT ROWID tables (prompt_tag) that integrity_check does not.
+        rows = [r[0] for r in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+    finally:
+        conn.close()
+    return version, ([] if rows == ["ok"] else rows)
 
 
 def describe_counter(m: CounterMismatch) -> str:

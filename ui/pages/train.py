@@ -3,7 +3,7 @@ live curves, cancel, resume.
 
 Every setting of the stage's config dataclass (``workbench.configs``) has an editor generated from the dataclass,
 with its help text as the tooltip (:mod:`ui.config_form`). Presets (``resources/presets/*.yaml``) fill the
-editors. Before a start the page checks the data and the models (:mod:`ui.train_checks`); the run itself goes
+editors. Before a start the page checks the data and the models (:mod:`workbench.train_checks`); the run itself goes
 through the shared :class:`~ui.engine_client.RunManager`, so a run resumed from the Runs page shows here too.
 If the worker fails (an error, a crash, a kill, running out of memory) the reason and the log's tail appear in a
 banner, and the window goes on working.
@@ -38,29 +38,20 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import ModelConfig, config_class
 from workbench.errors import InputError, WorkbenchError
+from workbench.jobs.client import Outcome, live_runs
 from workbench.paths import BUNDLED_MODEL_REF
+from workbench.run_report import fmt_duration
+from workbench.train_checks import SNAPSHOT_KIND, STAGES, UNIT, data_counts, done_runs, preflight, snapshot_size, stage_count
 
-from .charts import MetricCharts
-from .config_form import ConfigForm, load_presets
-from .engine_client import Outcome, live_runs, run_manager
-from .pages.base import Page
-from .train_checks import SNAPSHOT_KIND, STAGES, UNIT, data_counts, done_runs, preflight, snapshot_size, stage_count
+from ..charts import MetricCharts
+from ..config_form import ConfigForm, load_presets
+from ..engine_client import run_manager
+from .base import Page
 
 # Fields the page edits with its own widgets rather than the generated form.
 OWN_FIELDS = ("base_model", "adapter_from", "snapshot_id")
 BASE_KINDS = ("Bundled default (SmolLM2-135M-Instruct)", "Hub id (local cache)", "Folder", "GGUF file")
 MAX_LOG_LINES = 2000
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "–"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class TrainPage(Page):
@@ -505,7 +496,7 @@ class TrainPage(Page):
         self.log_view.appendPlainText(f"[{level}] {message}" if level != "info" else message)
 
     def _on_finished(self, outcome: Outcome) -> None:
-        if self.project.conn is None:
+        if not self.project.is_open:
             return  # the project was closed while the run ended
         self.last_outcome = outcome
         self.bar.setRange(0, max(1, self.bar.maximum()))

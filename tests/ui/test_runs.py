@@ -40,7 +40,7 @@ def runs(session):
 
 @pytest.fixture
 def page(qtbot, session, runs):
-    from ui.runs_page import RunsPage
+    from ui.pages.runs import RunsPage
 
     w = RunsPage(session)
     qtbot.addWidget(w)

@@ -1,4 +1,4 @@
-"""Screenshots of the training desk for ``docs/``: ``python -m ui.training_screenshots [--out docs] [--model M]``
+"""Screenshots of the training desk for ``docs/``: ``python -m tools.training_screenshots [--out docs] [--model M]``
 (``--only playground``: the Playground chatting with the bundled SmolLM2, which the full run leaves out;
 ``--only ppo-settings``: the Train page's PPO settings with several responses per prompt and the rloo estimator).
 
@@ -63,7 +63,7 @@ def ppo_settings_shot(session, snap) -> None:
     """The PPO settings scrolled to the rollout and KL fields (no run is started)."""
     from PySide6.QtWidgets import QScrollArea
 
-    from .train_page import TrainPage
+    from ui.pages.train import TrainPage
 
     page = TrainPage(session)
     page.resize(1400, 880)
@@ -81,7 +81,7 @@ def playground_shot(session, out: Path, wait, snap) -> None:
     """The Playground answering with the bundled SmolLM2 (a real chat model, so the text reads as text)."""
     from workbench.paths import BUNDLED_MODEL_REF
 
-    from .playground_page import PlaygroundPage
+    from ui.pages.playground import PlaygroundPage
 
     page = PlaygroundPage(session)
     page.resize(1400, 880)
@@ -115,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.paths import BUNDLED_MODEL_REF
     from workbench.store import Project
 
-    from .evaluation_page import EvaluationPage
-    from .generate_page import GeneratePage
-    from .prefs import Prefs
-    from .runs_page import RunsPage
-    from .session import Session
-    from .train_page import TrainPage
+    from ui.pages.evaluation import EvaluationPage
+    from ui.pages.generate import GeneratePage
+    from ui.prefs import Prefs
+    from ui.pages.runs import RunsPage
+    from ui.session import Session
+    from ui.pages.train import TrainPage
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = Path(tempfile.mkdtemp(prefix="desk-shots-"))

@@ -1,4 +1,4 @@
-"""Screenshot of the Evaluation page with both win rates for ``docs/``: ``python -m ui.evaluation_screenshot
+"""Screenshot of the Evaluation page with both win rates for ``docs/``: ``python -m tools.evaluation_screenshot
 [--out docs]``.
 
 Runs offscreen with real worker processes on the tiny test model (built in a subprocess, so this process never
@@ -54,10 +54,9 @@ def build_project(path: Path, base: str) -> tuple[Path, int]:
             p.add_response(pid, full, origin="model", model=base, adapter=tuned)
         pair_round(p, rnd)
         # The expert has judged four of the six pairs so far: three for the tuned model, one tie.
-        rows = p.conn.execute("SELECT id, response_a FROM comparison WHERE source = ? ORDER BY id", (rnd.source,)).fetchall()
-        for k, (cid, ra) in enumerate(rows[:4]):
-            tuned_is_a = p.get_response(ra).adapter == tuned
-            p.judge(cid, "tie" if k == 3 else ("a" if tuned_is_a else "b"), strength=None if k == 3 else "clear")
+        for k, c in enumerate(p.comparisons(source=rnd.source)[:4]):
+            tuned_is_a = p.get_response(c.response_a).adapter == tuned
+            p.judge(c.id, "tie" if k == 3 else ("a" if tuned_is_a else "b"), strength=None if k == 3 else "clear")
     return path, rnd.id
 
 
@@ -73,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.jobs import JobClient
     from workbench.store import Project
 
-    from .evaluation_page import EvaluationPage
-    from .prefs import Prefs
-    from .session import Session
+    from ui.pages.evaluation import EvaluationPage
+    from ui.prefs import Prefs
+    from ui.session import Session
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = Path(tempfile.mkdtemp(prefix="eval-shot-"))
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     page.grab().save(str(args.out / "evaluation.png"))
     print(args.out / "evaluation.png", page.last_outcome.status if page.last_outcome else "timed out")
-    from .engine_client import run_manager
+    from ui.engine_client import run_manager
 
     run_manager(session).shutdown()
     page.close()

@@ -1,4 +1,4 @@
-"""What the Train page checks before it starts a run, and the data counts it shows. Qt-free (tested directly).
+"""What the Train page checks before it starts a run, and the data counts it shows.
 
 The engine checks again when it runs (it freezes the snapshot and refuses too little data); these checks exist so
 the expert hears about a missing reward model or an empty data set before a worker loads a model for a minute.
@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.configs import ModelConfig
-from workbench.paths import BUNDLED_MODEL_REF
-from workbench.store import Project
-from workbench.training_data import preference_selection
+from .configs import ModelConfig
+from .paths import BUNDLED_MODEL_REF
+from .store import Project
+from .training_data import preference_selection
 
 STAGES: dict[str, str] = {
     "sft": "Supervised fine-tuning (SFT)",
@@ -38,17 +38,15 @@ class Problem:
 
 def data_counts(project: Project) -> dict[str, int]:
     """What a new snapshot would hold now, per kind of training data (training split only, no eval items)."""
-    q = lambda sql: int(project.conn.execute(sql).fetchone()[0])  # noqa: E731
     items, _ = preference_selection(project)
+    labels = project.live_label_counts("train")
     return {
-        "demonstrations": q("SELECT COUNT(*) FROM demonstration d JOIN prompt p ON p.id = d.prompt_id"
-                            " WHERE d.retracted_at IS NULL AND p.split = 'train'"),
+        "demonstrations": labels["demonstrations"],
         "pairs": len(items["comparison"]),
         "rankings": len(items["ranking"]),
-        "safety_labels": q("SELECT COUNT(*) FROM safety_flag f JOIN prompt p ON p.id = f.prompt_id"
-                           " WHERE f.retracted_at IS NULL AND p.split = 'train'"),
-        "train_prompts": q("SELECT COUNT(*) FROM prompt WHERE split = 'train'"),
-        "heldout_prompts": q("SELECT COUNT(*) FROM prompt WHERE split = 'heldout'"),
+        "safety_labels": labels["safety_labels"],
+        "train_prompts": project.prompt_count("train"),
+        "heldout_prompts": project.prompt_count("heldout"),
     }
 
 
@@ -64,9 +62,8 @@ def stage_count(stage: str, counts: dict[str, int]) -> int:
 
 
 def snapshot_size(project: Project, snapshot_id: int) -> dict[str, int]:
-    rows = project.conn.execute(
-        "SELECT item_type, COUNT(*) FROM snapshot_item WHERE snapshot_id = ? GROUP BY item_type", (snapshot_id,))
-    return {t: int(n) for t, n in rows}
+    """How many items of each type a snapshot holds."""
+    return project.snapshot_sizes(snapshot_id)
 
 
 def _model_problem(ref: str, what: str, field: str) -> Problem | None:
@@ -90,8 +87,7 @@ def preflight(project: Project, stage: str, config: ModelConfig, *, counts: dict
     min_examples = int(getattr(config, "min_examples", 1) or 1)
     sid = getattr(config, "snapshot_id", None)
     if sid is not None:
-        row = project.conn.execute("SELECT kind FROM snapshot WHERE id = ?", (sid,)).fetchone()
-        if row is None:
+        if project.get_snapshot(sid) is None:
             problems.append(Problem("error", f"snapshot {sid} does not exist", "snapshot_id"))
         else:
             size = snapshot_size(project, sid)
