@@ -50,7 +50,7 @@ def one(layout: str, args: argparse.Namespace) -> dict[str, float]:
     from engine.losses import bradley_terry_loss
     from engine.pair_attention import pairs_attention
     from engine.rm_data import ChatEncoder, collate_pairs, pad_token_id
-    from engine.rm_job import PairRewards, build_reward_model
+    from engine.trainers.reward import PairRewards, build_reward_model
     from workbench.configs import RewardConfig
     from workbench.importers import import_file
     from workbench.paths import shared_real_data

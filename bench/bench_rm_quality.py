@@ -5,7 +5,7 @@
 Setting (issue 4, Quality): every HH-RLHF file in ``../shared/data/real`` (harmless-base, helpful-base,
 helpful-online, helpful-rejection-sampled; ~8.5k pairs) imported with our importer into a scratch project; 400
 pairs held out **by prompt** (their prompts get split ``heldout``, so no held-out conversation is trained on);
-the bundled SmolLM2-135M-Instruct, LoRA r=16 on all linear layers + a scalar head (engine.rm_job's model), fp32,
+the bundled SmolLM2-135M-Instruct, LoRA r=16 on all linear layers + a scalar head (engine.trainers.reward's model), fp32,
 max length 256, Bradley–Terry loss (HH has no strengths: margin 0), batch 8 pairs in the packed layout.
 
 Training time (evaluation not counted) is capped at ``--minutes``; the learning rate follows a warm-up then a
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.losses import bradley_terry_loss
     from engine.pair_attention import pairs_attention
-    from engine.rm_job import PairRewards, build_reward_model, encode_pairs, evaluate_pairs
+    from engine.trainers.reward import PairRewards, build_reward_model, encode_pairs, evaluate_pairs
     from workbench.configs import RewardConfig
     from workbench.store import Project
     from workbench.training_data import preference_snapshot

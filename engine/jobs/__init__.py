@@ -58,7 +58,13 @@ class JobResult:
 _REGISTRY: dict[str, JobFn] = {}
 
 BUILTIN_JOBS: dict[str, str] = {
-    "sft": "engine.sft:run_job",
+    "sft": "engine.trainers.sft:run_job",
+    "rm": "engine.trainers.reward:run_rm",
+    "safety": "engine.trainers.safety:run_safety",
+    "dpo": "engine.trainers.dpo:run_job",
+    "ppo": "engine.trainers.ppo.job:run_job",
+    "eval": "engine.trainers.reward:run_eval",
+    "score": "engine.jobs.score:run_job",
 }
 
 

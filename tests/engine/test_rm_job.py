@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.reward_model import HEAD_FILE, read_head_meta
-from engine.rm_job import evaluate_reward_model, margin_table, wilson_interval
+from engine.trainers.reward import evaluate_reward_model, margin_table, wilson_interval
 from engine.worker import run as run_worker
 from workbench.configs import RewardConfig
 from workbench.jobs import JobClient

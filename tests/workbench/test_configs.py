@@ -78,7 +78,7 @@ def test_load_config_applies_only_given_overrides(tmp_path):
 
 
 def test_ppo_config_carries_every_setting_the_ppo_job_reads(tmp_path):
-    from engine.ppo.settings import PpoExtras
+    from engine.trainers.ppo.settings import PpoExtras
 
     # Same names and defaults, so a config written before these fields existed trains exactly as before.
     ppo_fields = {f.name: f for f in dataclasses.fields(PpoConfig)}

@@ -30,14 +30,14 @@ from torch import nn
 from workbench.configs import SafetyConfig
 from workbench.store import Project
 
-from . import checkpoints as ckpt
-from .jobs import JobError, JobResult
-from .jobs.context import JobContext
-from .losses import masked_bce_with_logits
-from .pair_attention import pairs_attention
-from .reward_model import HeadedModel, packed_scores
-from .rm_data import ChatEncoder
-from .training import DataOrder, check_finite, make_accelerator, warmup_cosine
+from .. import checkpoints as ckpt
+from ..jobs import JobError, JobResult
+from ..jobs.context import JobContext
+from ..losses import masked_bce_with_logits
+from ..pair_attention import pairs_attention
+from ..reward_model import HeadedModel, packed_scores
+from ..rm_data import ChatEncoder
+from ..training import DataOrder, check_finite, make_accelerator, warmup_cosine
 
 SNAPSHOT_FILE = "snapshot_id"
 
@@ -177,7 +177,7 @@ def run_safety(ctx: JobContext) -> JobResult:
     """The ``safety`` job: train the classifier (see the module docstring)."""
     from workbench.training_data import safety_examples
 
-    from .rm_job import ADAPTER, _summary, build_reward_model, head_tensors, restore_head, split_by_prompt, write_output
+    from .reward import ADAPTER, _summary, build_reward_model, head_tensors, restore_head, split_by_prompt, write_output
 
     cfg: SafetyConfig = ctx.config  # type: ignore[assignment]
     torch.manual_seed(cfg.seed)

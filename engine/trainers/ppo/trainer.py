@@ -1,4 +1,4 @@
-"""PPO updates on one :class:`~engine.ppo.experience.Experience`: epochs over shuffled mini-batches, advantage
+"""PPO updates on one :class:`~engine.trainers.ppo.experience.Experience`: epochs over shuffled mini-batches, advantage
 whitening, the clipped policy and value losses (``engine.losses``), gradient clipping per role, and the KL
 controller that sets β for the next rollout.
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from ..losses import AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, whiten
-from ..training import release_free_memory
+from ...losses import AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, whiten
+from ...training import release_free_memory
 from .experience import Experience
 from .roles import POLICY, VALUE, PpoRoles
 

@@ -54,14 +54,14 @@ from torch import Tensor
 from workbench.configs import DpoConfig
 from workbench.store import Project
 
-from . import checkpoints as ckpt
-from .jobs import JobError, JobResult
-from .jobs.context import JobContext
-from .losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
-from .pair_attention import pairs_attention
-from .reward_model import HeadedModel
-from .rm_data import ChatEncoder, EncodedPair, length_grouped_order
-from .training import check_finite, release_free_memory, warmup_cosine
+from .. import checkpoints as ckpt
+from ..jobs import JobError, JobResult
+from ..jobs.context import JobContext
+from ..losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
+from ..pair_attention import pairs_attention
+from ..reward_model import HeadedModel
+from ..rm_data import ChatEncoder, EncodedPair, length_grouped_order
+from ..training import check_finite, release_free_memory, warmup_cosine
 
 POLICY, REFERENCE = "policy", "reference"
 SNAPSHOT_FILE = "snapshot_id"
@@ -109,7 +109,7 @@ class DpoBatch:
 
 
 def collate_dpo(pairs: Sequence[EncodedPair]) -> DpoBatch:
-    from .rm_data import collate_pairs
+    from ..rm_data import collate_pairs
 
     packed = collate_pairs(pairs, layout="packed")
     predictor: list[int] = []
@@ -264,7 +264,7 @@ def encode_pairs(project_path: Path, sid: int, tokenizer, cfg: DpoConfig) -> tup
     with Project.open(project_path, migrate=False) as project:
         pairs = [p for p in preference_pairs(project, sid) if not p.tie]
     encoder = ChatEncoder(tokenizer, cfg.max_length)
-    from .rm_job import margin_table
+    from .reward import margin_table
 
     table = {**DEFAULT_MARGINS, **margin_table(margins)}
     return [encoder.encode(p.prompt, p.chosen, p.rejected, margin=float(table.get(p.strength, table.get(None, 0.0)))
@@ -357,7 +357,7 @@ def preference_metrics(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tenso
                        beta: float, loss_type: str, label_smoothing: float = 0.0) -> dict[str, float]:
     """Loss, implicit-reward accuracy (ties count half) with its 95 % Wilson interval, ties, margin and mean rewards
     of pairs whose policy (pc, pr) and reference (rc, rr) log-probabilities are given."""
-    from .rm_job import wilson_interval
+    from .reward import wilson_interval
 
     n = int(pc.numel())
     if n == 0:
@@ -401,8 +401,8 @@ def evaluate_preferences(project_path: Path, adapter: str | Path | None, *, snap
     reference (``reference_adapter``, else the bare base), on ``snapshot_id`` (else a new snapshot of the held-out
     prompts' judgments); the same numbers the job reports as ``heldout/``. ``cfg`` gives base, beta, loss, lengths,
     batch size and device (a DPO run's config.yaml, say)."""
-    from .devices import resolve_device
-    from .models import load_model
+    from ..devices import resolve_device
+    from ..models import load_model
 
     cfg = cfg or DpoConfig()
     if snapshot_id is None:
@@ -432,8 +432,8 @@ def evaluate_preferences(project_path: Path, adapter: str | Path | None, *, snap
 
 # ---------------------------------------------------------------------------------------------- the job
 def build_model(cfg: DpoConfig, device: torch.device) -> tuple[HeadedModel, Any, str | None]:
-    from .lora import LoraSettings, check_adapter_folder
-    from .models import load_model
+    from ..lora import LoraSettings, check_adapter_folder
+    from ..models import load_model
 
     reference_from = cfg.reference_adapter or cfg.adapter_from
     for what, path in (("adapter_from", cfg.adapter_from), ("reference_adapter", cfg.reference_adapter)):
@@ -467,7 +467,7 @@ class _Saver:
 
 
 def run_job(ctx: JobContext) -> JobResult:
-    from .devices import resolve_device
+    from ..devices import resolve_device
 
     cfg: DpoConfig = ctx.config  # type: ignore[assignment]
     if cfg.loss_type not in LOSS_TYPES:

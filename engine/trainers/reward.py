@@ -37,14 +37,14 @@ from torch import nn
 from workbench.configs import EvalConfig, RewardConfig
 from workbench.store import Project
 
-from . import checkpoints as ckpt
-from .jobs import JobError, JobResult
-from .jobs.context import JobContext
-from .losses import bradley_terry_loss
-from .pair_attention import pairs_attention
-from .reward_model import HEAD_FILE, HeadedModel, pair_rewards
-from .rm_data import ChatEncoder, EncodedPair, collate_pairs, pad_token_id
-from .training import DataOrder, check_finite, make_accelerator, release_free_memory, warmup_cosine
+from .. import checkpoints as ckpt
+from ..jobs import JobError, JobResult
+from ..jobs.context import JobContext
+from ..losses import bradley_terry_loss
+from ..pair_attention import pairs_attention
+from ..reward_model import HEAD_FILE, HeadedModel, pair_rewards
+from ..rm_data import ChatEncoder, EncodedPair, collate_pairs, pad_token_id
+from ..training import DataOrder, check_finite, make_accelerator, release_free_memory, warmup_cosine
 
 SNAPSHOT_FILE = "snapshot_id"
 ADAPTER = "default"
@@ -147,8 +147,8 @@ def build_reward_model(cfg: RewardConfig, device: torch.device, *, out_features:
                        labels: Sequence[str] = ()) -> tuple[HeadedModel, Any]:
     """Base + a trainable LoRA adapter ``default`` + a head; from ``adapter_from`` when set (its head too, when
     the folder has one: an SFT adapter gets a fresh head)."""
-    from .lora import LoraSettings, attach_lora, load_adapter
-    from .models import load_model
+    from ..lora import LoraSettings, attach_lora, load_adapter
+    from ..models import load_model
 
     loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
                         trust_remote_code=cfg.trust_remote_code)
@@ -464,8 +464,8 @@ def evaluate_reward_model(
     model on a preference snapshot. Without a snapshot: a new one of the held-out prompts' judgments."""
     from workbench.training_data import preference_snapshot, snapshot_options
 
-    from .lora import adapter_base
-    from .models import load_model
+    from ..lora import adapter_base
+    from ..models import load_model
 
     folder = Path(adapter)
     if not (folder / HEAD_FILE).is_file():

@@ -1,7 +1,7 @@
 """The ``ppo`` job: PPO of a policy adapter against a reward model, all roles on one frozen base.
 
-Flow: prompts of a snapshot (``engine.ppo.data``) → base model loaded once → roles as named adapters
-(``engine.ppo.roles``) → reward (and optional safety cost) sources (``engine.ppo.rewards``) → per step: a rollout
+Flow: prompts of a snapshot (``engine.trainers.ppo.data``) → base model loaded once → roles as named adapters
+(``engine.trainers.ppo.roles``) → reward (and optional safety cost) sources (``engine.trainers.ppo.rewards``) → per step: a rollout
 (``ExperienceMaker``: ``samples_per_prompt`` responses to each of ``rollout_batch_size`` prompts, advantages by GAE
 or leave-one-out), PPO epochs (``PpoTrainer``), the KL controller's update, metrics streamed and stored, sample
 responses stored in the project every ``sample_every`` steps (origin ``model``, adapter = this run's adapter
@@ -30,13 +30,13 @@ import torch
 from workbench.configs import PpoConfig
 from workbench.store import Project
 
-from .. import checkpoints as ckpt
-from ..jobs import JobError, JobResult
-from ..jobs.context import JobContext
-from ..lora import LoraSettings, check_adapter_folder
-from ..model_errors import ModelError
-from ..reward_model import HEAD_FILE
-from ..training import DataOrder, check_finite, warmup_cosine
+from ... import checkpoints as ckpt
+from ...jobs import JobError, JobResult
+from ...jobs.context import JobContext
+from ...lora import LoraSettings, check_adapter_folder
+from ...model_errors import ModelError
+from ...reward_model import HEAD_FILE
+from ...training import DataOrder, check_finite, warmup_cosine
 from .data import prompts_snapshot, snapshot_prompts
 from .experience_maker import ExperienceMaker
 from .rewards import AdapterScorer, RewardSource, SeparateScorer, is_rule_spec, rule_from_spec
@@ -130,9 +130,9 @@ class _Saver:
 # ---------------------------------------------------------------------------------------------- the job
 def run_job(ctx: JobContext, *, reward: RewardSource | None = None) -> JobResult:
     """Run PPO for ``ctx``; ``reward`` overrides the config's reward model (tests pass a rule)."""
-    from ..devices import resolve_device
-    from ..generation import encode_prompt
-    from ..models import load_model
+    from ...devices import resolve_device
+    from ...generation import encode_prompt
+    from ...models import load_model
 
     cfg: PpoConfig = ctx.config  # type: ignore[assignment]
     extras = PpoExtras.from_config(cfg)

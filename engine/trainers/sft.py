@@ -30,11 +30,11 @@ from torch import nn
 from workbench.configs import SftConfig
 from workbench.store import Project
 
-from . import checkpoints as ckpt
-from .jobs import JobError, JobResult
-from .jobs.context import JobContext
-from .packing import Encoded, PackedBatch, encode_chat, pack, packed_token_losses, register_packed_attention
-from .training import (
+from .. import checkpoints as ckpt
+from ..jobs import JobError, JobResult
+from ..jobs.context import JobContext
+from ..packing import Encoded, PackedBatch, encode_chat, pack, packed_token_losses, register_packed_attention
+from ..training import (
     DataOrder, check_finite, load_for_training, make_accelerator, release_free_memory, trainable_parameters,
     warmup_cosine,
 )
