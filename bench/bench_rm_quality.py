@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from engine.losses import bradley_terry_loss
+    from engine.lora import enable_gradient_checkpointing
     from engine.pair_attention import pairs_attention
     from engine.trainers.reward import PairRewards, build_reward_model, encode_pairs, evaluate_pairs
     from workbench.configs import RewardConfig
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                        quantize="none")
     device = torch.device("cpu")
     hm, tokenizer = build_reward_model(cfg, device)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(hm.transformer())
     with Project.open(work / "hh.wbp") as project:
         train_sid = preference_snapshot(project, split="train")
         held_sid = preference_snapshot(project, split="heldout")
@@ -136,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             keep = project.snapshot_items(train_sid, "comparison")[: args.limit_train]
             train_sid = project.create_snapshot("preference", {"comparison": keep, "ranking": []},
                                                 options={"split": "train", "limit": args.limit_train})
-        train, enc = encode_pairs(None, train_sid, tokenizer, cfg, project=project)
-        held, _ = encode_pairs(None, held_sid, tokenizer, cfg, project=project)
+        train, enc = encode_pairs(project, train_sid, tokenizer, cfg)
+        held, _ = encode_pairs(project, held_sid, tokenizer, cfg)
     st = enc.stats
     print(f"{len(train)} training pairs, {len(held)} held out (of {counts['pairs']}); truncation: "
           f"{st.turns_dropped} turns dropped, {st.prompts_cut} prompts cut, {st.responses_cut} responses cut; "

@@ -62,7 +62,7 @@ def load_scorer(folder: Path, cfg: ScoreConfig):
         raise JobError(f"reward_model {folder}: cannot load it on {base or 'its own weights'} ({e})") from e
 
 
-def run_job(ctx: JobContext) -> JobResult:
+def run(ctx: JobContext) -> JobResult:
     cfg: ScoreConfig = ctx.config  # type: ignore[assignment]
     project = ctx.project()
     if project is None or ctx.run_id is None:

@@ -1,4 +1,4 @@
-"""Direct preference optimisation: the ``dpo`` job.
+"""Direct preference optimisation: the ``dpo`` stage.
 
 Data: a ``preference`` snapshot (the config's ``snapshot_id``, or one frozen from the current judgments when the run
 starts; too small a snapshot is rolled back and the project left unchanged); each pair's margin comes from the
@@ -32,15 +32,14 @@ Losses (``engine.losses.dpo_loss``): ``sigmoid`` (DPO, summed log-probabilities,
 rewards β·(logπ − logπ_ref) of chosen and rejected, their accuracy and margin; the same on the eval split and on
 the held-out prompts' pairs.
 
-Checkpoints, exact resume (data order, RNG, optimizer, scheduler), cancel, output folder and model card as SFT.
+Snapshot, split, optimizer and schedule, checkpoints and exact resume (the reference log-probabilities are
+recomputed, not saved), cancel, output folder and model card are the training skeleton's
+(:mod:`engine.trainers.base`). A cancel during the reference pass ends the run before its first step.
 """
 
 from __future__ import annotations
 
-import math
 import random
-import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,31 +51,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from workbench.configs import DpoConfig
+from workbench.evaluation import wilson_interval
 from workbench.store import Project
 
-from .. import checkpoints as ckpt
 from ..jobs import JobError, JobResult
 from ..jobs.context import JobContext
 from ..losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
 from ..pair_attention import pairs_attention
 from ..reward_model import HeadedModel
-from ..rm_data import ChatEncoder, EncodedPair, length_grouped_order
-from ..training import check_finite, release_free_memory, warmup_cosine
+from ..rm_data import EncodedPair, encode_preference_pairs, margin_table
+from ..training import GroupedOrder
+from .base import CancelledBeforeTraining, TrainingRun, check_adapter_folders
 
 POLICY, REFERENCE = "policy", "reference"
-SNAPSHOT_FILE = "snapshot_id"
 HELDOUT_FILE = "heldout_snapshot_id"
 # Held-out pairs scored per evaluation (a seeded sample beyond this): enough for a ±5 % interval, bounded cost.
 HELDOUT_MAX_PAIRS = 1000
 # An implicit-reward difference this small (β-scaled log-probabilities) is a tie, not a win: at step 0 the policy's
 # and the reference's log-probabilities agree exactly, later differences are orders of magnitude larger.
 TIE_TOLERANCE = 1e-6
-LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-
-
-def peak_mem_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -203,99 +196,18 @@ def preference_loss(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tensor, 
 
 
 # ---------------------------------------------------------------------------------------------- data
-class GroupedOrder:
-    """Pair indices epoch after epoch, each epoch a length-grouped shuffle (``length_grouped_order``) seeded by the
-    run's seed and the epoch; its state is the number of indices taken, so a resume rebuilds it exactly."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, consumed: int = 0):
-        self.lengths, self.batch_size, self.seed, self.consumed = list(lengths), batch_size, seed, consumed
-        self._epoch, self._order = -1, []
-
-    def _perm(self, epoch: int) -> list[int]:
-        if epoch != self._epoch:
-            self._order = length_grouped_order(self.lengths, self.batch_size, self.seed * 1_000_003 + epoch)
-            self._epoch = epoch
-        return self._order
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        n = len(self.lengths)
-        for _ in range(k):
-            epoch, i = divmod(self.consumed, n)
-            out.append(self._perm(epoch)[i])
-            self.consumed += 1
-        return out
-
-    @property
-    def epoch(self) -> float:
-        return self.consumed / len(self.lengths)
-
-
-def freeze_or_read_snapshot(ctx: JobContext, cfg: DpoConfig) -> int:
-    from workbench.training_data import preference_pairs, preference_snapshot, snapshot_options
-
-    project = ctx.project()
-    assert project is not None
-
-    def usable(sid: int) -> int:
-        return sum(1 for p in preference_pairs(project, sid) if not p.tie)
-
-    if cfg.snapshot_id is not None:
-        snapshot_options(project, cfg.snapshot_id, "preference")
-        n = usable(cfg.snapshot_id)
-        if n < cfg.min_examples:
-            raise JobError(f"snapshot {cfg.snapshot_id} holds {n} preference pair(s); DPO needs at least {cfg.min_examples}")
-        return cfg.snapshot_id
-    with project.transaction():
-        sid = preference_snapshot(project, note=f"dpo run {ctx.run_id}")
-        n = usable(sid)
-        if n < cfg.min_examples:
-            raise JobError(f"the project has {n} judged preference pair(s); DPO needs at least {cfg.min_examples} "
-                           "(judge more comparisons)")
-        if ctx.run_id is not None:
-            project.update_run(ctx.run_id, snapshot_id=sid)
-    return sid
-
-
-def encode_pairs(project_path: Path, sid: int, tokenizer, cfg: DpoConfig) -> tuple[list[EncodedPair], ChatEncoder]:
-    from workbench.training_data import preference_pairs
-
-    margins = getattr(cfg, "margins", None) or DEFAULT_MARGINS
-    with Project.open(project_path, migrate=False) as project:
-        pairs = [p for p in preference_pairs(project, sid) if not p.tie]
-    encoder = ChatEncoder(tokenizer, cfg.max_length)
-    from .reward import margin_table
-
-    table = {**DEFAULT_MARGINS, **margin_table(margins)}
-    return [encoder.encode(p.prompt, p.chosen, p.rejected, margin=float(table.get(p.strength, table.get(None, 0.0)))
-                           if getattr(cfg, "use_margins", True) else 0.0, prompt_id=p.prompt_id) for p in pairs], encoder
-
-
-def split_by_prompt(pairs: list[EncodedPair], fraction: float, seed: int, min_train: int) -> tuple[list[int], list[int]]:
-    prompt_ids = sorted({p.prompt_id for p in pairs})
-    n_eval = int(round(len(prompt_ids) * fraction))
-    if fraction > 0 and n_eval == 0 and len(prompt_ids) >= 10:
-        n_eval = 1
-    rng = random.Random(seed)
-    rng.shuffle(prompt_ids)
-    held: set[int] = set()
-    for pid in prompt_ids[:n_eval]:
-        if sum(1 for p in pairs if p.prompt_id not in held | {pid}) < min_train:
-            break
-        held.add(pid)
-    train = [i for i, p in enumerate(pairs) if p.prompt_id not in held]
-    evals = [i for i, p in enumerate(pairs) if p.prompt_id in held]
-    return train, evals
-
-
-class ReferencePassCancelled(Exception):
-    """The run was cancelled during the reference pass (before any training step, so there is no checkpoint)."""
+def encode_pairs(project: Project, snapshot_id: int, tokenizer: Any, cfg: DpoConfig) -> tuple[list[EncodedPair], Any]:
+    """A preference snapshot's pairs as DPO trains on them: ties left out (DPO has no target for them), each judged
+    strength's margin from ``margins`` over the default table (all 0 without ``use_margins``)."""
+    margins = {**DEFAULT_MARGINS, **margin_table(cfg.margins)} if cfg.use_margins else {}
+    return encode_preference_pairs(project, snapshot_id, tokenizer, cfg.max_length, margins=margins)
 
 
 class ReferencePassProgress:
     """Counts the pairs the reference pass has scored, logs how far it is at most every ``every_s`` seconds (on a
     CPU the pass over a few thousand pairs takes many minutes, and without this the run says nothing until its
-    first step) and raises :class:`ReferencePassCancelled` when the run is cancelled meanwhile."""
+    first step) and raises :class:`~engine.trainers.base.CancelledBeforeTraining` when the run is cancelled
+    meanwhile."""
 
     def __init__(self, ctx: JobContext, total: int, every_s: float = 30.0):
         self.ctx, self.total, self.every_s = ctx, total, every_s
@@ -305,7 +217,9 @@ class ReferencePassProgress:
     def __call__(self, pairs_scored: int) -> None:
         self.done += pairs_scored
         if self.ctx.should_stop():
-            raise ReferencePassCancelled
+            raise CancelledBeforeTraining(
+                f"cancelled during the reference pass ({self.done:,} of {self.total:,} pairs scored), before the "
+                "first training step: there is no checkpoint to resume")
         now = time.perf_counter()
         if now - self.last >= self.every_s or self.done >= self.total:
             self.last = now
@@ -357,8 +271,6 @@ def preference_metrics(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tenso
                        beta: float, loss_type: str, label_smoothing: float = 0.0) -> dict[str, float]:
     """Loss, implicit-reward accuracy (ties count half) with its 95 % Wilson interval, ties, margin and mean rewards
     of pairs whose policy (pc, pr) and reference (rc, rr) log-probabilities are given."""
-    from .reward import wilson_interval
-
     n = int(pc.numel())
     if n == 0:
         return {}
@@ -383,11 +295,11 @@ def heldout_snapshot(project: Project, note: str) -> int | None:
     return preference_snapshot(project, split="heldout", note=note)
 
 
-def heldout_pairs(project_path: Path, sid: int, tokenizer, cfg: DpoConfig,
+def heldout_pairs(project: Project, sid: int, tokenizer: Any, cfg: DpoConfig,
                   max_pairs: int = HELDOUT_MAX_PAIRS) -> list[EncodedPair]:
     """The held-out snapshot's pairs (ties left out), encoded; a sample seeded by the run's seed beyond
     ``max_pairs``, in snapshot order."""
-    pairs, _ = encode_pairs(project_path, sid, tokenizer, cfg)
+    pairs, _ = encode_pairs(project, sid, tokenizer, cfg)
     if len(pairs) > max_pairs:
         keep = sorted(random.Random(cfg.seed).sample(range(len(pairs)), max_pairs))
         pairs = [pairs[i] for i in keep]
@@ -419,7 +331,8 @@ def evaluate_preferences(project_path: Path, adapter: str | Path | None, *, snap
     if reference_adapter is not None:
         hm.load_adapter(REFERENCE, reference_adapter, trainable=False)
     hm.eval()
-    pairs = heldout_pairs(project_path, snapshot_id, loaded.tokenizer, cfg, max_pairs)
+    with Project.open(project_path, migrate=False) as project:
+        pairs = heldout_pairs(project, snapshot_id, loaded.tokenizer, cfg, max_pairs)
     if not pairs:
         raise JobError(f"snapshot {snapshot_id} holds no preference pairs to evaluate on")
     ref = score_pairs(hm, REFERENCE if reference_adapter is not None else None, pairs, cfg.batch_size, device)
@@ -430,268 +343,203 @@ def evaluate_preferences(project_path: Path, adapter: str | Path | None, *, snap
     return {"snapshot_id": float(snapshot_id), **res}
 
 
-# ---------------------------------------------------------------------------------------------- the job
-def build_model(cfg: DpoConfig, device: torch.device) -> tuple[HeadedModel, Any, str | None]:
-    from ..lora import LoraSettings, check_adapter_folder
-    from ..models import load_model
-
-    reference_from = cfg.reference_adapter or cfg.adapter_from
-    for what, path in (("adapter_from", cfg.adapter_from), ("reference_adapter", cfg.reference_adapter)):
-        if path:
-            try:
-                check_adapter_folder(path)
-            except Exception as e:
-                raise JobError(f"{what}: {e}") from e
-    loaded = load_model(cfg.base_model, device=device, dtype=cfg.dtype, quantize=cfg.quantize,
-                        trust_remote_code=cfg.trust_remote_code)
-    loaded.model.config.use_cache = False
-    hm = HeadedModel(loaded.model)
-    lora = LoraSettings.from_run_config(cfg, loaded.model)
-    if cfg.adapter_from:
-        hm.load_adapter(POLICY, cfg.adapter_from, trainable=True)
-    else:
-        hm.add_adapter(POLICY, lora.peft_config(), head=False, seed=cfg.seed)
-    if reference_from:
-        hm.load_adapter(REFERENCE, reference_from, trainable=False)
-    if cfg.gradient_checkpointing:
-        hm.transformer().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return hm, loaded.tokenizer, (REFERENCE if reference_from else None)
+# ---------------------------------------------------------------------------------------------- the stage
+PREFERENCE_SUMS = ("loss", "accuracy", "margin", "chosen", "rejected")
 
 
-class _Saver:
-    def __init__(self, hm: HeadedModel):
-        self.hm = hm
+def add_preference_sums(sums: dict[str, float], out: DPOOutput) -> None:
+    """Add a batch's loss, implicit-reward accuracy, margin and rewards to ``sums`` (keys ``PREFERENCE_SUMS``)."""
+    sums["loss"] += float(out.losses.detach().sum())
+    sums["accuracy"] += float((out.chosen_rewards > out.rejected_rewards).float().sum())
+    sums["margin"] += float((out.chosen_rewards - out.rejected_rewards).sum())
+    sums["chosen"] += float(out.chosen_rewards.sum())
+    sums["rejected"] += float(out.rejected_rewards.sum())
 
-    def save_pretrained(self, path: Path) -> None:
-        self.hm.save_adapter(POLICY, path)
 
+class DpoRun(TrainingRun):
+    title = "DPO"
+    who = "DPO"
+    unit = "pair"
+    snapshot_unit = "judged preference pair(s)"
+    hint = "judge more comparisons"
+    snapshot_kind = "preference"
+    distributed = False
+    card_title = "DPO adapter"
+    card_tag = "dpo"
 
-def run_job(ctx: JobContext) -> JobResult:
-    from ..devices import resolve_device
+    def __init__(self, ctx: JobContext):
+        super().__init__(ctx)
+        self.adapter_name = POLICY
+        self.held: list[EncodedPair] = []
+        self.held_sid: int | None = None
+        self.ref_seconds = 0.0
 
-    cfg: DpoConfig = ctx.config  # type: ignore[assignment]
-    if cfg.loss_type not in LOSS_TYPES:
-        raise JobError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, not {cfg.loss_type!r}")
-    if ctx.world_size > 1:
-        raise JobError("DPO runs in a single process in this version (set num_processes: 1)")
-    torch.manual_seed(cfg.seed)
-    if ctx.project_path is None:
-        raise JobError("DPO needs a project")
-    sid = freeze_or_read_snapshot(ctx, cfg)
-    (ctx.run_dir / SNAPSHOT_FILE).write_text(str(sid))
+    def check_inputs(self) -> None:
+        check_adapter_folders(("adapter_from", self.cfg.adapter_from), ("reference_adapter", self.cfg.reference_adapter))
 
-    device = resolve_device(cfg.device)
-    hm, tokenizer, reference = build_model(cfg, device)
-    pairs, encoder = encode_pairs(ctx.project_path, sid, tokenizer, cfg)
-    train_idx, eval_idx = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed, cfg.min_examples)
-    if len(train_idx) < cfg.min_examples:
-        raise JobError(f"snapshot {sid}: only {len(train_idx)} usable training pair(s); DPO needs at least {cfg.min_examples}")
-    held_file = ctx.run_dir / HELDOUT_FILE
-    if held_file.is_file():  # a resumed run scores the held-out pairs it started with
-        text = held_file.read_text().strip()
-        held_sid = int(text) if text else None
-    else:
-        project = ctx.project()
+    def build_model(self) -> None:
+        """One base with the trained adapter ``policy`` and the frozen reference (adapter ``reference``, or the bare
+        base when there is none)."""
+        from ..lora import LoraSettings
+        from ..models import load_model
+
+        cfg = self.cfg
+        reference_from = cfg.reference_adapter or cfg.adapter_from
+        loaded = load_model(cfg.base_model, device=self.device, dtype=cfg.dtype, quantize=cfg.quantize,
+                            trust_remote_code=cfg.trust_remote_code)
+        loaded.model.config.use_cache = False
+        self.hm, self.tokenizer = HeadedModel(loaded.model), loaded.tokenizer
+        if cfg.adapter_from:
+            self.hm.load_adapter(POLICY, cfg.adapter_from, trainable=True)
+        else:
+            self.hm.add_adapter(POLICY, LoraSettings.from_run_config(cfg, loaded.model).peft_config(), head=False,
+                                seed=cfg.seed)
+        self.reference = REFERENCE if reference_from else None
+        if reference_from:
+            self.hm.load_adapter(REFERENCE, reference_from, trainable=False)
+        self.lm = self.hm.transformer()
+        # Training mode: transformers checkpoints layers only there. Dropout is the model's own (none in SmolLM2) and
+        # the LoRA dropout, which is 0 unless asked; evaluations switch to eval mode and back.
+        self.module = self.hm
+
+    def new_snapshot(self, project: Project, note: str) -> int:
+        from workbench.training_data import preference_snapshot
+
+        return preference_snapshot(project, note=note)
+
+    def count_examples(self, project: Project, snapshot_id: int) -> int:
+        from workbench.training_data import preference_pairs
+
+        return sum(1 for p in preference_pairs(project, snapshot_id) if not p.tie)
+
+    def load_data(self, project: Project, snapshot_id: int) -> tuple[list[EncodedPair], list[int]]:
+        pairs, encoder = encode_pairs(project, snapshot_id, self.tokenizer, self.cfg)
+        if cut := encoder.stats.describe(self.cfg.max_length):
+            self.ctx.log(cut)
+        return pairs, [p.prompt_id for p in pairs]
+
+    def param_groups(self) -> list[Any]:
+        return self.hm.trainable_parameters(POLICY)
+
+    def make_order(self) -> GroupedOrder:
+        return GroupedOrder([p.length for p in self.train_examples], self.cfg.batch_size, self.cfg.seed)
+
+    def prepare(self) -> None:
+        """The held-out pairs, then the reference's log-probabilities of every pair, computed once."""
+        cfg, ctx, project = self.cfg, self.ctx, self.ctx.project()
         assert project is not None
-        held_sid = heldout_snapshot(project, f"dpo run {ctx.run_id}: held-out evaluation")
-        held_file.write_text("" if held_sid is None else str(held_sid))
-    stats = encoder.stats
-    if stats.turns_dropped or stats.prompts_cut or stats.responses_cut:
-        ctx.log(f"max_length {cfg.max_length}: {stats.turns_dropped} turn(s) dropped, {stats.prompts_cut} prompt(s) "
-                f"and {stats.responses_cut} response(s) cut")
-    train = [pairs[i] for i in train_idx]
-    evals = [pairs[i] for i in eval_idx]
+        held_file = ctx.run_dir / HELDOUT_FILE
+        if held_file.is_file():  # a resumed run scores the held-out pairs it started with
+            text = held_file.read_text().strip()
+            self.held_sid = int(text) if text else None
+        else:
+            self.held_sid = heldout_snapshot(project, f"dpo run {ctx.run_id}: held-out evaluation")
+            held_file.write_text("" if self.held_sid is None else str(self.held_sid))
+        t_ref = time.perf_counter()
+        self.hm.eval()
+        if self.held_sid is not None:
+            self.held = heldout_pairs(project, self.held_sid, self.tokenizer, cfg)
+        self.held_margin = torch.tensor([p.margin for p in self.held], dtype=torch.float32)
+        progress = ReferencePassProgress(ctx, len(self.train_examples) + len(self.eval_examples) + len(self.held))
+        ref, bs, device = self.reference, cfg.batch_size, self.device
+        try:
+            self.ref_c, self.ref_r = reference_logprobs(self.hm, ref, self.train_examples, bs, device, progress)
+            self.eval_ref = (reference_logprobs(self.hm, ref, self.eval_examples, bs, device, progress)
+                             if self.eval_examples else None)
+            self.held_ref = score_pairs(self.hm, ref, self.held, bs, device, progress) if self.held else None
+        finally:
+            self.ref_seconds = time.perf_counter() - t_ref
+        # The policy starts as the reference: a fresh adapter (LoRA B = 0) on the base the reference is, or the
+        # reference adapter itself. Then its log-probabilities equal the reference's exactly and need no second pass.
+        self.starts_as_reference = (ref is None and not cfg.adapter_from) or (
+            bool(cfg.adapter_from) and cfg.reference_adapter in (None, "", cfg.adapter_from))
 
-    t_ref = time.perf_counter()
-    hm.eval()
-    held = heldout_pairs(ctx.project_path, held_sid, tokenizer, cfg) if held_sid is not None else []
-    held_margin = torch.tensor([p.margin for p in held], dtype=torch.float32)
-    progress = ReferencePassProgress(ctx, len(train) + len(evals) + len(held))
-    try:
-        ref_c, ref_r = reference_logprobs(hm, reference, train, cfg.batch_size, device, progress)
-        eval_ref = reference_logprobs(hm, reference, evals, cfg.batch_size, device, progress) if evals else None
-        held_ref = score_pairs(hm, reference, held, cfg.batch_size, device, progress) if held else None
-    except ReferencePassCancelled:
-        ctx.log(f"cancelled during the reference pass ({progress.done:,} of {progress.total:,} pairs scored), "
-                "before the first training step: there is no checkpoint to resume")
-        return JobResult("cancelled", None, {}, _summary(0, 0.0, 0, 0, time.perf_counter() - t_ref))
-    ref_seconds = time.perf_counter() - t_ref
-    # The policy starts as the reference: a fresh adapter (LoRA B = 0) on the base the reference is, or the
-    # reference adapter itself. Then its log-probabilities equal the reference's exactly and need no second pass.
-    starts_as_reference = (reference is None and not cfg.adapter_from) or (
-        bool(cfg.adapter_from) and cfg.reference_adapter in (None, "", cfg.adapter_from))
+    def describe_setting(self) -> str:
+        return f" ({self.cfg.loss_type}, beta {self.cfg.beta})"
 
-    per_step = cfg.batch_size * cfg.grad_accum
-    steps_per_epoch = max(1, math.ceil(len(train) / per_step))
-    total_steps = cfg.max_steps or max(1, int(round(cfg.epochs * steps_per_epoch)))
-    params = hm.trainable_parameters(POLICY)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = warmup_cosine(optimizer, total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
-    order = GroupedOrder([p.length for p in train], cfg.batch_size, cfg.seed)
-    step, tokens_seen, train_time, best = 0, 0, 0.0, float("inf")
-    if ctx.resume:
-        last = ckpt.latest_checkpoint(ctx.checkpoint_dir)
-        if last is None:
-            raise JobError(f"nothing to resume: no checkpoint in {ctx.checkpoint_dir}")
-        state, _ = ckpt.load_checkpoint(last, model=hm.peft, optimizer=optimizer, scheduler=scheduler,
-                                        adapter_name=POLICY)
-        if state["n_train"] != len(train):
-            raise JobError("the checkpoint was made on another set of pairs; resume needs the same snapshot and settings")
-        step, tokens_seen, train_time = int(state["step"]), int(state["tokens"]), float(state["train_time"])
-        best = float(state.get("best", best))
-        order.consumed = int(state["consumed"])
-        ctx.log(f"resumed from {last.name} at step {step}")
+    def describe(self) -> str:
+        reference = self.cfg.reference_adapter or self.cfg.adapter_from
+        return (f"{super().describe()}, reference = "
+                f"{'adapter ' + str(reference) if self.reference else 'the bare base'}")
 
-    ctx.log(f"DPO ({cfg.loss_type}, beta {cfg.beta}) on {len(train)} pairs ({len(evals)} held out), {total_steps} "
-            f"steps of {per_step} pairs, {sum(p.numel() for p in params):,} trainable parameters, reference = "
-            f"{'adapter ' + str(cfg.reference_adapter or cfg.adapter_from) if reference else 'the bare base'}")
-    last_metrics: dict[str, float] = {}
-    eval_every = cfg.eval_every or cfg.checkpoint_every
+    def on_train_start(self) -> None:
+        if self.held and self.step == 0:
+            start = self.evaluate_heldout(at_start=True)
+            self.ctx.metrics(0, start)
+            self.ctx.log(f"held-out implicit-reward accuracy before training: {start['heldout/accuracy']:.3f} on "
+                         f"{len(self.held)} pairs of snapshot {self.held_sid} ({int(start['heldout/ties'])} ties, "
+                         "counted as half)")
 
-    def evaluate() -> dict[str, float]:
-        assert eval_ref is not None
-        hm.eval()
-        sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0, "chosen": 0.0, "rejected": 0.0}
-        with torch.no_grad():
-            for s in range(0, len(evals), cfg.batch_size):
-                chunk = evals[s : s + cfg.batch_size]
-                batch = collate_dpo(chunk).to(device)
-                pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
-                rc, rr = eval_ref[0][s : s + len(chunk)].to(device), eval_ref[1][s : s + len(chunk)].to(device)
-                out = preference_loss(pc, pr, rc, rr, nc, nr, beta=cfg.beta, loss_type=cfg.loss_type,
-                                      margin=batch.margin, label_smoothing=cfg.label_smoothing)
-                sums["loss"] += float(out.losses.sum())
-                sums["accuracy"] += float((out.chosen_rewards > out.rejected_rewards).float().sum())
-                sums["margin"] += float((out.chosen_rewards - out.rejected_rewards).sum())
-                sums["chosen"] += float(out.chosen_rewards.sum())
-                sums["rejected"] += float(out.rejected_rewards.sum())
+    def loss(self, batch: DpoBatch, rc: Tensor, rr: Tensor) -> DPOOutput:
+        """The configured loss of the policy on ``batch`` against the reference's log-probabilities ``rc``/``rr``."""
+        pc, pr, nc, nr = pair_logprobs(self.hm, POLICY, batch)
+        return preference_loss(pc, pr, rc.to(self.device), rr.to(self.device), nc, nr, beta=self.cfg.beta,
+                               loss_type=self.cfg.loss_type, margin=batch.margin,
+                               label_smoothing=self.cfg.label_smoothing)
+
+    def accumulate(self, indices: list[int]) -> dict[str, float]:
+        sums = dict.fromkeys((*PREFERENCE_SUMS, "pairs", "tokens"), 0.0)
+        for idx, sync in self.micro_batches(indices):
+            batch = collate_dpo([self.train_examples[i] for i in idx]).to(self.device)
+            # the backward recomputes checkpointed layers, which need the pair attention again
+            with sync, pairs_attention(self.hm.transformer()):
+                out = self.loss(batch, self.ref_c[idx], self.ref_r[idx])
+                self.backward(out.losses.sum() / len(indices))
+            add_preference_sums(sums, out)
+            sums["pairs"] += len(idx)
+            sums["tokens"] += batch.n_tokens
+        return sums
+
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, Any]:
+        n = sums["pairs"]
+        return {"train/loss": sums["loss"] / n, "rewards/chosen": sums["chosen"] / n,
+                "rewards/rejected": sums["rejected"] / n, "rewards/accuracy": sums["accuracy"] / n,
+                "rewards/margin": sums["margin"] / n}
+
+    def has_evaluation(self) -> bool:
+        return bool(self.eval_examples or self.held)
+
+    def evaluate(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.eval_examples:
+            out.update(self.evaluate_split())
+        if self.held:
+            out.update(self.evaluate_heldout())
+        return out
+
+    @torch.no_grad()
+    def evaluate_split(self) -> dict[str, float]:
+        """The ``eval/`` metrics: the loss and implicit rewards on the held-out share of the training snapshot."""
+        assert self.eval_ref is not None
+        self.hm.eval()
+        bs, evals = self.cfg.batch_size, self.eval_examples
+        sums = dict.fromkeys(PREFERENCE_SUMS, 0.0)
+        for s in range(0, len(evals), bs):
+            chunk = evals[s : s + bs]
+            add_preference_sums(sums, self.loss(collate_dpo(chunk).to(self.device), self.eval_ref[0][s : s + len(chunk)],
+                                                self.eval_ref[1][s : s + len(chunk)]))
         return {f"eval/{k}": v / len(evals) for k, v in sums.items()}
 
-    def evaluate_heldout(at_start: bool = False) -> dict[str, float]:
-        assert held_ref is not None
-        hm.eval()
-        pol = held_ref if at_start and starts_as_reference else score_pairs(hm, POLICY, held, cfg.batch_size,
-                                                                              device)
-        res = preference_metrics(pol[0], pol[1], held_ref[0], held_ref[1], pol[2], pol[3], held_margin,
-                                 beta=cfg.beta, loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
+    def evaluate_heldout(self, at_start: bool = False) -> dict[str, float]:
+        """The ``heldout/`` metrics: implicit-reward accuracy on the held-out prompts' judgments."""
+        assert self.held_ref is not None
+        self.hm.eval()
+        pol = (self.held_ref if at_start and self.starts_as_reference
+               else score_pairs(self.hm, POLICY, self.held, self.cfg.batch_size, self.device))
+        res = preference_metrics(pol[0], pol[1], self.held_ref[0], self.held_ref[1], pol[2], pol[3], self.held_margin,
+                                 beta=self.cfg.beta, loss_type=self.cfg.loss_type,
+                                 label_smoothing=self.cfg.label_smoothing)
         return {f"heldout/{k}": v for k, v in res.items()}
 
-    if held and step == 0:
-        start = evaluate_heldout(at_start=True)
-        ctx.metrics(0, start)
-        ctx.log(f"held-out implicit-reward accuracy before training: {start['heldout/accuracy']:.3f} on "
-                f"{len(held)} pairs of snapshot {held_sid} ({int(start['heldout/ties'])} ties, counted as half)")
+    def summary_extras(self) -> dict[str, Any]:
+        return {"reference_s": round(self.ref_seconds, 2)}
 
-    def save(step: int, metric: float) -> None:
-        nonlocal best
-        is_best = metric < best
-        if is_best:
-            best = metric
-        state = {"tokens": tokens_seen, "train_time": train_time, "best": best, "consumed": order.consumed,
-                 "n_train": len(train), "total_steps": total_steps, "snapshot_id": sid}
-        path = ckpt.save_checkpoint(ctx.checkpoint_dir, step, model=_Saver(hm), optimizer=optimizer,
-                                    scheduler=scheduler, state=state)
-        if is_best:
-            ckpt.mark_best(ctx.checkpoint_dir, path, metric, "eval/loss" if evals else "train/loss")
-        ckpt.prune(ctx.checkpoint_dir, cfg.keep_checkpoints)
-        ctx.checkpoint(step, path, {k: v for k, v in last_metrics.items() if k.startswith("eval/")} or None, is_best)
-
-    # Training mode: transformers checkpoints layers only there. Dropout is the model's own (none in SmolLM2) and the
-    # LoRA dropout, which is 0 unless asked; evaluations switch to eval mode and back.
-    hm.train()
-    while step < total_steps:
-        t0 = time.perf_counter()
-        indices = order.take(per_step)
-        sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0, "chosen": 0.0, "rejected": 0.0}
-        step_tokens = 0
-        for m in range(cfg.grad_accum):
-            idx = indices[m * cfg.batch_size : (m + 1) * cfg.batch_size]
-            if not idx:
-                continue
-            batch = collate_dpo([train[i] for i in idx]).to(device)
-            # the backward recomputes checkpointed layers, which need the pair attention again
-            with pairs_attention(hm.transformer()):
-                pc, pr, nc, nr = pair_logprobs(hm, POLICY, batch)
-                out = preference_loss(pc, pr, ref_c[idx].to(device), ref_r[idx].to(device), nc, nr, beta=cfg.beta,
-                                      loss_type=cfg.loss_type, margin=batch.margin,
-                                      label_smoothing=cfg.label_smoothing)
-                (out.losses.sum() / len(indices)).backward()
-            sums["loss"] += float(out.losses.detach().sum())
-            sums["accuracy"] += float((out.chosen_rewards > out.rejected_rewards).float().sum())
-            sums["margin"] += float((out.chosen_rewards - out.rejected_rewards).sum())
-            sums["chosen"] += float(out.chosen_rewards.sum())
-            sums["rejected"] += float(out.rejected_rewards.sum())
-            step_tokens += batch.n_tokens
-        check_finite(sums["loss"], step + 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        release_free_memory(step)
-        tokens_seen += step_tokens
-        train_time += time.perf_counter() - t0
-        n = len(indices)
-        metrics = {"train/loss": sums["loss"] / n, "rewards/chosen": sums["chosen"] / n,
-                   "rewards/rejected": sums["rejected"] / n, "rewards/accuracy": sums["accuracy"] / n,
-                   "rewards/margin": sums["margin"] / n, "train/lr": lr, "train/epoch": order.epoch,
-                   "train/tokens_per_s": tokens_seen / train_time, "train/tokens": float(tokens_seen),
-                   "perf/peak_mem_mb": peak_mem_mb()}
-        if grad_norm is not None:
-            metrics["train/grad_norm"] = float(grad_norm)
-        last_metrics.update(metrics)
-        if step % cfg.log_every == 0 or step == total_steps:
-            ctx.metrics(step, metrics)
-        ctx.progress(step, total_steps, epoch=round(order.epoch, 4), tokens=tokens_seen,
-                     tokens_per_s=round(tokens_seen / train_time, 1),
-                     eta_s=round((total_steps - step) * train_time / step, 1))
-        stop = ctx.should_stop()
-        at_checkpoint = cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps
-        if eval_every and step % eval_every == 0 and step < total_steps and (evals or held):
-            if evals:
-                last_metrics.update(evaluate())
-            if held:
-                last_metrics.update(evaluate_heldout())
-            ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith(("eval/", "heldout/"))})
-            hm.train()
-        if at_checkpoint or stop:
-            save(step, last_metrics.get("eval/loss", metrics["train/loss"]))
-        if stop:
-            ctx.log(f"cancelled at step {step}; checkpoint saved")
-            return JobResult("cancelled", None, dict(last_metrics), _summary(tokens_seen, train_time, step, total_steps, ref_seconds))
-
-    if evals or held:
-        if evals:
-            last_metrics.update(evaluate())
-        if held:
-            last_metrics.update(evaluate_heldout())
-        ctx.metrics(step, {k: v for k, v in last_metrics.items() if k.startswith(("eval/", "heldout/"))})
-    output = ctx.output_dir
-    write_output(output, hm, tokenizer, cfg, ctx, sid, last_metrics)
-    return JobResult("done", str(output), dict(last_metrics), _summary(tokens_seen, train_time, step, total_steps, ref_seconds))
+    def card_description(self) -> list[str]:
+        ref = self.cfg.reference_adapter or self.cfg.adapter_from
+        return [f"A LoRA adapter trained by DPO in RLHF Workbench, with the {self.cfg.loss_type} preference loss "
+                f"(beta {self.cfg.beta}) against a frozen reference: "
+                f"{'the adapter `' + str(ref) + '`' if ref else 'the bare base model'}."]
 
 
-def _summary(tokens: int, seconds: float, step: int, total: int, ref_seconds: float) -> dict[str, Any]:
-    return {"tokens": tokens, "train_s": round(seconds, 2), "reference_s": round(ref_seconds, 2), "steps": step,
-            "total_steps": total, "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else 0.0,
-            "peak_mem_mb": round(peak_mem_mb(), 1)}
-
-
-def write_output(output: Path, hm: HeadedModel, tokenizer, cfg: DpoConfig, ctx: JobContext, snapshot_id: int,
-                 metrics: dict[str, float]) -> None:
-    from .ppo.job import model_card
-
-    output.mkdir(parents=True, exist_ok=True)
-    hm.save_adapter(POLICY, output)
-    tokenizer.save_pretrained(output)
-    cfg.save(output / "config.yaml")
-    snap: dict[str, Any] = {}
-    project = ctx.project()
-    if project is not None:
-        snap = next((s for s in project.snapshots() if s["id"] == snapshot_id), {})
-    ref = cfg.reference_adapter or cfg.adapter_from
-    notes = [f"Trained with the {cfg.loss_type} preference loss (beta {cfg.beta}) against a frozen reference: "
-             f"{'the adapter `' + str(ref) + '`' if ref else 'the bare base model'}."]
-    (output / "README.md").write_text(model_card("DPO", cfg, snapshot_id, snap, metrics, ctx.run_id, notes),
-                                      encoding="utf-8")
+def run(ctx: JobContext) -> JobResult:
+    return DpoRun(ctx).run()

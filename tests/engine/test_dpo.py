@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.trainers.dpo import GroupedOrder, preference_loss
+from engine.trainers.dpo import preference_loss
+from engine.training import GroupedOrder
 from engine.worker import run as run_worker
 from workbench.configs import DpoConfig
 from workbench.jobs import JobClient

@@ -292,19 +292,7 @@ class PpoRoles:
         return self.hm.save_adapter(VALUE, path)
 
     def load_trainable_state(self, policy_dir: Path, value_dir: Path) -> None:
-        """Put saved policy and value weights (a checkpoint's) into the existing adapters, in place, so an optimizer
-        built on them keeps pointing at the right tensors."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        for name, folder in ((POLICY, policy_dir), (VALUE, value_dir)):
-            weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
-            result = set_peft_model_state_dict(self.hm.peft, weights, adapter_name=name)
-            unexpected = getattr(result, "unexpected_keys", None)
-            if unexpected:
-                raise ValueError(f"{folder}: checkpoint does not match the {name} adapter (unexpected {unexpected[:3]})")
-        tensors = load_file(str(Path(value_dir) / "head.safetensors"))
-        head = self.hm.heads[VALUE]
-        with torch.no_grad():
-            head.weight.copy_(tensors["weight"])
-            head.bias.copy_(tensors["bias"])
+        """Put saved policy and value weights (a checkpoint's) into the existing adapters and the value head, in
+        place, so an optimizer built on them keeps pointing at the right tensors."""
+        self.hm.restore_adapter(POLICY, policy_dir)
+        self.hm.restore_adapter(VALUE, value_dir)

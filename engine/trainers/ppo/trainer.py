@@ -14,7 +14,6 @@ often much larger early on).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import torch
 
@@ -159,6 +158,3 @@ def _within_prompt_spread(exp: Experience) -> dict[str, float]:
     stds = [exp.score[exp.prompt_index == g].std() for g in groups if int((exp.prompt_index == g).sum()) > 1]
     return {"rollout/score_std_within_prompt": float(torch.stack(stds).mean())} if stds else {}
 
-
-def collect(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if v is not None}
