@@ -33,7 +33,7 @@ a padded batch is padding.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,15 +308,18 @@ def margin_table(cfg_margins: Mapping[str, float]) -> dict[str | None, float]:
 
 
 def encode_preference_pairs(project: Any, snapshot_id: int, tokenizer: Any, max_length: int, *,
-                            margins: Mapping[str | None, float], keep_ties: bool = False) -> tuple[list[EncodedPair], ChatEncoder]:
+                            margins: Mapping[str | None, float], keep_ties: bool = False,
+                            log: Callable[[str], object] | None = None) -> tuple[list[EncodedPair], ChatEncoder]:
     """The preference pairs of a snapshot (``workbench.training_data.preference_pairs`` with ``margins`` per judged
     strength), each encoded once; ties only with ``keep_ties``. Returns the pairs and the encoder (its ``stats``
-    say what truncation did)."""
+    say what truncation did; ``log`` is told too, when anything was cut)."""
     from workbench.training_data import preference_pairs
 
     encoder = ChatEncoder(tokenizer, max_length)
     pairs = [encoder.encode(pp.prompt, pp.chosen, pp.rejected, margin=pp.margin, tie=pp.tie, prompt_id=pp.prompt_id)
              for pp in preference_pairs(project, snapshot_id, margins=margins) if keep_ties or not pp.tie]
+    if log is not None and (cut := encoder.stats.describe(max_length)):
+        log(cut)
     return pairs, encoder
 
 

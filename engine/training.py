@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,18 +168,10 @@ def add_training_head(hm: HeadedModel, cfg: BaseRunConfig, *, out_features: int 
     hm.activate(ADAPTER)
 
 
-def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 def check_finite(value: float, step: int, what: str = "training loss") -> None:
     if not math.isfinite(value):
         raise JobError(f"the {what} became {value} at step {step}; lower the learning rate (lr) or check the data "
                        "for empty or broken examples", kind="nan")
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1
 
 
 @functools.cache

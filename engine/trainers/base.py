@@ -5,7 +5,8 @@ What :meth:`TrainingRun.run` does, in order:
 
 1. seeds torch; checks the stage's inputs (:meth:`~TrainingRun.check_inputs`); picks the device: an
    ``accelerate.Accelerator`` for a stage that runs under ``accelerate launch`` with several processes
-   (``distributed``), else the config's device (and a refusal of several processes);
+   (``distributed``), else the config's device (and a refusal of several processes). The thread count is the
+   worker's, which sets it for every job;
 2. builds the stage's model (:meth:`~TrainingRun.build_model`) and, when the config asks, switches gradient
    checkpointing on for it: the one place that happens;
 3. freezes the data snapshot, or checks the one the config names: the main process makes a new one inside one
@@ -21,9 +22,9 @@ What :meth:`TrainingRun.run` does, in order:
    (:meth:`~TrainingRun.load_weights`), optimizer, scheduler, RNG states, data order and the stage's own state
    (:meth:`~TrainingRun.restore_extra_state`), so the run continues exactly where it stopped;
 7. the step loop. A step takes the next ``examples_per_step`` indices and runs :meth:`~TrainingRun.train_step`,
-   which by default :meth:`~TrainingRun.accumulate`\\ s the gradients of this process's micro-batches (see
-   :meth:`~TrainingRun.micro_batches` and :meth:`~TrainingRun.backward`), clips, steps the optimizer and turns the
-   sums of every process into metrics (:meth:`~TrainingRun.train_metrics`); then the scheduler steps, freed memory
+   which by default accumulates the gradients of this process's micro-batches (:meth:`~TrainingRun.accumulate`,
+   with :meth:`~TrainingRun.micro_batches` and :meth:`~TrainingRun.backward`), clips, steps the optimizer and turns
+   the sums of every process into metrics (:meth:`~TrainingRun.train_metrics`); then the scheduler steps, freed memory
    goes back to the system every few steps, the loss is checked to be finite, the step's metrics (the stage's plus
    ``train/lr``, ``train/epoch``, ``train/tokens``, tokens/s and ``perf/peak_mem_mb``) are streamed every
    ``log_every`` steps and a ``progress`` event goes out. On their cadence come an evaluation
@@ -35,13 +36,14 @@ What :meth:`TrainingRun.run` does, in order:
    :meth:`~TrainingRun.summary_extras`).
 
 Adding a stage: subclass :class:`TrainingRun`; set its wording (``title``, ``who``, ``unit``, ``snapshot_unit``,
-``hint``, ``card_*``) and ``snapshot_kind``; implement :meth:`~TrainingRun.build_model` (set ``tokenizer``,
-``module``, ``lm`` and ``hm``), :meth:`~TrainingRun.new_snapshot`, :meth:`~TrainingRun.count_examples`,
-:meth:`~TrainingRun.load_data`, :meth:`~TrainingRun.param_groups`, :meth:`~TrainingRun.accumulate` and
-:meth:`~TrainingRun.train_metrics`, and :meth:`~TrainingRun.evaluate` when it has held-out examples; override the
-other hooks only where the defaults do not fit. Then ``def run(ctx): return MyRun(ctx).run()`` in its module and
-a row in ``engine.jobs.JOBS``. A stage whose step is not gradient accumulation over examples overrides
-:meth:`~TrainingRun.train_step` whole (PPO: one step is a rollout and its PPO epochs).
+``hint``, ``card_*``) and ``snapshot_kind``; implement :meth:`~TrainingRun.build_model` (it sets ``tokenizer``,
+``module``, ``lm`` and, for a HeadedModel, ``hm``), :meth:`~TrainingRun.new_snapshot`,
+:meth:`~TrainingRun.count_examples`, :meth:`~TrainingRun.load_data`, :meth:`~TrainingRun.accumulate`,
+:meth:`~TrainingRun.train_metrics` and, when it holds examples out, :meth:`~TrainingRun.evaluate`; override the
+other hooks only where their defaults do not fit (:mod:`engine.trainers.sft` is the smallest example). Then add
+``def run(ctx): return MyRun(ctx).run()`` to its module and a row to ``engine.jobs.JOBS``. A stage whose step is
+not gradient accumulation over examples overrides :meth:`~TrainingRun.train_step` whole (PPO: a step is a rollout
+and its PPO epochs).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ from ..jobs import JobError, JobResult
 from ..jobs.context import JobContext
 from ..lora import enable_gradient_checkpointing
 from ..reward_model import HeadedModel
-from ..training import ADAPTER, RELEASE_EVERY, DataOrder, check_finite, make_accelerator, release_free_memory, warmup_cosine
+from ..training import (
+    ADAPTER, RELEASE_EVERY, DataOrder, check_finite, make_accelerator, release_free_memory, warmup_cosine,
+)
 
 SNAPSHOT_FILE = "snapshot_id"
 PEFT_USAGE = ("from peft import PeftModel", "model = PeftModel.from_pretrained(base_model, 'path/to/this/folder')")
@@ -374,13 +378,14 @@ class TrainingRun:
         data += (f"; {len(self.train_examples)} training and {len(self.eval_examples)} held-out {self.unit}s "
                  "(split by prompt).")
         metrics = {k: float(v) for k, v in sorted(self.last_metrics.items())}
+        heading = (f"# {self.card_title}{f' — run {run_id}' if run_id is not None else ''}"
+                   f"{f' ({cfg.name})' if cfg.name else ''}")
+        base = f"`{cfg.base_model}`" + (f", started from the adapter `{cfg.adapter_from}`" if cfg.adapter_from else "")
         lines = [
-            "---", "library_name: peft", f"base_model: {cfg.base_model}", f"tags: [lora, {self.card_tag}, rlhf-workbench]",
-            "---", "",
-            f"# {self.card_title}{f' — run {run_id}' if run_id is not None else ''}{f' ({cfg.name})' if cfg.name else ''}",
-            "", *self.card_description(), "",
-            "## Base model", "",
-            f"`{cfg.base_model}`" + (f", started from the adapter `{cfg.adapter_from}`" if cfg.adapter_from else ""), "",
+            "---", "library_name: peft", f"base_model: {cfg.base_model}",
+            f"tags: [lora, {self.card_tag}, rlhf-workbench]", "---", "",
+            heading, "", *self.card_description(), "",
+            "## Base model", "", base, "",
             "## Data", "", data, "",
             "## Final metrics", "", *[f"- {k}: {v:.6g}" for k, v in metrics.items() if math.isfinite(v)], "",
             "## Config", "", "```yaml", cfg.to_yaml(with_help=False).rstrip(), "```", "",
@@ -452,8 +457,10 @@ class TrainingRun:
         return self.cfg.batch_size * self.cfg.grad_accum * self.world
 
     def param_groups(self) -> list[Any]:
-        """What AdamW trains: a list of parameters, or of parameter groups."""
-        raise NotImplementedError
+        """What AdamW trains: a list of parameters, or of parameter groups. Default: every parameter of ``module``
+        that requires a gradient (the trained adapter and its head; the base is frozen)."""
+        assert self.module is not None
+        return [p for p in self.module.parameters() if p.requires_grad]
 
     def prepare(self) -> None:
         """Anything the stage needs between the optimizer and the first step; may raise

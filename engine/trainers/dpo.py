@@ -196,11 +196,12 @@ def preference_loss(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tensor, 
 
 
 # ---------------------------------------------------------------------------------------------- data
-def encode_pairs(project: Project, snapshot_id: int, tokenizer: Any, cfg: DpoConfig) -> tuple[list[EncodedPair], Any]:
+def encode_pairs(project: Project, snapshot_id: int, tokenizer: Any, cfg: DpoConfig,
+                 log: Callable[[str], object] | None = None) -> tuple[list[EncodedPair], Any]:
     """A preference snapshot's pairs as DPO trains on them: ties left out (DPO has no target for them), each judged
     strength's margin from ``margins`` over the default table (all 0 without ``use_margins``)."""
     margins = {**DEFAULT_MARGINS, **margin_table(cfg.margins)} if cfg.use_margins else {}
-    return encode_preference_pairs(project, snapshot_id, tokenizer, cfg.max_length, margins=margins)
+    return encode_preference_pairs(project, snapshot_id, tokenizer, cfg.max_length, margins=margins, log=log)
 
 
 class ReferencePassProgress:
@@ -413,13 +414,8 @@ class DpoRun(TrainingRun):
         return sum(1 for p in preference_pairs(project, snapshot_id) if not p.tie)
 
     def load_data(self, project: Project, snapshot_id: int) -> tuple[list[EncodedPair], list[int]]:
-        pairs, encoder = encode_pairs(project, snapshot_id, self.tokenizer, self.cfg)
-        if cut := encoder.stats.describe(self.cfg.max_length):
-            self.ctx.log(cut)
+        pairs, _ = encode_pairs(project, snapshot_id, self.tokenizer, self.cfg, log=self.ctx.log)
         return pairs, [p.prompt_id for p in pairs]
-
-    def param_groups(self) -> list[Any]:
-        return self.hm.trainable_parameters(POLICY)
 
     def make_order(self) -> GroupedOrder:
         return GroupedOrder([p.length for p in self.train_examples], self.cfg.batch_size, self.cfg.seed)

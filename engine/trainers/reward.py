@@ -25,7 +25,7 @@ tokenizer, ``config.yaml`` and a model card ``README.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -64,10 +64,11 @@ def build_reward_model(cfg: RewardConfig, device: torch.device) -> tuple[HeadedM
     return hm, tokenizer
 
 
-def encode_pairs(project: Project, snapshot_id: int, tokenizer: Any, cfg: RewardConfig) -> tuple[list[EncodedPair], Any]:
+def encode_pairs(project: Project, snapshot_id: int, tokenizer: Any, cfg: RewardConfig,
+                 log: Callable[[str], object] | None = None) -> tuple[list[EncodedPair], Any]:
     """A preference snapshot's pairs as the ``rm`` stage trains on them (margins and ties per ``cfg``)."""
     return encode_preference_pairs(project, snapshot_id, tokenizer, cfg.max_length, margins=margin_table(cfg.margins),
-                                   keep_ties=cfg.ties_as_half)
+                                   keep_ties=cfg.ties_as_half, log=log)
 
 
 @torch.no_grad()
@@ -145,13 +146,8 @@ class RewardRun(TrainingRun):
         return len(preference_pairs(project, snapshot_id, margins=margin_table(self.cfg.margins)))
 
     def load_data(self, project: Project, snapshot_id: int) -> tuple[list[EncodedPair], list[int]]:
-        pairs, encoder = encode_pairs(project, snapshot_id, self.tokenizer, self.cfg)
-        if cut := encoder.stats.describe(self.cfg.max_length):
-            self.ctx.log(cut)
+        pairs, _ = encode_pairs(project, snapshot_id, self.tokenizer, self.cfg, log=self.ctx.log)
         return pairs, [p.prompt_id for p in pairs]
-
-    def param_groups(self) -> list[Any]:
-        return [p for p in self.hm.parameters() if p.requires_grad]
 
     def accumulate(self, indices: list[int]) -> dict[str, float]:
         n_step = len(indices)
@@ -185,8 +181,8 @@ class RewardRun(TrainingRun):
         n, counted = sums["pairs"], sums["counted"]
         mean = sums["reward_sum"] / max(1.0, 2 * n)
         return {
-            "train/loss": sums["loss"] / max(1.0, n), "train/accuracy": sums["correct"] / counted if counted else float("nan"),
-            "train/reward_mean": mean,
+            "train/loss": sums["loss"] / max(1.0, n),
+            "train/accuracy": sums["correct"] / counted if counted else float("nan"), "train/reward_mean": mean,
             "train/reward_std": math.sqrt(max(0.0, sums["reward_sq"] / max(1.0, 2 * n) - mean * mean)),
             "train/margin": sums["margin"] / max(1.0, n),
         }

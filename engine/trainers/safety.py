@@ -187,9 +187,6 @@ class SafetyRun(TrainingRun):
         items = encode_examples(examples, self.categories, ChatEncoder(self.tokenizer, self.cfg.max_length))
         return items, [x.prompt_id for x in items]
 
-    def param_groups(self) -> list[Any]:
-        return [p for p in self.hm.parameters() if p.requires_grad]
-
     def describe_setting(self) -> str:
         return f" over {', '.join(self.categories)}"
 

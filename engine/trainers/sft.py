@@ -29,7 +29,7 @@ from ..jobs import JobResult
 from ..jobs.context import JobContext
 from ..lora import load_adapter_weights
 from ..packing import Encoded, PackedBatch, encode_chat, pack, packed_token_losses, register_packed_attention
-from ..training import check_finite, load_for_training, trainable_parameters
+from ..training import check_finite, load_for_training
 from .base import TrainingRun
 
 
@@ -93,9 +93,6 @@ class SftRun(TrainingRun):
             self.ctx.log(f"{truncated} conversation(s) longer than max_length {self.cfg.max_length} lost their "
                          "oldest turns")
         return encoded, prompt_ids
-
-    def param_groups(self) -> list[Any]:
-        return trainable_parameters(self.peft)
 
     def accumulate(self, indices: list[int]) -> dict[str, float]:
         step_targets = sum(self.train_examples[i].n_targets for i in indices)

@@ -282,13 +282,13 @@ class PpoRun(TrainingRun):
 
     def card_description(self) -> list[str]:
         cfg = self.cfg
+        reference = f"the adapter `{self.reference_from}`" if self.reference_from else "the bare base model"
         return [
             "A LoRA adapter trained by PPO in RLHF Workbench.", "",
             f"Policy trained by PPO against the reward model `{cfg.reward_model}`"
             + (f", with a safety cost from `{cfg.safety_model}` (weight {cfg.safety_weight})" if cfg.safety_model else "")
             + ".",
-            f"KL measured against {'the adapter `' + str(self.reference_from) + '`' if self.reference_from else 'the bare base model'}; "
-            f"the value adapter and head are in `{self.ctx.run_dir / 'value'}`.",
+            f"KL measured against {reference}; the value adapter and head are in `{self.ctx.run_dir / 'value'}`.",
         ]
 
 
