@@ -281,7 +281,7 @@ def preference_metrics(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tenso
     ties = int((diff.abs() <= TIE_TOLERANCE).sum())
     wins = int((diff > TIE_TOLERANCE).sum())
     correct = wins + 0.5 * ties
-    low, high = wilson_interval(correct, n)  # type: ignore[arg-type]
+    low, high = wilson_interval(correct, n)
     return {"loss": float(out.losses.mean()), "accuracy": correct / n, "accuracy_low": low, "accuracy_high": high,
             "wins": float(wins), "ties": float(ties), "pairs": float(n), "margin": float(diff.mean()),
             "chosen": float(out.chosen_rewards.mean()), "rejected": float(out.rejected_rewards.mean())}

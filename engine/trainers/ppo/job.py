@@ -170,8 +170,6 @@ class PpoRun(TrainingRun):
                                   reference_from=self.reference_from, value_from=value_from, seed=cfg.seed)
         except (ValueError, KeyError, RuntimeError) as e:
             raise JobError(f"the adapters do not fit the base model {cfg.base_model} ({e})") from e
-        self.hm = self.roles.hm
-        self.adapter_name = POLICY
         self.reward = build_scorer(cfg.reward_model, REWARD, self.roles, self.tokenizer, cfg, device, as_cost=False)
         self.cost = (build_scorer(cfg.safety_model, SAFETY, self.roles, self.tokenizer, cfg, device, as_cost=True)
                      if cfg.safety_model else None)
