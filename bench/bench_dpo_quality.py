@@ -20,7 +20,7 @@ preference accuracy (implicit reward) above 0.6? (Issue 5, Quality; a benchmark 
 4. Training time is capped at ``--minutes`` (default 30): the time of the optimizer steps only, as the job
    reports it (``train/tokens`` ÷ ``train/tokens_per_s``); the reference pass before training and the held-out
    evaluations are not counted. At the cap the run is cancelled (checkpoint first) and the checkpoint's adapter is
-   scored on the same held-out snapshot (``engine.dpo.evaluate_preferences``).
+   scored on the same held-out snapshot (``engine.trainers.dpo.evaluate_preferences``).
 
 Held-out size: the interval must be narrow enough to tell 0.6 from 0.5. With n pairs the 95 % Wilson half-width
 near p = 0.6 is about 0.96·sqrt(0.24/n): ±0.048 at n = 400 (so 0.6 is then clearly above 0.5: [0.55, 0.65]),
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.machine import describe
     from engine import checkpoints as ckpt
-    from engine.dpo import HELDOUT_FILE, evaluate_preferences
+    from engine.trainers.dpo import HELDOUT_FILE, evaluate_preferences
     from workbench.configs import DpoConfig
     from workbench.jobs.client import JobClient
     from workbench.store import Project

@@ -6,7 +6,7 @@ Each side runs in a fresh process and reports its peak resident memory (``ru_max
 SmolLM2-135M in fp32 on the CPU, with the same batch, prompt and response lengths (responses are forced to the full
 length: no end-of-sequence token can stop them), LoRA r on all linear layers:
 
-- ``ours``: ``engine.ppo``: one base; policy LoRA, reference = the bare base, value LoRA + head, reward = a reward
+- ``ours``: ``engine.trainers.ppo``: one base; policy LoRA, reference = the bare base, value LoRA + head, reward = a reward
   adapter + head (saved by ``engine.reward_model.HeadedModel``, as a `train rm` run writes it); one rollout
   (sampling, log-probs, reference, values, reward) and one PPO epoch over it (micro-batches of ``--micro``).
 - ``four``: the classic arrangement built with plain transformers + peft: four full copies — policy
@@ -14,7 +14,7 @@ length: no end-of-sequence token can stop them), LoRA r on all linear layers:
   (``AutoModelForSequenceClassification`` + LoRA + score head, trained), reward (``AutoModelForSequenceClassification``,
   frozen); the same rollout (``generate`` with sampling) and one update of policy and value with the same losses.
   (The reward adapter is written beforehand by a separate process, ``--side rm``.)
-- ``sft``: our SFT step (``engine.sft``: packed batch, LoRA) on batch-size examples of prompt + response tokens.
+- ``sft``: our SFT step (``engine.trainers.sft``: packed batch, LoRA) on batch-size examples of prompt + response tokens.
 
 Targets (issue 5): ours ≤ 0.35 × four, ours ≤ 1.3 × sft.
 """
@@ -59,10 +59,10 @@ def side_ours(args) -> dict:
     from peft import LoraConfig
 
     from engine.models import load_model
-    from engine.ppo.experience_maker import ExperienceMaker
-    from engine.ppo.rewards import AdapterScorer
-    from engine.ppo.roles import POLICY, REWARD, VALUE, PpoRoles
-    from engine.ppo.trainer import PpoTrainer
+    from engine.trainers.ppo.experience_maker import ExperienceMaker
+    from engine.trainers.ppo.rewards import AdapterScorer
+    from engine.trainers.ppo.roles import POLICY, REWARD, VALUE, PpoRoles
+    from engine.trainers.ppo.trainer import PpoTrainer
     from engine.reward_model import HeadedModel
 
     torch.manual_seed(0)

@@ -108,9 +108,9 @@ def evaluate(policy_adapter: str | None, reward_model: str, prompts: list[list[d
 
     from engine.generation import encode_prompt
     from engine.models import load_model
-    from engine.ppo.experience_maker import ExperienceMaker
-    from engine.ppo.rewards import AdapterScorer
-    from engine.ppo.roles import REWARD, PpoRoles
+    from engine.trainers.ppo.experience_maker import ExperienceMaker
+    from engine.trainers.ppo.rewards import AdapterScorer
+    from engine.trainers.ppo.roles import REWARD, PpoRoles
 
     loaded = load_model("bundled:SmolLM2-135M-Instruct", device="cpu", dtype="float32", quantize="none")
     roles = PpoRoles(loaded.model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"), policy_from=policy_adapter)

@@ -48,9 +48,10 @@ def one(layout: str, args: argparse.Namespace) -> dict[str, float]:
     import torch
 
     from engine.losses import bradley_terry_loss
+    from engine.lora import enable_gradient_checkpointing
     from engine.pair_attention import pairs_attention
     from engine.rm_data import ChatEncoder, collate_pairs, pad_token_id
-    from engine.rm_job import PairRewards, build_reward_model
+    from engine.trainers.reward import PairRewards, build_reward_model
     from workbench.configs import RewardConfig
     from workbench.importers import import_file
     from bench.real_data import real_data_dir
@@ -63,6 +64,8 @@ def one(layout: str, args: argparse.Namespace) -> dict[str, float]:
                        lora_dropout=0.0, device="cpu", dtype="float32", quantize="none",
                        gradient_checkpointing=args.gradient_checkpointing)
     hm, tok = build_reward_model(cfg, torch.device("cpu"))
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(hm.transformer())
     with tempfile.TemporaryDirectory() as d, Project.create(Path(d) / "p.wbp") as project:
         import_file(project, real_data_dir() / "anthropic-hh-rlhf/helpful-base/test.jsonl.gz", "hh-rlhf")
         sid = preference_snapshot(project)

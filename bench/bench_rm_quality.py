@@ -5,7 +5,7 @@
 Setting (issue 4, Quality): every HH-RLHF file in ``../shared/data/real`` (harmless-base, helpful-base,
 helpful-online, helpful-rejection-sampled; ~8.5k pairs) imported with our importer into a scratch project; 400
 pairs held out **by prompt** (their prompts get split ``heldout``, so no held-out conversation is trained on);
-the bundled SmolLM2-135M-Instruct, LoRA r=16 on all linear layers + a scalar head (engine.rm_job's model), fp32,
+the bundled SmolLM2-135M-Instruct, LoRA r=16 on all linear layers + a scalar head (engine.trainers.reward's model), fp32,
 max length 256, Bradley–Terry loss (HH has no strengths: margin 0), batch 8 pairs in the packed layout.
 
 Training time (evaluation not counted) is capped at ``--minutes``; the learning rate follows a warm-up then a
@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from engine.losses import bradley_terry_loss
+    from engine.lora import enable_gradient_checkpointing
     from engine.pair_attention import pairs_attention
-    from engine.rm_job import PairRewards, build_reward_model, encode_pairs, evaluate_pairs
+    from engine.trainers.reward import PairRewards, build_reward_model, encode_pairs, evaluate_pairs
     from workbench.configs import RewardConfig
     from workbench.store import Project
     from workbench.training_data import preference_snapshot
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                        quantize="none")
     device = torch.device("cpu")
     hm, tokenizer = build_reward_model(cfg, device)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(hm.transformer())
     with Project.open(work / "hh.wbp") as project:
         train_sid = preference_snapshot(project, split="train")
         held_sid = preference_snapshot(project, split="heldout")
@@ -136,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             keep = project.snapshot_items(train_sid, "comparison")[: args.limit_train]
             train_sid = project.create_snapshot("preference", {"comparison": keep, "ranking": []},
                                                 options={"split": "train", "limit": args.limit_train})
-        train, enc = encode_pairs(None, train_sid, tokenizer, cfg, project=project)
-        held, _ = encode_pairs(None, held_sid, tokenizer, cfg, project=project)
+        train, enc = encode_pairs(project, train_sid, tokenizer, cfg)
+        held, _ = encode_pairs(project, held_sid, tokenizer, cfg)
     st = enc.stats
     print(f"{len(train)} training pairs, {len(held)} held out (of {counts['pairs']}); truncation: "
           f"{st.turns_dropped} turns dropped, {st.prompts_cut} prompts cut, {st.responses_cut} responses cut; "

@@ -2,20 +2,21 @@
 
 Layout of ``RUN_DIR/checkpoints/step-00000042/``:
 
-- ``adapter/``: the trainable weights (``save_pretrained`` of the peft model: safetensors + adapter config);
-- ``extra.safetensors``: other trainable tensors a trainer adds (e.g. a reward head), when any;
+- ``adapter/``: the trainable weights, written by ``save_pretrained`` of what the caller passes (a peft model, or
+  a stage's own writer: a reward model's adapter folder carries its head, PPO's writer puts the value adapter and
+  head in ``value/`` beside it); safetensors only;
+- ``extra.safetensors``: other tensors a stage keeps (e.g. PPO's sampling generators), when any;
 - ``optimizer.pt`` / ``scheduler.pt``: their state dicts, read back with ``torch.load(weights_only=True)`` so nothing
   is ever unpickled beyond tensors and plain containers;
 - ``rng.pt``: Python, NumPy and torch (CPU and CUDA) generator states;
-- ``state.json``: the trainer's own state (step, epoch, data order, best metric, token counts).
+- ``state.json``: the loop's position (step, tokens, training time, data order, best metric) and, under
+  ``stage``, the stage's own state (PPO's KL coefficient and reward moments, the classifier's categories).
 
 A checkpoint is written to a temporary folder and renamed into place, so a crash never leaves a half checkpoint
 that looks complete. :func:`prune` keeps the last N plus the best one.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import json
 import random
@@ -112,23 +113,22 @@ def save_checkpoint(
 def load_checkpoint(
     path: Path,
     *,
-    model: Any,
+    model: Any = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     restore_rng: bool = True,
     adapter_name: str = "default",
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Load a checkpoint into an already-built peft model, optimizer and scheduler; restore the RNG states.
-    Returns (trainer state, extra tensors)."""
-    from peft import set_peft_model_state_dict
+    """Load a checkpoint into an already-built optimizer and scheduler, and into a peft model's adapter
+    ``adapter_name`` when ``model`` is given (a stage with weights of its own loads them itself); restore the RNG
+    states. Returns (trainer state, extra tensors)."""
     from safetensors.torch import load_file
 
+    from .lora import load_adapter_weights
+
     path = Path(path)
-    weights = load_file(path / "adapter" / "adapter_model.safetensors")
-    result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
-    unexpected = getattr(result, "unexpected_keys", None)
-    if unexpected:
-        raise ValueError(f"{path}: checkpoint does not match the model (unexpected {unexpected[:3]})")
+    if model is not None:
+        load_adapter_weights(model, path / "adapter", adapter_name)
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     if scheduler is not None:
@@ -166,31 +166,3 @@ def prune(root: Path, keep: int) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
-
-
-@dataclass
-class Progress:
-    """Where a training loop stands: what a checkpoint restores and a fresh run starts from."""
-
-    step: int = 0
-    tokens: int = 0
-    train_time: float = 0.0
-    best: float = float("inf")
-    data_order_state: dict[str, Any] | None = None
-    extra: dict[str, Any] | None = None
-    path: Path | None = None
-
-
-def resume_progress(checkpoint_dir: Path, *, model: Any, optimizer: Any, scheduler: Any, adapter_name: str) -> Progress:
-    """Load the latest checkpoint into model, optimizer and scheduler, and return the loop's position; the
-    caller restores its own extras (a head, the data order) from the result."""
-    last = latest_checkpoint(checkpoint_dir)
-    if last is None:
-        from .jobs import JobError
-
-        raise JobError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
-    state, extra = load_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, adapter_name=adapter_name)
-    return Progress(
-        step=int(state["step"]), tokens=int(state["tokens"]), train_time=float(state["train_time"]),
-        best=float(state.get("best", float("inf"))), data_order_state=state["data_order"], extra=extra, path=last,
-    )

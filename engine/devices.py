@@ -1,10 +1,13 @@
-"""Which device and precision a model runs on: CUDA, then Apple MPS, then the CPU; bf16 where the GPU does it well.
+"""Which device and precision a model runs on: CUDA, then Apple MPS, then the CPU; bf16 where the GPU does it well;
+and how much memory the process has used at most.
 
 Both are chosen automatically and overridable by name ("cpu", "cuda", "cuda:1", "mps"; "float32", "bfloat16",
 "float16"), so a run config can pin them and the choice is recorded in plain text.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -58,3 +61,18 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def peak_mem_mb() -> float:
+    """Peak memory of this process in MB: its peak resident size (Linux reports KiB, macOS bytes; 0 where there is
+    no ``resource`` module, on Windows), or the peak CUDA allocation when that is larger."""
+    try:
+        import resource
+    except ImportError:
+        host = 0.0
+    else:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        host = rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    if torch.cuda.is_available():
+        return max(host, torch.cuda.max_memory_allocated() / 2**20)
+    return host

@@ -10,9 +10,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model_errors import ModelError
+
+if TYPE_CHECKING:
+    from workbench.configs import BaseRunConfig
 
 
 @dataclass
@@ -48,11 +51,11 @@ class LoraSettings:
         return asdict(self)
 
     @classmethod
-    def from_run_config(cls, cfg: Any, model: Any = None) -> "LoraSettings":
+    def from_run_config(cls, cfg: BaseRunConfig, model: Any = None) -> "LoraSettings":
         """The settings of a run config (``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_targets``,
         ``lora_top_layers``); ``model`` (its ``config.num_hidden_layers``) resolves ``lora_top_layers``."""
         targets = cfg.lora_targets
-        top = getattr(cfg, "lora_top_layers", None)
+        top = cfg.lora_top_layers
         layers = None
         if top:
             num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
@@ -107,12 +110,11 @@ def attach_lora(
     *,
     adapter_name: str = "default",
     task_type: str = "CAUSAL_LM",
-    gradient_checkpointing: bool = False,
     modules_to_save: list[str] | None = None,
 ):
     """Wrap ``model`` in a PeftModel with a fresh trainable LoRA adapter; on an already wrapped model, add the
     adapter under ``adapter_name``. A 4-bit model is first prepared for k-bit training (norms in fp32, input
-    gradients on), as QLoRA does."""
+    gradients on), as QLoRA does; gradient checkpointing is :func:`enable_gradient_checkpointing`'s."""
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     settings = settings or LoraSettings()
@@ -121,11 +123,31 @@ def attach_lora(
         model.add_adapter(adapter_name, config)
         return model
     if is_quantized(model):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each layer's activations in the backward pass instead of keeping them (``model``: the causal LM,
+    under its adapters or not). Non-reentrant checkpointing: it recomputes with the same keyword arguments (the
+    packed layouts' attention) and needs no gradient on a layer's input; the input-gradient hook is for models
+    whose checkpointing does. The trainers switch it on here and nowhere else."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
+def load_adapter_weights(model, folder: str | os.PathLike[str], adapter_name: str = "default") -> None:
+    """Put the weights of a saved adapter folder into the existing adapter ``adapter_name`` of a PeftModel, in
+    place (an optimizer built on them keeps pointing at the right tensors)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise ValueError(f"{folder}: the saved weights do not match the adapter {adapter_name!r} "
+                         f"(unexpected {unexpected[:3]})")
 
 
 def check_adapter_folder(path: str | os.PathLike[str]) -> Path:

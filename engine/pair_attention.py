@@ -10,7 +10,7 @@ for the rejected tokens, so both responses sit at the positions they would have 
   so a rejected token sees the whole prompt and the rejected tokens before it, never the chosen ones.
 
 The same works for any number of responses to one prompt (``[prompt | r1 | r2 | … | rk]``, each ``rj`` after the first
-seeing the prompt and itself): PPO scores its several samples per prompt this way (``engine.ppo.packing``).
+seeing the prompt and itself): PPO scores its several samples per prompt this way (``engine.trainers.ppo.packing``).
 
 Each pair's hidden states, and so its rewards, equal those of running prompt+chosen and prompt+rejected as two
 separate sequences (tests/engine/test_rm_data.py checks this against the padded layout), while the prompt's tokens

@@ -28,6 +28,14 @@ from torch import Tensor, nn
 
 HEAD_FILE = "head.safetensors"
 
+# How to load a saved headed adapter (a reward model, a safety classifier), as the model card shows it.
+HEADED_USAGE = (
+    "from engine.reward_model import HeadedModel",
+    "scorer = HeadedModel(base_model)",
+    "scorer.load_adapter('reward', 'path/to/this/folder')",
+    "scores = scorer.score('reward', input_ids, attention_mask)",
+)
+
 
 def last_token_index(attention_mask: Tensor) -> Tensor:
     """Index [B] of the last position whose mask is 1, for left or right padding alike."""
@@ -201,6 +209,19 @@ class HeadedModel(nn.Module):
                 "adapter_name": name,
             },
         )
+
+    def restore_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Put the weights of a folder :meth:`save_adapter` wrote (a checkpoint's) into the existing adapter ``name``
+        and its head, in place, so an optimizer built on them keeps pointing at the right tensors."""
+        from .lora import load_adapter_weights
+
+        load_adapter_weights(self.peft, path, name)
+        if name in self.heads:
+            tensors = load_file(str(Path(path) / HEAD_FILE))
+            head = self.heads[name]
+            with torch.no_grad():
+                head.weight.copy_(tensors["weight"])
+                head.bias.copy_(tensors["bias"])
 
     # ------------------------------------------------------------------ switching and gradients
     def activate(self, name: str | None) -> None:

@@ -1,5 +1,8 @@
 """Preference pairs → token ids → batches for the reward model (and DPO): chat template, left truncation, batching.
 
+A snapshot's pairs are read and encoded by :func:`encode_preference_pairs`, with each judged strength's margin
+from the run config (:func:`margin_table`).
+
 Encoding. The prompt (the conversation so far) is rendered with the tokenizer's chat template and a generation
 prompt; each response is the text the template adds after that (the assistant turn and its end marker), tokenised
 on its own. Prompt and responses are therefore separate token lists, so a pair can share one encoding of its
@@ -30,7 +33,7 @@ a padded batch is padding.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +76,13 @@ class EncodeStats:
 
     def as_metrics(self, prefix: str = "data/") -> dict[str, float]:
         return {f"{prefix}{k}": float(v) for k, v in self.__dict__.items()}
+
+    def describe(self, max_length: int) -> str:
+        """What truncation to ``max_length`` did, for the run's log ("" when nothing was cut)."""
+        if not (self.turns_dropped or self.prompts_cut or self.responses_cut):
+            return ""
+        return (f"max_length {max_length}: {self.turns_dropped} oldest turn(s) dropped, {self.prompts_cut} prompt(s) "
+                f"cut at the start, {self.responses_cut} pair(s) with a response cut at the end")
 
 
 class ChatEncoder:
@@ -286,6 +296,31 @@ def iterate_batches(
     """Batches of ``batch_size`` pairs following ``order`` (the last one may be smaller)."""
     for start in range(0, len(order), batch_size):
         yield collate_pairs([pairs[i] for i in order[start:start + batch_size]], pad_id, layout)
+
+
+def margin_table(cfg_margins: Mapping[str, float]) -> dict[str | None, float]:
+    """A config's strength → margin map with the ``none`` key turned into ``None`` (a judgment without strength)."""
+    out: dict[str | None, float] = {}
+    for k, v in cfg_margins.items():
+        out[None if k in ("none", "") else k] = float(v)
+    out.setdefault(None, 0.0)
+    return out
+
+
+def encode_preference_pairs(project: Any, snapshot_id: int, tokenizer: Any, max_length: int, *,
+                            margins: Mapping[str | None, float], keep_ties: bool = False,
+                            log: Callable[[str], object] | None = None) -> tuple[list[EncodedPair], ChatEncoder]:
+    """The preference pairs of a snapshot (``workbench.training_data.preference_pairs`` with ``margins`` per judged
+    strength), each encoded once; ties only with ``keep_ties``. Returns the pairs and the encoder (its ``stats``
+    say what truncation did; ``log`` is told too, when anything was cut)."""
+    from workbench.training_data import preference_pairs
+
+    encoder = ChatEncoder(tokenizer, max_length)
+    pairs = [encoder.encode(pp.prompt, pp.chosen, pp.rejected, margin=pp.margin, tie=pp.tie, prompt_id=pp.prompt_id)
+             for pp in preference_pairs(project, snapshot_id, margins=margins) if keep_ties or not pp.tie]
+    if log is not None and (cut := encoder.stats.describe(max_length)):
+        log(cut)
+    return pairs, encoder
 
 
 def pad_token_id(tokenizer: Any) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import sys
 import threading
@@ -30,12 +29,6 @@ from workbench.store import now_iso
 
 from .jobs import JobError, JobResult, get_job
 from .jobs.context import JobContext, env_rank
-
-
-def peak_mem_mb() -> float:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
 
 
 def worker_nice() -> int:
@@ -144,12 +137,14 @@ def _run(run_dir: Path, *, resume: bool, stdout: Any, own_process: bool) -> int:
         ctx.close()
         return 1
 
+    from .devices import peak_mem_mb
+
     summary = {
         "run_id": ctx.run_id,
         "status": result.status,
         "output": result.output,
         "wall_s": round(time.time() - started, 2),
-        "peak_mem_mb": peak_mem_mb(),
+        "peak_mem_mb": round(peak_mem_mb(), 1),
         **result.summary,
     }
     if project is not None and ctx.run_id is not None:

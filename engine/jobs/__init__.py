@@ -1,19 +1,15 @@
-"""The job registry and what a job gets to talk to the world: a :class:`JobContext`.
+"""The job registry and what a job gets to talk to the world: a :class:`~engine.jobs.context.JobContext`.
 
-A job is a function ``run(ctx: JobContext) -> JobResult`` for one stage (``sft``, ``rm``, ``safety``, ``ppo``,
-``dpo``, ``generate``, ``eval``). The worker (:mod:`engine.worker`) finds it with :func:`get_job`, which looks in
-this order:
+A job is a function ``run(ctx: JobContext) -> JobResult`` for one stage. :data:`JOBS` is the one table of them,
+stage → ``"module:function"``, imported on demand; the worker (:mod:`engine.worker`) finds a stage's job with
+:func:`get_job`. The training stages live in :mod:`engine.trainers` (one skeleton, a module per stage); the other
+jobs (generation, the Playground, a reward model's accuracy, scoring) here. To add a stage, add its row.
 
-1. functions registered with ``@register("stage")`` (for jobs defined in any imported module);
-2. :data:`BUILTIN_JOBS`, a map of stage → ``"module:function"`` imported on demand;
-3. by convention, a module ``engine.jobs.<stage>`` with a function ``run``.
-
-So to add a stage, write ``engine/jobs/<stage>.py`` with ``def run(ctx: JobContext) -> JobResult`` (or put the
-trainer elsewhere and make that module a two-line shim calling it). Inside the job:
+Inside a job:
 
 - ``ctx.config`` is the stage's config dataclass (``workbench.configs``), ``ctx.run_dir`` the run folder,
   ``ctx.project()`` the project file (main process only), ``ctx.resume`` whether to continue from the last
-  checkpoint (``engine.checkpoints.latest_checkpoint(ctx.checkpoint_dir)``);
+  checkpoint;
 - report with ``ctx.progress(step, total, ...)``, ``ctx.metrics(step, {"train/loss": ...})`` (also written to the
   project), ``ctx.log(msg)``, ``ctx.checkpoint(step, path, metrics, best)``;
 - call ``ctx.should_stop()`` once per step; when True, save a checkpoint and return
@@ -55,32 +51,24 @@ class JobResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, JobFn] = {}
-
-BUILTIN_JOBS: dict[str, str] = {
-    "sft": "engine.sft:run_job",
+JOBS: dict[str, str] = {
+    "sft": "engine.trainers.sft:run",
+    "rm": "engine.trainers.reward:run",
+    "safety": "engine.trainers.safety:run",
+    "dpo": "engine.trainers.dpo:run",
+    "ppo": "engine.trainers.ppo.job:run",
+    "generate": "engine.jobs.generate:run",
+    "playground": "engine.jobs.playground:run",
+    "eval": "engine.jobs.eval:run",
+    "score": "engine.jobs.score:run",
 }
 
 
-def register(stage: str) -> Callable[[JobFn], JobFn]:
-    def deco(fn: JobFn) -> JobFn:
-        _REGISTRY[stage] = fn
-        return fn
-
-    return deco
-
-
 def get_job(stage: str) -> JobFn:
-    if stage in _REGISTRY:
-        return _REGISTRY[stage]
-    target = BUILTIN_JOBS.get(stage)
-    if target:
-        module, fn = target.split(":")
-        return getattr(importlib.import_module(module), fn)
+    """The job function of ``stage`` (a :class:`JobError` naming it when there is none)."""
     try:
-        module = importlib.import_module(f"engine.jobs.{stage}")
-    except ModuleNotFoundError as e:
-        if e.name != f"engine.jobs.{stage}":
-            raise
-        raise JobError(f"no job for stage {stage!r} in this version of the engine") from None
-    return getattr(module, "run")
+        module, function = JOBS[stage].split(":")
+    except KeyError:
+        raise JobError(f"no job for stage {stage!r} in this version of the engine "
+                       f"(there are {', '.join(JOBS)})") from None
+    return getattr(importlib.import_module(module), function)

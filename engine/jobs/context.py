@@ -133,7 +133,7 @@ class JobContext:
         """Whether to stop now. With several processes, every process must call this at the same step: the main
         process's cancel flag is shared so all stop together."""
         flag = self.cancel_event.is_set()
-        if accelerator is not None and getattr(accelerator, "num_processes", 1) > 1:
+        if accelerator is not None and accelerator.num_processes > 1:
             import torch
 
             t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)

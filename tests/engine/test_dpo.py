@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.dpo import GroupedOrder, preference_loss
+from engine.trainers.dpo import preference_loss
+from engine.training import GroupedOrder
 from engine.worker import run as run_worker
 from workbench.configs import DpoConfig
 from workbench.jobs import JobClient
@@ -218,7 +219,7 @@ def test_packed_pair_logprobs_equal_a_plain_forward_of_each_conversation(tiny_mo
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
-    from engine.dpo import collate_dpo, pair_logprobs
+    from engine.trainers.dpo import collate_dpo, pair_logprobs
     from engine.reward_model import HeadedModel
     from engine.rm_data import EncodedPair
 
@@ -257,7 +258,7 @@ def test_gradient_checkpointing_gives_the_gradients_of_the_plain_backward(tiny_m
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
-    from engine.dpo import POLICY, collate_dpo, pair_logprobs, preference_loss
+    from engine.trainers.dpo import POLICY, collate_dpo, pair_logprobs, preference_loss
     from engine.pair_attention import pairs_attention
     from engine.reward_model import HeadedModel
     from engine.rm_data import EncodedPair
@@ -295,7 +296,7 @@ def test_gradient_checkpointing_gives_the_gradients_of_the_plain_backward(tiny_m
 def test_dpo_scores_the_held_out_prompts_before_during_and_after(tiny_model_dir, project_path):
     """The judgments on held-out prompts (never in the training snapshot) are scored at step 0 (every pair a tie:
     accuracy 0.5), at each evaluation and at the end; evaluate_preferences on the saved adapter agrees."""
-    from engine.dpo import HELDOUT_FILE, evaluate_preferences
+    from engine.trainers.dpo import HELDOUT_FILE, evaluate_preferences
 
     with Project.create(project_path) as p:
         add_toy_preferences(p, n=32)
@@ -328,7 +329,7 @@ def test_dpo_scores_the_held_out_prompts_before_during_and_after(tiny_model_dir,
 
 def test_a_fresh_policy_scores_exactly_like_its_reference(tiny_model_dir):
     """What makes step 0 all ties: a fresh LoRA adapter adds exact zeros, chunk for chunk."""
-    from engine.dpo import POLICY, preference_metrics, score_pairs
+    from engine.trainers.dpo import POLICY, preference_metrics, score_pairs
     from engine.reward_model import HeadedModel
     from engine.lora import LoraSettings
     from engine.rm_data import EncodedPair
@@ -352,7 +353,7 @@ def test_a_fresh_policy_scores_exactly_like_its_reference(tiny_model_dir):
 
 
 def test_chunked_checkpointed_head_gives_the_logprobs_and_gradients_of_the_whole_head():
-    from engine.dpo import chunked_logprobs
+    from engine.trainers.dpo import chunked_logprobs
 
     torch.manual_seed(0)
     head = torch.nn.Linear(8, 50, bias=False)

@@ -1,4 +1,4 @@
-"""Packed rollout scoring (engine.ppo.packing): each prompt once for its responses, no padding. The packed layout is
+"""Packed rollout scoring (engine.trainers.ppo.packing): each prompt once for its responses, no padding. The packed layout is
 checked on hand-made rows, and every packed forward (the shared bottom, policy and reference log-probabilities,
 entropy, values, the reward model's score) against the same forward on the padded rows. The sampler encodes each
 prompt once for its k responses and gives what sampling the repeated prompts gives."""
@@ -10,11 +10,11 @@ import torch
 from peft import LoraConfig
 
 from engine.pair_attention import pairs_attention
-from engine.ppo.experience_maker import sample_responses
-from engine.ppo.packing import chunks_of_groups, pack_groups
-from engine.ppo.padding import pad_rows
-from engine.ppo.rewards import AdapterScorer
-from engine.ppo.roles import POLICY, REWARD, PpoRoles
+from engine.trainers.ppo.experience_maker import sample_responses
+from engine.trainers.ppo.packing import chunks_of_groups, pack_groups
+from engine.trainers.ppo.padding import pad_rows
+from engine.trainers.ppo.rewards import AdapterScorer
+from engine.trainers.ppo.roles import POLICY, REWARD, PpoRoles
 from engine.reward_model import HeadedModel
 from engine.rm_data import ChatEncoder
 from tests.engine.sft_helpers import QUESTIONS

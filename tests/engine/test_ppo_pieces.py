@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from engine.losses import gae
-from engine.ppo.experience import Experience
-from engine.ppo.experience_maker import ExperienceMaker, RunningMoments, sample_responses
-from engine.ppo.trainer import make_kl_controller
+from engine.trainers.ppo.experience import Experience
+from engine.trainers.ppo.experience_maker import ExperienceMaker, RunningMoments, sample_responses
+from engine.trainers.ppo.trainer import make_kl_controller
 
 
 def test_token_rewards_and_gae_worked_example():

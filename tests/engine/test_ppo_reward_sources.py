@@ -10,9 +10,9 @@ import torch
 from peft import LoraConfig
 
 from engine.generation import encode_prompt
-from engine.ppo.experience_maker import ExperienceMaker
-from engine.ppo.rewards import AdapterScorer
-from engine.ppo.roles import REWARD, SAFETY, PpoRoles
+from engine.trainers.ppo.experience_maker import ExperienceMaker
+from engine.trainers.ppo.rewards import AdapterScorer
+from engine.trainers.ppo.roles import REWARD, SAFETY, PpoRoles
 from engine.reward_model import HeadedModel
 from engine.worker import run as run_worker
 from tests.engine.sft_helpers import QUESTIONS
@@ -104,7 +104,7 @@ def test_a_separate_reward_model_scores_like_the_shared_adapter(tiny_model_dir, 
     folder: same scores as the same weights run as an adapter of the shared base."""
     from transformers import AutoModelForSequenceClassification
 
-    from engine.ppo.rewards import SeparateScorer
+    from engine.trainers.ppo.rewards import SeparateScorer
 
     rm = _headed_adapter(tiny_model_dir, tmp_path / "rm", seed=4)
     model, tok = _model(tiny_model_dir)

@@ -11,10 +11,10 @@ from peft import LoraConfig
 
 from engine.generation import encode_prompt
 from engine.losses import clipped_value_loss, explained_variance
-from engine.ppo.experience_maker import ExperienceMaker
-from engine.ppo.rewards import contains_rule
-from engine.ppo.roles import POLICY, REFERENCE, VALUE, PpoRoles
-from engine.ppo.trainer import PpoTrainer
+from engine.trainers.ppo.experience_maker import ExperienceMaker
+from engine.trainers.ppo.rewards import contains_rule
+from engine.trainers.ppo.roles import POLICY, REFERENCE, VALUE, PpoRoles
+from engine.trainers.ppo.trainer import PpoTrainer
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ import torch
 from peft import LoraConfig
 
 from engine.generation import encode_prompt
-from engine.ppo.experience_maker import ExperienceMaker
-from engine.ppo.rewards import contains_rule
-from engine.ppo.roles import POLICY, VALUE, PpoRoles
-from engine.ppo.trainer import PpoTrainer
+from engine.trainers.ppo.experience_maker import ExperienceMaker
+from engine.trainers.ppo.rewards import contains_rule
+from engine.trainers.ppo.roles import POLICY, VALUE, PpoRoles
+from engine.trainers.ppo.trainer import PpoTrainer
 
 
 def _roles(tiny_model_dir, *, top_only: bool, share: bool = True) -> tuple[PpoRoles, object]:

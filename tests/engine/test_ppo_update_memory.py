@@ -8,10 +8,10 @@ from peft import LoraConfig
 
 from engine.losses import clipped_policy_loss, clipped_value_loss
 from engine.models import load_model
-from engine.ppo.experience_maker import ExperienceMaker
-from engine.ppo.rewards import contains_rule
-from engine.ppo.roles import POLICY, VALUE, PpoRoles
-from engine.ppo.trainer import PpoTrainer
+from engine.trainers.ppo.experience_maker import ExperienceMaker
+from engine.trainers.ppo.rewards import contains_rule
+from engine.trainers.ppo.roles import POLICY, VALUE, PpoRoles
+from engine.trainers.ppo.trainer import PpoTrainer
 
 
 def _roles(tiny_model_dir):

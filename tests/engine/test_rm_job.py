@@ -7,10 +7,12 @@ import io
 import pytest
 import torch
 
+from engine.jobs.eval import evaluate_reward_model
 from engine.reward_model import HEAD_FILE, read_head_meta
-from engine.rm_job import evaluate_reward_model, margin_table, wilson_interval
+from engine.rm_data import margin_table
 from engine.worker import run as run_worker
 from workbench.configs import RewardConfig
+from workbench.evaluation import wilson_interval
 from workbench.jobs import JobClient
 from workbench.jobs.protocol import Event
 from workbench.store import Project

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from engine.losses import masked_bce_with_logits
 from engine.reward_model import HeadedModel, read_head_meta
 from engine.rm_data import ChatEncoder
-from engine.safety_classifier import SafetyLogits, choose_categories, encode_examples, label_rows
+from engine.trainers.safety import SafetyLogits, choose_categories, encode_examples, label_rows
 from engine.worker import run as run_worker
 from workbench.configs import SafetyConfig
 from workbench.jobs import JobClient

@@ -78,23 +78,16 @@ def test_load_config_applies_only_given_overrides(tmp_path):
 
 
 def test_ppo_config_carries_every_setting_the_ppo_job_reads(tmp_path):
-    from engine.ppo.settings import PpoExtras
-
-    # Same names and defaults, so a config written before these fields existed trains exactly as before.
-    ppo_fields = {f.name: f for f in dataclasses.fields(PpoConfig)}
-    for f in dataclasses.fields(PpoExtras):
-        assert f.name in ppo_fields, f"PpoConfig lacks {f.name}"
-        assert ppo_fields[f.name].default == f.default, f.name
-    # Non-default values written to a YAML file reach the PPO job's settings object.
+    # Non-default values written to a YAML file reach the config the PPO job reads.
     changed = dict(reward_base="/models/other-base", safety_model="/runs/3/adapter", safety_weight=0.25,
                    reference_adapter="/runs/1/adapter", value_from_reward=True, normalize_reward=False,
                    reward_clip=2.5, missing_eos_penalty=0.5, whiten_advantages=False, kl_horizon=500, critic_warmup_steps=3,
                    value_lr=1e-3, samples_per_prompt=4, advantage_estimator="rloo", min_kl_coef=0.02,
                    top_k=7, sample_every=0, samples_per_store=2, max_prompt_tokens=64)
     path = PpoConfig(**changed).save(tmp_path / "ppo.yaml")
-    extras = PpoExtras.from_config(load_config("ppo", path))
-    assert dataclasses.asdict(extras) == {**changed, "kl_horizon": 500.0}
-    assert isinstance(extras.kl_horizon, float)
+    loaded = dataclasses.asdict(load_config("ppo", path))
+    assert {k: loaded[k] for k in changed} == {**changed, "kl_horizon": 500.0}
+    assert isinstance(loaded["kl_horizon"], float)
     with pytest.raises(InputError, match="at least 0") as e:
         PpoConfig.from_yaml("safety_weight: -1\n")
     assert e.value.field == "safety_weight"

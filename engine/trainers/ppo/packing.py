@@ -11,7 +11,7 @@ On SmolLM2, 8 prompts × 4 responses of up to 128 + 64 tokens: about 40 % of the
 :func:`pack_groups` builds the packed row from token-id lists; :meth:`PackedGroups.predicting_index` says which
 packed position predicts each response token (for log-probabilities and values), and
 :meth:`PackedGroups.to_padded` puts a packed hidden state back into the rollout's padded layout (for the
-:class:`~engine.ppo.experience.Experience` the update reads). Written here because no library packs a shared
+:class:`~engine.trainers.ppo.experience.Experience` the update reads). Written here because no library packs a shared
 prompt with several continuations.
 """
 

@@ -3,5 +3,5 @@
 Modules: :mod:`.experience` (the rollout record, tensors by shape), :mod:`.roles` (the adapters and how roles
 switch), :mod:`.rewards` (reward model, separate model or rule; safety cost), :mod:`.experience_maker` (sampling,
 scoring, reward shaping, GAE), :mod:`.trainer` (PPO epochs, clipped losses, KL controller), :mod:`.data` (prompts
-of a snapshot), :mod:`.settings` (settings beyond ``PpoConfig``), :mod:`.job` (the ``ppo`` job).
+of a snapshot), :mod:`.job` (the ``ppo`` stage in the training skeleton).
 """

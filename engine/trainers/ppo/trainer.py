@@ -1,4 +1,4 @@
-"""PPO updates on one :class:`~engine.ppo.experience.Experience`: epochs over shuffled mini-batches, advantage
+"""PPO updates on one :class:`~engine.trainers.ppo.experience.Experience`: epochs over shuffled mini-batches, advantage
 whitening, the clipped policy and value losses (``engine.losses``), gradient clipping per role, and the KL
 controller that sets β for the next rollout.
 
@@ -14,12 +14,11 @@ often much larger early on).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import torch
 
-from ..losses import AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, whiten
-from ..training import release_free_memory
+from ...losses import AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, explained_variance, whiten
+from ...training import release_free_memory
 from .experience import Experience
 from .roles import POLICY, VALUE, PpoRoles
 
@@ -159,6 +158,3 @@ def _within_prompt_spread(exp: Experience) -> dict[str, float]:
     stds = [exp.score[exp.prompt_index == g].std() for g in groups if int((exp.prompt_index == g).sum()) > 1]
     return {"rollout/score_std_within_prompt": float(torch.stack(stds).mean())} if stds else {}
 
-
-def collect(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if v is not None}

@@ -6,7 +6,7 @@ A reward source is called with the rollout's conversations and response texts an
   safety classifier (then the score is the largest label probability, a cost in [0, 1]). The response is
   re-encoded with the chat template exactly as the reward model saw its training pairs
   (:class:`engine.rm_data.ChatEncoder`), so the head reads the same final token it was trained on. The rows are
-  packed (``engine.ppo.packing``): the responses to one prompt share its tokens, and nothing is padded.
+  packed (``engine.trainers.ppo.packing``): the responses to one prompt share its tokens, and nothing is padded.
 - :class:`SeparateScorer`: a reward model on another base (an adapter folder + head with ``base`` given) or a full
   sequence-classification model folder; it has its own weights and tokenizer.
 - :class:`RuleReward`: a plain function of (conversation, text), e.g. ``rule:contains:WORD`` (+1 when the response
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..reward_model import head_at_packed
-from ..rm_data import ChatEncoder, pad_token_id
+from ...reward_model import head_at_packed
+from ...rm_data import ChatEncoder, pad_token_id
 from .packing import chunks_of_groups, pack_groups
 from .padding import pad_rows
 from .roles import PpoRoles
@@ -60,7 +60,7 @@ class AdapterScorer(RewardSource):
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Messages], texts: Sequence[str]) -> Tensor:
-        # Packed (engine.ppo.packing): the responses to one prompt share its tokens, and nothing is padded.
+        # Packed (engine.trainers.ppo.packing): the responses to one prompt share its tokens, and nothing is padded.
         encoded = [self.encoder.encode_single(msgs, text)[:2] for msgs, text in zip(prompts, texts)]
         ps, rs = [p for p, _ in encoded], [r for _, r in encoded]
         out = []
@@ -77,8 +77,8 @@ class SeparateScorer(RewardSource):
 
     def __init__(self, path: str | os.PathLike[str], *, base: str | None, device: torch.device, max_length: int,
                  batch_size: int, as_cost: bool = False, trust_remote_code: bool = False):
-        from ..models import load_model
-        from ..reward_model import HeadedModel
+        from ...models import load_model
+        from ...reward_model import HeadedModel
 
         self.batch_size, self.as_cost = batch_size, as_cost
         self.kind = "cost" if as_cost else "reward"

@@ -7,7 +7,7 @@ policy      base + adapter ``policy`` (+ the LM head)  yes        logits → log
 reference   base + adapter ``reference`` (the SFT      no         same; or the bare base with every
             adapter the policy started from)                      adapter disabled when there was no SFT
 value       base + adapter ``value`` + scalar head     yes        head on every response position
-reward      base + adapter ``reward`` + scalar head    no         head at the last token (engine.ppo.rewards)
+reward      base + adapter ``reward`` + scalar head    no         head at the last token (engine.trainers.ppo.rewards)
 safety      base + adapter ``safety`` + label head     no         max label probability = the cost
 ==========  =========================================  =========  =====================================
 
@@ -22,7 +22,7 @@ alone (``lora_top_layers``), those layers compute the same hidden state for ever
 every PPO epoch. :meth:`PpoRoles.bottom` runs them once, with no gradient, and the forwards take that hidden state
 and run only the layers above it (SmolLM2 on a CPU, 10 adapted layers of 30: the update about a quarter faster, a
 PPO step about a fifth; sampling and the reward model, which cannot share, are the rest). The ``packed_…``
-forwards do the same on a rollout packed by ``engine.ppo.packing`` (each prompt once for its responses, no padding),
+forwards do the same on a rollout packed by ``engine.trainers.ppo.packing`` (each prompt once for its responses, no padding),
 which is how the experience maker scores a rollout; the update reads the padded layout. transformers has no
 "start at layer k" entry point, so the top runs the backbone's own forward on ``inputs_embeds`` = the cached state
 with its ``layers`` list cut to the top ones (masks, rotary positions and the final norm stay the model's own);
@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..pair_attention import pairs_attention
-from ..reward_model import HeadedModel
+from ...pair_attention import pairs_attention
+from ...reward_model import HeadedModel
 from .packing import PackedGroups
 
 POLICY, REFERENCE, VALUE, REWARD, SAFETY = "policy", "reference", "value", "reward", "safety"
@@ -242,7 +242,7 @@ class PpoRoles:
                            temperature: float = 1.0, bottom: Tensor | None = None) -> Tensor:
         return self.logprobs(self.reference, sequences, attention_mask, prompt_width, temperature, bottom=bottom)[0]
 
-    # ------------------------------------------------------------------ packed forwards (engine.ppo.packing)
+    # ------------------------------------------------------------------ packed forwards (engine.trainers.ppo.packing)
     @torch.no_grad()
     def packed_bottom(self, packed: PackedGroups) -> Tensor | None:
         """:meth:`bottom` of a packed row: [1, T, H], or ``None`` when nothing is shared."""
@@ -292,19 +292,7 @@ class PpoRoles:
         return self.hm.save_adapter(VALUE, path)
 
     def load_trainable_state(self, policy_dir: Path, value_dir: Path) -> None:
-        """Put saved policy and value weights (a checkpoint's) into the existing adapters, in place, so an optimizer
-        built on them keeps pointing at the right tensors."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        for name, folder in ((POLICY, policy_dir), (VALUE, value_dir)):
-            weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
-            result = set_peft_model_state_dict(self.hm.peft, weights, adapter_name=name)
-            unexpected = getattr(result, "unexpected_keys", None)
-            if unexpected:
-                raise ValueError(f"{folder}: checkpoint does not match the {name} adapter (unexpected {unexpected[:3]})")
-        tensors = load_file(str(Path(value_dir) / "head.safetensors"))
-        head = self.hm.heads[VALUE]
-        with torch.no_grad():
-            head.weight.copy_(tensors["weight"])
-            head.bias.copy_(tensors["bias"])
+        """Put saved policy and value weights (a checkpoint's) into the existing adapters and the value head, in
+        place, so an optimizer built on them keeps pointing at the right tensors."""
+        self.hm.restore_adapter(POLICY, policy_dir)
+        self.hm.restore_adapter(VALUE, value_dir)

@@ -1,10 +1,10 @@
-"""Rollouts → :class:`~engine.ppo.experience.Experience`: sampling, scoring, reward shaping, GAE.
+"""Rollouts → :class:`~engine.trainers.ppo.experience.Experience`: sampling, scoring, reward shaping, GAE.
 
 1. **Sampling**: batched nucleus sampling from the policy (temperature, top-k, top-p) with a KV cache, drawing from
    a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples exactly the same responses. With
    several responses per prompt, each prompt is encoded once and its cache copied for its responses.
 2. **Scoring**, in chunks of about ``forward_batch_size`` rows packed without padding, each prompt once for all its
-   responses (``engine.ppo.packing``): log-probabilities (and entropy) under the policy, log-probabilities under
+   responses (``engine.trainers.ppo.packing``): log-probabilities (and entropy) under the policy, log-probabilities under
    the reference, values, the reward model's score of the whole response, and the safety cost. On SmolLM2 (8
    prompts × 4 responses, prompts up to 128 tokens, 64 new tokens, 2 threads) this took a rollout from 29 s to
    18 s (sampling 14.5 → 11 s, scoring 14.5 → 7 s).
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..losses import gae, leave_one_out_advantages
+from ...losses import gae, leave_one_out_advantages
 from .experience import Experience
 from .packing import chunks_of_groups, pack_groups
 from .padding import pad_rows
@@ -189,7 +189,7 @@ class ExperienceMaker:
         self.normalize_reward, self.reward_clip, self.missing_eos_penalty = normalize_reward, reward_clip, missing_eos_penalty
         self.moments = RunningMoments()
         if eos_ids is None:
-            from ..generation import _eos_ids
+            from ...generation import _eos_ids
 
             eos_ids = _eos_ids(roles.transformer, tokenizer)
         self.eos_ids = list(eos_ids)
@@ -248,7 +248,7 @@ class ExperienceMaker:
         responses = [row[:n] for row, n in zip(targets.tolist(), mask.sum(1).long().tolist())]
         temp = self.temperature if self.temperature > 0 else 1.0
         lps, refs, vals, ents, bottoms = [], [], [], [], []
-        # Scored packed (engine.ppo.packing): each prompt once for its k responses, and no padding.
+        # Scored packed (engine.trainers.ppo.packing): each prompt once for its k responses, and no padding.
         for a, b in chunks_of_groups(prompt_ids, self.forward_batch_size):
             packed = pack_groups(prompt_ids[a:b], responses[a:b], device=targets.device)
             # the layers no role adapts run once for policy, reference and value (and are kept for the update)
