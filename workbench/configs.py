@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import InputError
-from .paths import BUNDLED_MODEL_REF
+from .paths import BUNDLED_MODEL_REF, named_chat_templates
 from .taxonomy import DEFAULT_STRENGTH_MARGIN, SPLITS, STRENGTHS
 
 C = TypeVar("C", bound="ModelConfig")
@@ -47,6 +47,10 @@ class ModelConfig:
     quantize: str = _f("auto", "auto (4-bit NF4 when CUDA is present, none otherwise), 4bit or none.")
     adapter_from: str | None = _f(None, "Start from this LoRA adapter folder (e.g. an SFT run's output) instead of a "
                                   "fresh one.")
+    chat_template: str | None = _f(None, "Chat template for the base model: none uses the model's own (or the one "
+                                   "recorded with adapter_from); or a named template shipped with the app (chatml, "
+                                   "llama3, gemma), or the path of a Jinja file. Needed for a base model that has "
+                                   "none; the template used is saved with the run's adapter and in every export.")
     seed: int = _f(42, "Random seed for data order, LoRA initialisation, dropout and sampling.")
     name: str = _f("", "A name for the run, shown in run lists.")
 
@@ -119,6 +123,7 @@ class ModelConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"must be one of {', '.join(allowed)}, not {getattr(self, name)!r}", path=source, field=name)
+        _check_chat_template(self.chat_template, source)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             allowed = f.metadata.get("choices")
@@ -130,6 +135,21 @@ class ModelConfig:
             hi = f.metadata.get("max")
             if hi is not None and value is not None and value > hi:
                 raise InputError(f"must be at most {hi}, not {value}", path=source, field=f.name)
+
+
+def _check_chat_template(value: str | None, source: str | None) -> None:
+    """A chat template names a shipped template or an existing file (its Jinja is checked when it is loaded)."""
+    if value is None:
+        return
+    named = named_chat_templates()
+    if value.strip() in named:
+        return
+    if not value.strip():
+        raise InputError(f"is empty; leave it out (the model's own template) or name one of {', '.join(named)} or a "
+                         ".jinja file", path=source, field="chat_template")
+    if not Path(value).expanduser().is_file():
+        raise InputError(f"{value!r} is neither a named template ({', '.join(named)}) nor an existing Jinja file",
+                         path=source, field="chat_template")
 
 
 def _coerce(value: Any, hint: Any, source: str | None, key: str) -> Any:
