@@ -102,14 +102,20 @@ _run_choice: _RunChoice | None = None
 @contextmanager
 def run_chat_template(config: Any) -> Iterator[ChatTemplate | None]:
     """For the duration of a job: the template ``config`` chooses for its base model (None: the model's own)."""
-    global _run_choice
     spec = getattr(config, "chat_template", None)
     template = load_template(spec) if spec else recorded_template(getattr(config, "adapter_from", None))
-    previous = _run_choice
-    base = str(getattr(config, "base_model", "") or "")
-    _run_choice = _RunChoice(base, template) if template is not None and base else None
-    try:
+    with template_for_model(str(getattr(config, "base_model", "") or ""), template):
         yield template
+
+
+@contextmanager
+def template_for_model(base_model: str, template: ChatTemplate | None) -> Iterator[None]:
+    """While open, tokenizers of ``base_model`` get ``template`` (nothing changes when either is empty)."""
+    global _run_choice
+    previous = _run_choice
+    _run_choice = _RunChoice(base_model, template) if template is not None and base_model else None
+    try:
+        yield
     finally:
         _run_choice = previous
 

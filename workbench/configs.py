@@ -438,6 +438,38 @@ class ScoreConfig(ModelConfig):
     num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
 
+EXPORT_FORMATS = ("hf", "gguf", "ollama")
+GGUF_QUANTS = ("f16", "q8_0")
+
+
+@dataclass
+class ExportConfig(ModelConfig):
+    """Export of a trained adapter, merged into its base, for use outside the app (verified before it is kept)."""
+
+    adapter: str = _f("", "The adapter folder to export (a run's RUN/adapter).")
+    output: str = _f("", "The folder to write; it must not exist yet, or be empty. Nothing is left there when the "
+                     "export fails.")
+    format: str = _f("hf", "hf: the merged model as safetensors with its tokenizer (a reward model or safety "
+                     "classifier as a sequence classifier); gguf: one .gguf file for llama.cpp; ollama: the GGUF "
+                     "plus a Modelfile.", choices=EXPORT_FORMATS)
+    quant: str = _f("f16", "Tensor type of a GGUF: f16, or q8_0 (8-bit blocks, about half the size).",
+                    choices=GGUF_QUANTS)
+    base_model: str = _f("", "Base model the adapter is merged into; empty: the base the adapter's run recorded.")
+    quantize: str = _f("none", "The merge always loads the base unquantised, in full precision (a run trained on a "
+                       "4-bit base included).", choices=("none",))
+    dtype: str = _f("auto", "Precision of the hf format's weights: auto (the base's own), float32, bfloat16 or "
+                    "float16. The merge itself is computed in float32.")
+    adapter_from: str | None = _f(None, "Not used by an export (the adapter is 'adapter').")
+    check_prompts: int = _f(8, "Prompts the export is checked on: greedy generations of the export must equal base + "
+                            "adapter token for token (a classifier: the same scores). The project's prompts when the "
+                            "adapter belongs to a project run, else fixed ones.", min=1)
+    check_tokens: int = _f(24, "Tokens generated greedily per check prompt.", min=1)
+    logit_tolerance: float | None = _f(None, "Largest next-token logit difference allowed between the GGUF read back "
+                                       "and the merged model, as a fraction of the merged model's largest logit "
+                                       "(none: 0.01 at f16, 0.05 at q8_0).", min=0.0)
+    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
+
+
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "sft": SftConfig,
     "rm": RewardConfig,
@@ -450,6 +482,8 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "playground": GenerateConfig,
     # Reward-model scores of evaluation responses: the automatic win rate (engine/jobs/score.py).
     "score": ScoreConfig,
+    # A trained adapter merged and written as hf, GGUF or Ollama, then verified (engine/export/).
+    "export": ExportConfig,
 }
 
 

@@ -59,6 +59,7 @@ _REGISTRY: dict[str, JobFn] = {}
 
 BUILTIN_JOBS: dict[str, str] = {
     "sft": "engine.sft:run_job",
+    "export": "engine.export.job:run_job",
 }
 
 
