@@ -47,15 +47,18 @@ FIXED_ANSWERS = [
 
 def check_conversations(project_run: tuple[Path, int] | None, n: int, *, with_answers: bool) -> tuple[list[Messages], str]:
     """``n`` conversations to check on and where they come from: the project's held-out prompts first, then its
-    training prompts (for a classifier, each with one of its responses), else the fixed ones."""
+    training prompts (for a classifier, each with one of its responses), topped up with the fixed ones."""
+    found: list[Messages] = []
+    where = []
     if project_run is not None:
         from workbench.store import Project
 
         project_path, _ = project_run
         with Project.open(project_path, migrate=False) as project:
-            found: list[Messages] = []
             for split in ("heldout", "train"):
                 for pid in project.prompt_ids(split=split):
+                    if len(found) == n:
+                        break
                     messages = list(project.get_prompt(pid).messages)
                     if with_answers:
                         responses = project.responses_for(pid)
@@ -63,14 +66,15 @@ def check_conversations(project_run: tuple[Path, int] | None, n: int, *, with_an
                             continue
                         messages = [*messages, {"role": "assistant", "content": responses[0].content}]
                     found.append(messages)
-                    if len(found) == n:
-                        return found, f"{n} prompts of the project {project_path.name}"
         if found:
-            return found, f"{len(found)} prompts of the project {project_path.name}"
+            where.append(f"{len(found)} prompts of the project {project_path.name}")
     fixed = [[{"role": "user", "content": q}] + ([{"role": "assistant", "content": a}] if with_answers else [])
              for q, a in zip(FIXED_PROMPTS, FIXED_ANSWERS)]
-    picked = [fixed[i % len(fixed)] for i in range(n)]
-    return picked, f"{n} fixed prompts"
+    missing = n - len(found)
+    if missing > 0:
+        found += [fixed[i % len(fixed)] for i in range(missing)]
+        where.append(f"{missing} fixed prompts")
+    return found, " and ".join(where)
 
 
 def greedy_tokens(model: Any, tokenizer: Any, conversations: Sequence[Messages], max_new_tokens: int) -> list[list[int]]:
