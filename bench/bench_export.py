@@ -34,17 +34,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from engine.export.checks import FIXED_PROMPTS  # noqa: E402 - after the path set-up
+
 LLAMA_VENV = REPO / ".venv-llama"
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about autumn leaves.",
-    "Explain in two sentences why the sky is blue.",
-    "How do I reverse a list in Python?",
-    "Give me three tips for sleeping better.",
-    "What is 17 times 23?",
-    "Translate 'good morning' into Spanish.",
-    "Summarise the plot of Romeo and Juliet in one sentence.",
-]
+PROMPTS = FIXED_PROMPTS  # the export's own fixed check prompts
 DEMOS = [
     ("How many legs does a spider have?", "A spider has eight legs."),
     ("What do bees make?", "Bees make honey and wax."),

@@ -143,6 +143,22 @@ def _export(ctx: JobContext, cfg: ExportConfig, out: Path, build: Path, step: _P
             **({"quant": cfg.quant} if cfg.format != "hf" else {})}
 
 
+def _save_safetensors(model: Any, tokenizer: Any, cfg: ExportConfig, source: ExportSource, build: Path, out: Path,
+                      step: _Progress) -> str:
+    """The hf format's files at the chosen precision (the base's own by default); returns that precision."""
+    dtype = base_dtype(source) if cfg.dtype == "auto" else cfg.dtype
+    check_free_space(build, sum(p.numel() for p in model.parameters()) * _BYTES[dtype], out)
+    step(f"writing safetensors ({dtype})")
+    try:
+        model.to(getattr(torch, dtype)).save_pretrained(build, safe_serialization=True)
+        tokenizer.save_pretrained(build)
+    except Exception as e:  # noqa: BLE001 - safetensors reports a full disk as its own error type
+        if isinstance(e, OSError) or is_disk_full(e):
+            raise write_error(e, out) from e
+        raise
+    return dtype
+
+
 def _causal(ctx: JobContext, cfg: ExportConfig, source: ExportSource, tokenizer: Any, conversations: list,
             vocab: Any, modelfile_text: str | None, build: Path, out: Path, step: _Progress, device: torch.device,
             facts: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
@@ -155,20 +171,10 @@ def _causal(ctx: JobContext, cfg: ExportConfig, source: ExportSource, tokenizer:
     merged = merge(model)  # in place: the same modules, without the adapter layers
     del model
     if cfg.format == "hf":
-        dtype = base_dtype(source) if cfg.dtype == "auto" else cfg.dtype
-        n_params = sum(p.numel() for p in merged.parameters())
-        check_free_space(build, n_params * _BYTES[dtype], out)
-        step(f"writing safetensors ({dtype})")
         gen = merged.generation_config
         gen.eos_token_id = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
         gen.pad_token_id = gen.pad_token_id if gen.pad_token_id is not None else tokenizer.pad_token_id
-        try:
-            merged.to(getattr(torch, dtype)).save_pretrained(build, safe_serialization=True)
-            tokenizer.save_pretrained(build)
-        except Exception as e:  # noqa: BLE001 - safetensors reports a full disk as its own error type
-            if isinstance(e, OSError) or is_disk_full(e):
-                raise write_error(e, out) from e
-            raise
+        dtype = _save_safetensors(merged, tokenizer, cfg, source, build, out, step)
         del merged
         gc.collect()
         step("checking: the saved model generates as base + adapter did")
@@ -225,16 +231,7 @@ def _classifier(cfg: ExportConfig, source: ExportSource, tokenizer: Any, convers
     step("merging the adapter into the base, the head as the classifier's score layer")
     model, score_bias = classifier(hm, source, tokenizer.pad_token_id)
     del hm
-    dtype = base_dtype(source) if cfg.dtype == "auto" else cfg.dtype
-    check_free_space(build, sum(p.numel() for p in model.parameters()) * _BYTES[dtype], out)
-    step(f"writing safetensors ({dtype})")
-    try:
-        model.to(getattr(torch, dtype)).save_pretrained(build, safe_serialization=True)
-        tokenizer.save_pretrained(build)
-    except Exception as e:  # noqa: BLE001 - safetensors reports a full disk as its own error type
-        if isinstance(e, OSError) or is_disk_full(e):
-            raise write_error(e, out) from e
-        raise
+    dtype = _save_safetensors(model, tokenizer, cfg, source, build, out, step)
     del model
     gc.collect()
     step("checking: the saved classifier scores as base + adapter + head did")
