@@ -100,6 +100,7 @@ class Generation:
     new_tokens: int        # generated tokens, the end-of-sequence token included, padding not
     finished: bool         # True: the model ended it; False: cut at max_new_tokens
     seed: int              # the row's own seed (derived from settings.seed, the prompt and sample_index)
+    token_ids: list[int] = field(default_factory=list)  # the generated ids, end-of-sequence included, no padding
 
 
 @dataclass
@@ -290,7 +291,7 @@ def generate(
                     text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
                     prompt_tokens=len(encoded[p]),
                     new_tokens=len(tokens) if end is None else end + 1,
-                    finished=end is not None, seed=seeds[i],
+                    finished=end is not None, seed=seeds[i], token_ids=tokens if end is None else tokens[:end + 1],
                 ))
             stats.sequences += len(produced)
             stats.new_tokens += sum(g.new_tokens for g in produced)

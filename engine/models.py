@@ -28,6 +28,7 @@ import torch
 
 from workbench.paths import BUNDLED_MODEL_NAME, BUNDLED_MODEL_REF
 
+from .chat_templates import apply_chat_template_choice
 from .devices import dtype_name, resolve_device, resolve_dtype
 from .lora import LoraSettings, adapter_base, attach_lora, check_adapter_folder, is_quantized, load_adapter
 from .model_errors import ModelError
@@ -199,7 +200,8 @@ def _optional_json(path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- loading
 def load_tokenizer(ref: str | os.PathLike[str] = BUNDLED_MODEL_REF, *, trust_remote_code: bool = False,
                    path: Path | None = None):
-    """The tokenizer of a model reference (no weights loaded), with a pad token (eos when it has none)."""
+    """The tokenizer of a model reference (no weights loaded), with a pad token (eos when it has none) and a chat
+    template (``engine.chat_templates``: the running job's choice, else the model's own; none is a ModelError)."""
     from transformers import AutoTokenizer
 
     ref_s = str(ref)
@@ -220,7 +222,8 @@ def load_tokenizer(ref: str | os.PathLike[str] = BUNDLED_MODEL_REF, *, trust_rem
         raise ModelError(f"the tokenizer cannot be loaded ({e})", ref=ref_s) from e
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    # the running job's chat template for its base model, and a clear refusal when there is none at all
+    return apply_chat_template_choice(tokenizer, ref_s, folder)
 
 
 def resolve_quantize(quantize: str | None, device: torch.device) -> str | None:

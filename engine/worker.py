@@ -27,6 +27,7 @@ from workbench.errors import WorkbenchError
 from workbench.jobs.protocol import CONFIG_FILE, JOB_FILE, Command, Event, EventType, parse_command
 from workbench.store import now_iso
 
+from .chat_templates import run_chat_template
 from .jobs import JobError, JobResult, get_job
 from .jobs.context import JobContext, env_rank
 
@@ -119,7 +120,10 @@ def _run(run_dir: Path, *, resume: bool, stdout: Any, own_process: bool) -> int:
         project.update_run(ctx.run_id, status="running", pid=os.getpgrp(), started_at=now_iso(), error=None)
     ctx.status("running", f"{stage} run {ctx.run_id} started" + (" (resuming)" if resume else ""))
     try:
-        result: JobResult = get_job(stage)(ctx)
+        with run_chat_template(config) as template:
+            if template is not None:
+                ctx.log(f"chat template: {template.source}")
+            result: JobResult = get_job(stage)(ctx)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
         if isinstance(exc, KeyboardInterrupt):
             kind, message = "cancel", "interrupted"

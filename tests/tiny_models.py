@@ -1,4 +1,5 @@
-"""Tiny Llama-architecture chat models built on the spot, for fast tests of the engine (no network, no weights).
+"""Tiny Llama- and Qwen2-architecture chat models built on the spot, for fast tests of the engine (no network, no
+weights).
 
 ``build_tiny_causal_lm(folder)`` writes a complete model folder that ``engine.models.load_model`` (and plain
 ``AutoModelForCausalLM.from_pretrained``) loads: config, safetensors weights, a generation config and a real
@@ -11,6 +12,10 @@
   (needs ``python -m engine.bundled`` to have run, which the set-up script does);
 - hidden size 64, 2 layers, 4 attention heads (2 key/value heads), tied embeddings; weights from a fixed seed, so
   two builds give identical files.
+
+``arch="qwen2"`` builds a Qwen2 instead (biases on q/k/v, Qwen2's pre-tokenizer split before the byte-level step,
+and an embedding a few rows larger than the vocabulary, as Qwen2 pads its own); ``chat_template=None`` leaves the
+tokenizer without a chat template (a base model that needs one named).
 
 The folder is written once: calling again on a folder that already holds a complete build returns it at once.
 """
@@ -47,9 +52,10 @@ TINY_CONFIG = dict(
 SEED = 1234
 
 
-def _byte_level_tokenizer():
-    """A byte-level BPE tokenizer (GPT-2 byte alphabet plus fixed merges) wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def _byte_level_tokenizer(*, qwen2_split: bool = False, chat_template: str | None = TINY_CHAT_TEMPLATE):
+    """A byte-level BPE tokenizer (GPT-2 byte alphabet plus fixed merges) wrapped for transformers; with
+    ``qwen2_split`` the text is first split by Qwen2's regular expression, as Qwen2's own tokenizer does."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -68,7 +74,15 @@ def _byte_level_tokenizer():
                 vocab[merged] = len(vocab)
             current = merged
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, fuse_unk=False))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if qwen2_split:
+        from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     return PreTrainedTokenizerFast(
@@ -77,7 +91,7 @@ def _byte_level_tokenizer():
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
-        chat_template=TINY_CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=TINY_CONFIG["max_position_embeddings"],
     )
 
@@ -92,20 +106,32 @@ def _bundled_tokenizer():
     return tok
 
 
-def build_tiny_causal_lm(folder: Path, *, vocab_from_bundled: bool = False) -> Path:
-    """Write a tiny Llama chat model (safetensors + tokenizer + chat template) into ``folder``; return ``folder``."""
+def build_tiny_causal_lm(folder: Path, *, vocab_from_bundled: bool = False, arch: str = "llama",
+                         chat_template: str | None = TINY_CHAT_TEMPLATE) -> Path:
+    """Write a tiny chat model (safetensors + tokenizer + chat template) of architecture ``arch`` (llama or qwen2)
+    into ``folder``; return ``folder``."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     folder = Path(folder)
     marker = folder / ".tiny-complete"
     if marker.exists():
         return folder
+    if arch not in ("llama", "qwen2"):
+        raise ValueError(f"no tiny {arch!r} model (llama or qwen2)")
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = _bundled_tokenizer() if vocab_from_bundled else _byte_level_tokenizer()
+    if vocab_from_bundled:
+        tokenizer = _bundled_tokenizer()
+        if chat_template != TINY_CHAT_TEMPLATE:
+            tokenizer.chat_template = chat_template
+    else:
+        tokenizer = _byte_level_tokenizer(qwen2_split=arch == "qwen2", chat_template=chat_template)
     pad_id = tokenizer.pad_token_id
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    # Qwen2 checkpoints pad their embedding past the vocabulary; 8 spare rows keep that case in the tests.
+    vocab_size = len(tokenizer) + (8 if arch == "qwen2" else 0)
+    config = config_class(
+        vocab_size=vocab_size,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=pad_id,
@@ -114,7 +140,7 @@ def build_tiny_causal_lm(folder: Path, *, vocab_from_bundled: bool = False) -> P
     # fork_rng: building a model must not disturb the random state of the test that asked for it.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        model = LlamaForCausalLM(config)
+        model = model_class(config)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id
     )
@@ -122,7 +148,8 @@ def build_tiny_causal_lm(folder: Path, *, vocab_from_bundled: bool = False) -> P
     tokenizer.save_pretrained(folder)
     if not any(folder.glob("*.safetensors")):
         raise RuntimeError(f"{folder}: save_pretrained wrote no safetensors file")
-    marker.write_text(json.dumps({"vocab_from_bundled": vocab_from_bundled, "seed": SEED}))
+    marker.write_text(json.dumps({"vocab_from_bundled": vocab_from_bundled, "seed": SEED, "arch": arch,
+                                  "chat_template": chat_template is not None}))
     return folder
 
 

@@ -1,5 +1,5 @@
 """The ``workbench`` command: init, import, export, stats and gui here; train, generate and eval from
-``workbench.cli_train`` (registered when present).
+``workbench.cli_train``, export-model from ``workbench.cli_export`` (registered when present).
 
 Every command prints one clear message and exits non-zero on bad input; nothing here imports Qt or torch
 (``workbench gui`` starts the window as its own process, ``python -m ui``).
@@ -21,7 +21,7 @@ from .errors import WorkbenchError
 from .store import Project
 
 # Subcommand modules that add their own parsers with ``register(subparsers)``.
-EXTENSION_MODULES = ("workbench.cli_train",)
+EXTENSION_MODULES = ("workbench.cli_train", "workbench.cli_export")
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

@@ -204,7 +204,7 @@ def _train_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         max_length=args.max_length, lora_r=args.lora_r, lr=args.lr, quantize=args.quantize,
         snapshot_id=args.snapshot, adapter_from=args.adapter_from, num_processes=args.num_processes,
         device=args.device, name=args.name, seed=args.seed, grad_accum=args.grad_accum,
-        checkpoint_every=args.checkpoint_every, num_threads=args.threads,
+        checkpoint_every=args.checkpoint_every, num_threads=args.threads, chat_template=args.chat_template,
     )
     if args.stage == "ppo":
         overrides.update(reward_model=args.reward_model, safety_model=args.safety_model,
@@ -221,12 +221,14 @@ def _generate_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
         snapshot_id=args.snapshot, prompt_ids=args.prompts, tag=args.tag, split=args.split,
         batch_size=args.batch_size, device=args.device, quantize=args.quantize, name=args.name,
+        chat_template=args.chat_template,
     )
 
 
 def _eval_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "eval", dict(base_model=args.base, adapter_from=args.adapter, snapshot_id=args.snapshot,
-                        batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name)
+                        batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name,
+                        chat_template=args.chat_template)
 
 
 def _winrate_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -236,7 +238,7 @@ def _winrate_overrides(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "score", dict(reward_model=normal_path(args.reward_model) if args.reward_model else None,
                          base_model=args.base, round_id=args.round, comparison_ids=args.comparisons,
                          batch_size=args.batch_size, max_length=args.max_length, device=args.device, name=args.name,
-                         num_threads=args.threads)
+                         num_threads=args.threads, chat_template=args.chat_template)
 
 
 def _finite(value: Any) -> Any:
@@ -383,6 +385,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", metavar="MODEL", help="base model: hub id, local folder, GGUF file or bundled:…")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--name", help="a name for the run")
+    p.add_argument("--chat-template", metavar="NAME|FILE", help=_help(ModelConfig, "chat_template"))
     p.add_argument("--quiet", action="store_true", help="no progress bar; only the JSON summary")
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import InputError
-from .paths import BUNDLED_MODEL_REF
+from .paths import BUNDLED_MODEL_REF, named_chat_templates
 from .taxonomy import DEFAULT_STRENGTH_MARGIN, SPLITS, STRENGTHS
 
 C = TypeVar("C", bound="ModelConfig")
@@ -48,6 +48,10 @@ class ModelConfig:
     quantize: str = _f("auto", "auto (4-bit NF4 when CUDA is present, none otherwise), 4bit or none.")
     adapter_from: str | None = _f(None, "Start from this LoRA adapter folder (e.g. an SFT run's output) instead of a "
                                   "fresh one.")
+    chat_template: str | None = _f(None, "Chat template for the base model: none uses the model's own (or the one "
+                                   "recorded with adapter_from); or a named template shipped with the app (chatml, "
+                                   "llama3, gemma), or the path of a Jinja file. Needed for a base model that has "
+                                   "none; the template used is saved with the run's adapter and in every export.")
     seed: int = _f(42, "Random seed for data order, LoRA initialisation, dropout and sampling.")
     name: str = _f("", "A name for the run, shown in run lists.")
 
@@ -124,6 +128,7 @@ class ModelConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"must be one of {', '.join(allowed)}, not {getattr(self, name)!r}", path=source, field=name)
+        _check_chat_template(self.chat_template, source)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             allowed = f.metadata.get("choices")
@@ -135,6 +140,21 @@ class ModelConfig:
             hi = f.metadata.get("max")
             if hi is not None and value is not None and value > hi:
                 raise InputError(f"must be at most {hi}, not {value}", path=source, field=f.name)
+
+
+def _check_chat_template(value: str | None, source: str | None) -> None:
+    """A chat template names a shipped template or an existing file (its Jinja is checked when it is loaded)."""
+    if value is None:
+        return
+    named = named_chat_templates()
+    if value.strip() in named:
+        return
+    if not value.strip():
+        raise InputError(f"is empty; leave it out (the model's own template) or name one of {', '.join(named)} or a "
+                         ".jinja file", path=source, field="chat_template")
+    if not Path(value).expanduser().is_file():
+        raise InputError(f"{value!r} is neither a named template ({', '.join(named)}) nor an existing Jinja file",
+                         path=source, field="chat_template")
 
 
 def _coerce(value: Any, hint: Any, source: str | None, key: str) -> Any:
@@ -429,6 +449,38 @@ class ScoreConfig(ModelConfig):
     num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
 
+EXPORT_FORMATS = ("hf", "gguf", "ollama")
+GGUF_QUANTS = ("f16", "q8_0")
+
+
+@dataclass
+class ExportConfig(ModelConfig):
+    """Export of a trained adapter, merged into its base, for use outside the app (verified before it is kept)."""
+
+    adapter: str = _f("", "The adapter folder to export (a run's RUN/adapter).")
+    output: str = _f("", "The folder to write; it must not exist yet, or be empty. Nothing is left there when the "
+                     "export fails.")
+    format: str = _f("hf", "hf: the merged model as safetensors with its tokenizer (a reward model or safety "
+                     "classifier as a sequence classifier); gguf: one .gguf file for llama.cpp; ollama: the GGUF "
+                     "plus a Modelfile.", choices=EXPORT_FORMATS)
+    quant: str = _f("f16", "Tensor type of a GGUF: f16, or q8_0 (8-bit blocks, about half the size).",
+                    choices=GGUF_QUANTS)
+    base_model: str = _f("", "Base model the adapter is merged into; empty: the base the adapter's run recorded.")
+    quantize: str = _f("none", "The merge always loads the base unquantised, in full precision (a run trained on a "
+                       "4-bit base included).", choices=("none",))
+    dtype: str = _f("auto", "Precision of the hf format's weights: auto (the base's own), float32, bfloat16 or "
+                    "float16. The merge itself is computed in float32.")
+    adapter_from: str | None = _f(None, "Not used by an export (the adapter is 'adapter').")
+    check_prompts: int = _f(8, "Prompts the export is checked on: greedy generations of the export must equal base + "
+                            "adapter token for token (a classifier: the same scores). The project's prompts when the "
+                            "adapter belongs to a project run, else fixed ones.", min=1)
+    check_tokens: int = _f(24, "Tokens generated greedily per check prompt.", min=1)
+    logit_tolerance: float | None = _f(None, "Largest next-token logit difference allowed between the GGUF read back "
+                                       "and the merged model, as a fraction of the merged model's largest logit "
+                                       "(none: 0.01 at f16, 0.05 at q8_0).", min=0.0)
+    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
+
+
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "sft": SftConfig,
     "rm": RewardConfig,
@@ -441,6 +493,8 @@ CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
     "playground": GenerateConfig,
     # Reward-model scores of evaluation responses: the automatic win rate (engine/jobs/score.py).
     "score": ScoreConfig,
+    # A trained adapter merged and written as hf, GGUF or Ollama, then verified (engine/export/).
+    "export": ExportConfig,
 }
 
 

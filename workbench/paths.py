@@ -42,6 +42,16 @@ def xstest_prompts_file() -> Path:
     return RESOURCES / "xstest" / "xstest_prompts.csv"
 
 
+def chat_templates_dir() -> Path:
+    """Named chat templates shipped with the app (``resources/chat_templates/NAME.jinja``)."""
+    return RESOURCES / "chat_templates"
+
+
+def named_chat_templates() -> list[str]:
+    """The names a run config's ``chat_template`` may give instead of a file (chatml, gemma, llama3)."""
+    return sorted(p.stem for p in chat_templates_dir().glob("*.jinja"))
+
+
 def runs_dir(project_path: str | os.PathLike[str]) -> Path:
     """Run folders of a project sit beside its file: ``NAME.runs/``."""
     p = Path(project_path)

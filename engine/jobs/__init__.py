@@ -61,6 +61,7 @@ JOBS: dict[str, str] = {
     "playground": "engine.jobs.playground:run",
     "eval": "engine.jobs.eval:run",
     "score": "engine.jobs.score:run",
+    "export": "engine.export.job:run",
 }
 
 

@@ -164,8 +164,8 @@ def signal_name(returncode: int) -> str:
 class RunHandle:
     """One running (or finished) run: its events, its final status, and the means to cancel it."""
 
-    def __init__(self, project_path: Path, run_id: int, run_dir: Path, process: subprocess.Popen | None = None,
-                 pid: int | None = None):
+    def __init__(self, project_path: Path | None, run_id: int | None, run_dir: Path,
+                 process: subprocess.Popen | None = None, pid: int | None = None):
         self.project_path = project_path
         self.run_id = run_id
         self.run_dir = run_dir
@@ -345,6 +345,8 @@ class RunHandle:
             pass
 
     def _record(self, state: str, message: str) -> None:
+        if self.run_id is None:  # a job without a run row (an export)
+            return
         try:
             with Project.open(self.project_path, migrate=False) as project:
                 run = project.get_run(self.run_id)
@@ -453,32 +455,39 @@ class JobClient:
         (run_dir / JOB_FILE).write_text(json.dumps(job, indent=1) + "\n", encoding="utf-8")
 
     def _spawn(self, run_id: int, run_dir: Path, *, resume: bool, num_processes: int = 1) -> RunHandle:
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if num_processes > 1:
-            # accelerate's multi-process launcher (torch elastic); on a machine without CUDA it runs CPU processes
-            # that talk over gloo (accelerate's MULTI_CPU), which ACCELERATE_USE_CPU selects.
-            cmd = [self.python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                   str(num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "-m", "engine.worker", str(run_dir)]
-            if _cpu_only():
-                env["ACCELERATE_USE_CPU"] = "true"
-        else:
-            cmd = [self.python, "-m", "engine.worker", str(run_dir)]
-        if resume:
-            cmd.append("--resume")
-        with open(run_dir / STDERR_LOG, "ab") as err:
-            # Its own session (process group): the run outlives whoever started it, and a hard kill reaches every
-            # process it started (accelerate's ranks too).
-            session = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
-                       else {"start_new_session": True})
-            process = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, **session,
-            )
+        process = spawn_worker(self.python, run_dir, resume=resume, num_processes=num_processes)
         with Project.open(self.project_path) as project:
             project.update_run(run_id, pid=process.pid)
         return RunHandle(self.project_path, run_id, run_dir, process)
+
+
+def spawn_worker(python: str, run_dir: Path, *, resume: bool = False, num_processes: int = 1) -> subprocess.Popen:
+    """Start ``python -m engine.worker RUN_DIR`` (under ``accelerate launch`` for several processes) in its own
+    process session, stdout piped for events, stderr into the run folder's ``stderr.log``."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if num_processes > 1:
+        # accelerate's multi-process launcher (torch elastic); on a machine without CUDA it runs CPU processes
+        # that talk over gloo (accelerate's MULTI_CPU), which ACCELERATE_USE_CPU selects.
+        cmd = [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+               str(num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "engine.worker", str(run_dir)]
+        if _cpu_only():
+            env["ACCELERATE_USE_CPU"] = "true"
+    else:
+        cmd = [python, "-m", "engine.worker", str(run_dir)]
+    if resume:
+        cmd.append("--resume")
+    with open(run_dir / STDERR_LOG, "ab") as err:
+        # Its own session (process group): the run outlives whoever started it, and a hard kill reaches every
+        # process it started (accelerate's ranks too).
+        session = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
+                   else {"start_new_session": True})
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env, **session,
+        )
+    return process
 
 
 def _cpu_only() -> bool:
