@@ -18,6 +18,7 @@ that looks complete. :func:`prune` keeps the last N plus the best one.
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from . import faults
 
 PREFIX = "step-"
 BEST_FILE = "best.json"
@@ -96,18 +99,39 @@ def save_checkpoint(
     tmp = root / f".tmp-{final.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_pretrained(tmp / "adapter")
-    if extra_tensors:
-        save_file({k: v.detach().contiguous().cpu() for k, v in extra_tensors.items()}, tmp / "extra.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1), encoding="utf-8")
+    try:
+        tmp.mkdir()
+        model.save_pretrained(tmp / "adapter")
+        if extra_tensors:
+            save_file({k: v.detach().contiguous().cpu() for k, v in extra_tensors.items()}, tmp / "extra.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1), encoding="utf-8")
+        faults.strike("checkpoint")
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        from .jobs import JobError
+
+        last = latest_checkpoint(root)
+        kept = f"the last complete checkpoint ({last.name}) is intact" if last else "no earlier checkpoint exists"
+        full = e.errno == errno.ENOSPC
+        raise JobError(f"{'no space left on the disk' if full else e.strerror or e} while writing the checkpoint of "
+                       f"step {step} in {root}: it was not kept; {kept}. Free some space, then resume the run",
+                       kind="disk" if full else "input") from e
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     return final
+
+
+def remove_partial_checkpoints(root: Path) -> list[Path]:
+    """Delete the temporary folders of checkpoints whose writing was interrupted (a killed worker)."""
+    root = Path(root)
+    gone = [p for p in root.glob(".tmp-*") if p.is_dir()] if root.is_dir() else []
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 
 def load_checkpoint(

@@ -33,6 +33,10 @@ class ReadOnlyProjectError(WorkbenchError):
     """A change was asked of a project opened read-only (its file or folder is not writable)."""
 
 
+class DiskFullError(WorkbenchError):
+    """A write ran out of disk space (or reached the file's size limit); what it was writing was not saved."""
+
+
 class NewerSchemaError(WorkbenchError):
     """The project was written by a newer version of the app than this one."""
 

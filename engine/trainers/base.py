@@ -260,6 +260,9 @@ class TrainingRun:
             self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
 
     def _resume(self) -> None:
+        # A worker killed while writing a checkpoint leaves its temporary folder: never a checkpoint, always garbage.
+        for partial in ckpt.remove_partial_checkpoints(self.ctx.checkpoint_dir):
+            self.ctx.log(f"removed {partial.name}, a checkpoint whose writing was interrupted")
         path = ckpt.latest_checkpoint(self.ctx.checkpoint_dir)
         if path is None:
             raise JobError(f"nothing to resume: no checkpoint in {self.ctx.checkpoint_dir}")

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import DamagedProjectError, NewerSchemaError, NotAProjectError, ReadOnlyProjectError, WorkbenchError
+from ..errors import DamagedProjectError, DiskFullError, NewerSchemaError, NotAProjectError, ReadOnlyProjectError, WorkbenchError
 from ..schema import APP_ID, APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from ..taxonomy import BUILTIN_CATEGORIES
 from .records import now_iso
@@ -152,6 +152,14 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """SQLITE_FULL (a full disk, or ``max_page_count`` reached) or an ENOSPC from the file system."""
+    if isinstance(error, sqlite3.OperationalError):
+        code = getattr(error, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(error)
+    return isinstance(error, OSError) and error.errno == 28  # ENOSPC
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -324,12 +332,17 @@ class ProjectFile:
         self._depth = 1
         try:
             yield self.conn
-        except BaseException:
+            self.conn.execute("COMMIT")
+        except BaseException as e:
             self._depth = 0
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite rolls some failed transactions back by itself (a full disk)
+                self.conn.execute("ROLLBACK")
+            if _is_disk_full(e):
+                raise DiskFullError(
+                    f"{self.path}: the disk is full (or the project reached its size limit): nothing of this change "
+                    "was saved and the project is as it was before; free some space and try again") from e
             raise
         self._depth = 0
-        self.conn.execute("COMMIT")
 
     @contextmanager
     def read_transaction(self) -> Iterator[None]:
