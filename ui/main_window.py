@@ -22,16 +22,19 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSizePolicy,
     QStackedWidget,
+    QVBoxLayout,
     QWidget,
 )
 
-from workbench.errors import WorkbenchError
+from workbench.backups import restore
+from workbench.errors import DamagedProjectError, WorkbenchError
 from workbench.store import Project
 
 from .guidelines import GuidelinesPanel
 from .help import HelpDialog
 from .lock import WindowLock
 from .prefs import Prefs
+from .project_care import BackupScheduler, BackupsDialog, CheckDialog, offer_restore, read_only_banner
 from .session import Session
 from .shortcuts import SHORTCUTS, KeyRouter
 from .welcome import Welcome
@@ -84,11 +87,18 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.placeholder)
         self.sidebar.setEnabled(False)
         central = QWidget()
-        lay = QHBoxLayout(central)
-        lay.setContentsMargins(0, 0, 0, 0)
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        self.banner_slot = QVBoxLayout()  # a read-only project's banner goes here
+        outer.addLayout(self.banner_slot)
+        lay = QHBoxLayout()
         lay.addWidget(self.sidebar)
         lay.addWidget(self.stack, 1)
+        outer.addLayout(lay, 1)
         self.setCentralWidget(central)
+        self.banner: QLabel | None = None
+        self.backups: BackupScheduler | None = None
 
         self.dock = QDockWidget("Guidelines", self)
         self.dock.setObjectName("guidelines")
@@ -138,6 +148,15 @@ class MainWindow(QMainWindow):
         self.recent_menu = m.addMenu("Open &recent")
         self._fill_recent()
         m.addSeparator()
+        self.project_actions: list[QAction] = []
+        for text, slot in (("&Back up now", self.back_up_now), ("Bac&kups…", self.show_backups),
+                           ("&Check the project…", self.show_check)):
+            a = QAction(text, self)
+            a.triggered.connect(slot)
+            a.setEnabled(False)
+            m.addAction(a)
+            self.project_actions.append(a)
+        m.addSeparator()
         self.hide_flagged_action = QAction("&Hide flagged and red-team content", self, checkable=True)
         self.hide_flagged_action.setChecked(bool(self.prefs.get("safety/hide_flagged")))
         self.hide_flagged_action.toggled.connect(self._set_hide_flagged)
@@ -167,13 +186,22 @@ class MainWindow(QMainWindow):
         path = Path(path)
         lock = WindowLock(path)
         try:
-            project = Project.create(path) if create else Project.open(path)
+            project = Project.create(path) if create else Project.open(path, read_only=None)
         except BaseException:
             lock.release()
             raise
         self.close_project()
         self.lock = lock
         self.session = Session(project, self.prefs, self)
+        self.backups = BackupScheduler(project, parent=self)
+        self.backups.backed_up.connect(lambda b: self.statusBar().showMessage(f"Backed up: {b.describe()}", 8000))
+        self.backups.failed.connect(lambda e: self.statusBar().showMessage(f"Backup failed: {e}", 15000))
+        for a in self.project_actions:
+            a.setEnabled(True)
+        if project.read_only:
+            self.banner = read_only_banner(path)
+            self.banner_slot.addWidget(self.banner)
+            self.banner.show()
         # Checkpoint the WAL when the expert pauses, not inside a key press: SQLite's automatic checkpoint runs in
         # whichever commit crosses 1000 pages and took ~0.4 s on a 1M-comparison file. The engine's own
         # connection keeps its automatic checkpoints.
@@ -201,9 +229,56 @@ class MainWindow(QMainWindow):
         try:
             self.open_project(path, create=create)
             return True
+        except DamagedProjectError as e:
+            try:
+                restored = offer_restore(self, Path(path), e)
+            except WorkbenchError as again:
+                QMessageBox.warning(self, "RLHF Workbench", str(again))
+                return False
+            return restored is not None and self.open_project_or_warn(Path(path))
         except WorkbenchError as e:
             QMessageBox.warning(self, "RLHF Workbench", str(e))
             return False
+
+    # ------------------------------------------------------------------ backups and checks
+    def back_up_now(self) -> None:
+        if self.backups is not None and self.backups.back_up("manual"):
+            self.statusBar().showMessage("Backing up…", 5000)
+
+    def show_backups(self) -> None:
+        if self.session is None or self.backups is None:
+            return
+        dlg = BackupsDialog(self.session.project, self.backups, self.restore_backup, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self.backups_dialog = dlg
+
+    def show_check(self) -> None:
+        if self.session is None:
+            return
+        dlg = CheckDialog(self.session.project.path, self, can_repair=not self.session.project.read_only)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        dlg.run()
+        self.check_dialog = dlg
+
+    def restore_backup(self, backup: str) -> bool:
+        """Close the project, put ``backup`` in its place (the replaced file is kept beside it), open it again."""
+        if self.session is None:
+            return False
+        path = self.session.project.path
+        self.close_project()
+        try:
+            replaced = restore(backup, path)
+        except WorkbenchError as e:
+            QMessageBox.warning(self, "RLHF Workbench", str(e))
+            self.open_project_or_warn(path)
+            return False
+        opened = self.open_project_or_warn(path)
+        if opened and replaced is not None:
+            self.statusBar().showMessage(f"Restored {Path(backup).name}; the replaced file is kept as {replaced.name}",
+                                         15000)
+        return opened
 
     def open_project_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open project", "", "RLHF Workbench projects (*.wbp *.db *.sqlite);;All files (*)")
@@ -216,7 +291,7 @@ class MainWindow(QMainWindow):
             self.open_project_or_warn(Path(path), create=True)
 
     def checkpoint(self) -> None:
-        if self.session is not None:
+        if self.session is not None and not self.session.project.read_only:
             self.session.project.checkpoint_wal("PASSIVE")
 
     def close_project(self) -> None:
@@ -233,6 +308,15 @@ class MainWindow(QMainWindow):
             self.guidelines.deleteLater()
             self.guidelines = None
         self.idle_checkpoint.stop()
+        if self.backups is not None:
+            self.backups.stop()
+            self.backups.deleteLater()
+            self.backups = None
+        if self.banner is not None:
+            self.banner.deleteLater()
+            self.banner = None
+        for a in self.project_actions:
+            a.setEnabled(False)
         if self.session is not None:
             self.checkpoint()
             self.session.project.close()

@@ -116,6 +116,13 @@ def back_up(project: Project, reason: str = "auto") -> Backup:
     return next(b for b in list_backups(project.path) if b.path == path)
 
 
+def back_up_file(project_path: str | os.PathLike[str], reason: str = "auto") -> Backup:
+    """:func:`back_up` on a connection of its own: what a background thread calls while the window keeps its
+    connection (a backup reads for a while, and SQLite serialises the calls on one connection)."""
+    with Project.open(project_path, migrate=False, read_only=None) as project:
+        return back_up(project, reason)
+
+
 def prune(project_path: str | os.PathLike[str], keep: int) -> list[Path]:
     removed = []
     for b in list_backups(project_path)[keep:]:

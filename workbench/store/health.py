@@ -121,6 +121,11 @@ class HealthStore(SnapshotStore):
                 "UPDATE run SET error = ?, status = CASE WHEN status IN ('pending', 'running') THEN 'failed' "
                 "ELSE status END WHERE id = ?", (MISSING_NOTE + what, run_id))
 
+    def change_mark(self) -> tuple[int, int]:
+        """Changes at a glance: SQLite's data version (moves when another connection, such as a training worker,
+        commits) and this connection's total changes. Equal marks: nothing was written in between."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0]), int(self.conn.total_changes)
+
     # ------------------------------------------------------------------ copies
     def copy_to(self, target: str | os.PathLike[str], *, pages_per_step: int = -1) -> Path:
         """Write a consistent copy of the project to the new file ``target`` with SQLite's online backup API,
