@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication, QMessageBox
 
-    from workbench.errors import WorkbenchError
+    from workbench.errors import DamagedProjectError, WorkbenchError
 
     from .main_window import MainWindow
     from .prefs import APP, ORG
@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     if path is not None:
         try:
             window.open_project(Path(path))
+        except DamagedProjectError as e:
+            print(str(e), file=sys.stderr)
+            # A damaged project: offer the newest backup; without a restore the window stays on its first screen.
+            if app.platformName() == "offscreen" or not window.open_project_or_warn(Path(path)):
+                if app.platformName() == "offscreen" or args.smoke_test:
+                    return 2
         except WorkbenchError as e:
             print(str(e), file=sys.stderr)
             if app.platformName() != "offscreen":
