@@ -26,36 +26,9 @@ from pathlib import Path
 
 from bench.machine import describe
 from bench.synthetic import OUT, build
+from tests.e2e.kill_driver import DRIVER
 from workbench.store import Project
 
-DRIVER = r"""
-import sys
-from pathlib import Path
-from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
-app = QApplication([])
-from ui.main_window import MainWindow
-from ui.prefs import Prefs
-w = MainWindow(Prefs(Path(sys.argv[2])))
-w.show()
-w.open_project(Path(sys.argv[1]))
-page = w.show_page("compare")
-page.queue.config.retest_share = 0
-print("READY", app.platformName(), flush=True)
-keys = {"1": ("left", "strong"), "2": ("left", "clear"), "6": ("right", "clear"), "4": ("tie", None), "x": ("both_bad", None)}
-i = 0
-while page.current is not None:
-    key = "1264x"[i % 5]
-    i += 1
-    c, left = page.current, page.left_side
-    side, strength = keys[key]
-    verdict = {"left": left, "right": "b" if left == "a" else "a"}.get(side, side)
-    QTest.keyClick(w.current_page(), key)
-    if page.current is not None and page.current.id == c.id:
-        continue  # not taken (the status bar says why): not acknowledged
-    print(f"ACK {c.id} {verdict} {strength}", flush=True)
-print("DONE", flush=True)
-"""
 
 
 def start_xvfb() -> tuple[subprocess.Popen, str]:
@@ -98,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not by_count and time.monotonic() >= deadline:
                     break
                 line = proc.stdout.readline()
-                if not line or line.startswith("DONE"):
+                if not line or line.startswith(("DONE", "REFUSED")):
                     break
                 _, cid, verdict, strength = line.split()
                 acked[int(cid)] = (verdict, None if strength == "None" else strength)
