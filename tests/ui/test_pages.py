@@ -239,7 +239,7 @@ def _inside_window(window, widget) -> tuple[int, int]:
 def test_at_1024x700_the_guidelines_panel_leaves_the_page_on_screen(qtbot, window, page_name):
     window.resize(1024, 700)
     page = window.show_page(page_name)
-    qtbot.keyClick(page, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
+    window.toggle_guidelines()  # G
     assert window.dock.isVisible()
     qtbot.wait(20)
     app_width = window.width()
@@ -268,9 +268,7 @@ def test_the_status_bar_overview_and_train_name_the_same_counts(qtbot, window, d
     qtbot.keyClick(rank, Qt.Key.Key_Return)
     (rk,) = db.ranking_ids()
     db.create_snapshot("preference", {"ranking": [rk]})
-    history = window.show_page("history")
-    history.table.selectRow(history.model.row_of("ranking", rk))
-    history.retract_selected(confirm=True)
+    db.retract("ranking", rk)
     write = window.show_page("write")
     qtbot.keyClicks(write.editor, "An answer.")
     qtbot.keyClick(write.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
