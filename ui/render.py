@@ -40,10 +40,11 @@ def _escape_times(line: str) -> str:
     return "".join(out)
 
 
-def markdown_source(text: str) -> str:
+def markdown_source(text: str, *, line_breaks: bool = True) -> str:
     """The text as given to Qt's Markdown reader: outside code blocks, a ``*`` between two letters or digits is kept
-    as a multiplication sign, and a line break inside a paragraph stays a line break (as chat interfaces show
-    model output; CommonMark would join a poem's lines into one)."""
+    as a multiplication sign, and (with ``line_breaks``) a line break inside a paragraph stays a line break, as chat
+    interfaces show model output (CommonMark would join a poem's lines into one). Documents written with wrapped
+    lines (the guidelines) are read without ``line_breaks``."""
     lines = text.split("\n")
     out: list[str] = []
     fence: str | None = None
@@ -66,7 +67,8 @@ def markdown_source(text: str) -> str:
             continue
         line = _escape_times(line)
         following = lines[i + 1] if i + 1 < len(lines) else ""
-        if line.strip() and following.strip() and not _FENCE.match(following) and not _HARD_BREAK.search(line):
+        if (line_breaks and line.strip() and following.strip() and not _FENCE.match(following)
+                and not _HARD_BREAK.search(line)):
             line += "  "
         out.append(line)
     return "\n".join(out)
@@ -86,10 +88,11 @@ class SafeBrowser(QTextBrowser):
         self.loaded_urls.append(url.toString())
         return None
 
-    def set_content(self, text: str, markdown: bool) -> None:
+    def set_content(self, text: str, markdown: bool, *, line_breaks: bool = True) -> None:
+        """Show ``text`` as Markdown (see :func:`markdown_source` for ``line_breaks``) or as plain text."""
         if markdown:
             self.document().setMarkdown(
-                markdown_source(text),
+                markdown_source(text, line_breaks=line_breaks),
                 QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML,
             )
         else:
@@ -97,8 +100,9 @@ class SafeBrowser(QTextBrowser):
 
 
 class TextPane(QWidget):
-    """A SafeBrowser with truncation of long texts and a "show more" button, a switch to plain text, and optionally
-    folded (hidden) until revealed, for flagged or red-team content.
+    """A SafeBrowser with truncation of long texts and a "show more" button, a switch to plain text
+    (``plain_button``, below the text unless the page puts it in its own heading), and optionally folded (hidden)
+    until revealed, for flagged or red-team content.
 
     ``reveal_requested`` fires when the mouse asks to reveal (the fold's button): the page reveals through the same
     handler as its key, so the exposure is counted either way."""
@@ -106,7 +110,8 @@ class TextPane(QWidget):
     revealed = Signal()
     reveal_requested = Signal()
 
-    def __init__(self, parent: QWidget | None = None, *, first_chars: int = FIRST_CHARS, plain_key: str = ""):
+    def __init__(self, parent: QWidget | None = None, *, first_chars: int = FIRST_CHARS, plain_key: str = "",
+                 plain_toggle: bool = True):
         super().__init__(parent)
         self.first_chars = first_chars
         self.browser = SafeBrowser(self)
@@ -132,6 +137,7 @@ class TextPane(QWidget):
         self.plain_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.plain_button.setToolTip("Show this text as plain text, not Markdown" + (f" ({plain_key})" if plain_key else ""))
         self.plain_button.clicked.connect(self.toggle_plain)
+        self.plain_toggle = plain_toggle  # a page may move the button into its own heading row
         bottom = QHBoxLayout()
         bottom.setContentsMargins(0, 0, 0, 0)
         bottom.addWidget(self.more)
@@ -161,8 +167,8 @@ class TextPane(QWidget):
         self._text, self._markdown = text, markdown
         self.plain = False
         self.plain_button.setChecked(False)
-        self.plain_button.setVisible(markdown)
         self.folded = bool(fold_reason)
+        self.plain_button.setVisible(markdown and self.plain_toggle and not self.folded)
         if self.folded:
             # The text is not put into the document at all while folded: nothing harmful is on screen.
             self.fold_label.setText(f"Hidden: {fold_reason}.")
@@ -189,6 +195,7 @@ class TextPane(QWidget):
             self.folded = False
             self.fold_box.hide()
             self.browser.show()
+            self.plain_button.setVisible(self._markdown and self.plain_toggle)
             self._render(limit=True)
             self.revealed.emit()
 

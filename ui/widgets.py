@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QWidget,
 )
 
@@ -59,12 +60,31 @@ class LazyCombo(QComboBox):
         self.setCurrentIndex(self.findData(value))
 
 
-def key_button(page: QWidget, action: str, text: str, *, key: str | None = None) -> QPushButton:
+class KeyButton(QPushButton):
+    """A button labelled with its words and its key; where the words do not fit, the short label (the key alone, or
+    a symbol and the key) is shown instead of clipped words. The full words stay in the tooltip."""
+
+    def __init__(self, text: str, short: str):
+        super().__init__(text)
+        self.long_text, self.short_text = text, short
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)  # shrinks with the window
+        self.setMinimumWidth(36)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        room = self.width() - 16
+        self.setText(self.long_text if self.fontMetrics().horizontalAdvance(self.long_text) <= room else self.short_text)
+        super().resizeEvent(event)
+
+
+def key_button(page: QWidget, action: str, text: str, *, key: str | None = None, short: str = "",
+               shown_key: str | None = None) -> KeyButton:
     """A button for a mouse user that runs ``action`` through the page's key router, exactly as its key does
-    (``key``: the key name the handler gets, by default the action's first key). Its label shows the key."""
+    (``key``: the key name the handler gets, by default the action's first key). Its label shows the key (or
+    ``shown_key``, another of the action's keys); ``short`` (before the key) is what a narrow button shows instead
+    of ``text``."""
     binding = next(b for b in SHORTCUTS if b.scope in page.router.scopes() + [page.name] and b.action == action)
-    shown = key or binding.keys[0]
-    button = QPushButton(f"{text}  {shown}")
+    shown = shown_key or key or binding.keys[0]
+    button = KeyButton(f"{text}  {shown}", f"{short} {shown}".strip())
     button.setToolTip(f"{binding.help} (key: {' / '.join(binding.keys) if key is None else key})")
     button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # a click must not take the keys away from the page
     button.clicked.connect(lambda: page.router.trigger(action, key))
@@ -110,6 +130,7 @@ class SessionProgress(QProgressBar):
         super().__init__(parent)
         self.session = session
         self.setTextVisible(True)
+        self.setMinimumWidth(150)
         self.setMaximumWidth(260)
         self.setToolTip("Actions this session (judgments, rankings, answers, flags) toward the target set in "
                         "Project → Preferences")

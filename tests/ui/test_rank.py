@@ -93,11 +93,11 @@ def test_folded_responses_are_not_ranked_until_revealed(qtbot, window, db):
 def test_rank_buttons_do_what_their_keys_do(qtbot, window, db):
     page = window.show_page("rank")
     pid, ids = page.prompt_id, page.response_ids
-    place = [b for b in page.findChildren(type(page.buttons["submit"])) if b.text().startswith("Place next")]
+    place = [b for b in page.findChildren(type(page.buttons["submit"])) if b.long_text.startswith("Place next")]
     assert len(place) == len(ids)
-    next(b for b in place if b.text().endswith(" 2")).click()
+    next(b for b in place if b.long_text.endswith(" 2")).click()
     page.buttons["tie_next"].click()
-    next(b for b in place if b.text().endswith(" 3")).click()
+    next(b for b in place if b.long_text.endswith(" 3")).click()
     page.buttons["submit"].click()
     (rk,) = db.ranking_ids()
     assert db.get_ranking(rk) == {ids[1]: 1, ids[2]: 1, ids[0]: 2}

@@ -15,7 +15,6 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QFrame,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -39,15 +38,16 @@ from ..widgets import LazyCombo, SessionProgress, conversation_markdown, key_but
 from .base import Page
 
 CRITERION_CYCLE = (None, "left", "right", "tie")
-# (action, button text): the verdict row, then the other actions, each beside its key.
+# (action, button text, what a narrow button shows): the verdict row, then the other actions, each beside its key.
 VERDICT_BUTTONS = (
-    ("left_strong", "Left much better"), ("left_clear", "Left better"), ("left_slight", "Left slightly"),
-    ("tie", "Tie"), ("right_slight", "Right slightly"), ("right_clear", "Right better"),
-    ("right_strong", "Right much better"), ("both_bad", "Both bad"),
+    ("left_strong", "Left much better", "◀◀◀"), ("left_clear", "Left better", "◀◀"), ("left_slight", "Left slightly", "◀"),
+    ("tie", "Tie", "="), ("right_slight", "Right slightly", "▶"), ("right_clear", "Right better", "▶▶"),
+    ("right_strong", "Right much better", "▶▶▶"), ("both_bad", "Both bad", "✕"),
 )
 ACTION_BUTTONS = (
-    ("skip", "Skip"), ("undo", "Undo"), ("reveal", "Reveal"), ("check_safe", "Nothing harmful"), ("flag", "Flag"),
-    ("note", "Note"), ("write_better", "Write better"),
+    ("skip", "Skip", "Skip"), ("undo", "Undo", "Undo"), ("reveal", "Reveal", "Reveal"),
+    ("check_safe", "Nothing harmful", "Safe"), ("flag", "Flag", "Flag"), ("note", "Note", "Note"),
+    ("write_better", "Write better", "Write"),
 )
 
 
@@ -99,11 +99,10 @@ class ComparePage(FlaggingMixin, Page):
         top.addWidget(self.tag_box)
         top.addWidget(self.gap_label, 1)
         top.addWidget(self.item_label, 1)
-        self.item_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
         # ---- prompt and responses
         first_chars = self.session.prefs.get("render/first_chars")
-        self.prompt_pane = TextPane(first_chars=first_chars)
+        self.prompt_pane = TextPane(first_chars=first_chars, plain_toggle=False)
         self.left_pane = TextPane(first_chars=first_chars, plain_key="Alt+L")
         self.right_pane = TextPane(first_chars=first_chars, plain_key="Alt+R")
         self.left_head, self.right_head = QLabel(), QLabel()
@@ -115,7 +114,10 @@ class ComparePage(FlaggingMixin, Page):
             box.setMinimumWidth(120)
             v = QVBoxLayout(box)
             v.setContentsMargins(0, 0, 0, 0)
-            v.addWidget(head)
+            head_row = QHBoxLayout()
+            head_row.addWidget(head, 1)
+            head_row.addWidget(pane.plain_button)
+            v.addLayout(head_row)
             v.addWidget(pane, 1)
             cols.addWidget(box)
         cols.setChildrenCollapsible(False)
@@ -148,15 +150,14 @@ class ComparePage(FlaggingMixin, Page):
         self.writer.hide()
         self.feedback = QLabel()
         self.buttons: dict[str, QWidget] = {}
-        verdict_row, action_row = QGridLayout(), QHBoxLayout()
+        verdict_row, action_row = QHBoxLayout(), QHBoxLayout()
         verdict_row.setSpacing(4)
-        for i, (action, text) in enumerate(VERDICT_BUTTONS):
-            verdict_row.addWidget(self._button(action, text), 0, i)
-        for action, text in ACTION_BUTTONS:
-            action_row.addWidget(self._button(action, text))
-        action_row.addStretch(1)
+        action_row.setSpacing(4)
+        for action, text, short in VERDICT_BUTTONS + ACTION_BUTTONS:
+            button = self.buttons[action] = key_button(self, action, text, short=short)
+            (verdict_row if (action, text, short) in VERDICT_BUTTONS else action_row).addWidget(button, 1)
         self.progress = SessionProgress(session)
-        action_row.addWidget(self.progress)
+        action_row.addWidget(self.progress, 1)
         self.keys_hint = QLabel(
             "1/2/3 left much better/better/slightly · 4 tie · 5/6/7 right slightly/better/much better · X both bad · "
             "S skip · U undo · R reveal · C nothing harmful · F flag · W write · [ ] prompt · Alt+L/Alt+R plain text "
@@ -189,14 +190,6 @@ class ComparePage(FlaggingMixin, Page):
         lay.addWidget(self.feedback)
         lay.addWidget(self.keys_hint)
         self._loaded = False
-
-    def _button(self, action: str, text: str) -> QWidget:
-        button = key_button(self, action, text)
-        # Buttons shrink with the window rather than push the responses off-screen.
-        button.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        button.setMinimumWidth(40)
-        self.buttons[action] = button
-        return button
 
     # ------------------------------------------------------------------ loading
     def activate(self) -> None:

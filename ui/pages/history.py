@@ -186,10 +186,12 @@ class HistoryPage(Page):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
         header = self.table.horizontalHeader()
-        for col, width in ((0, 140), (1, 100), (2, 56), (4, 220)):
+        width = self.table.fontMetrics().horizontalAdvance
+        for col, w in ((0, width("2026-12-31 23:59:59") + 12), (1, width("demonstration") + 12), (2, width("000000") + 8),
+                       (3, 200)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-            header.resizeSection(col, width)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+            header.resizeSection(col, w)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)  # the verdict, in words, gets the room left
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self.open_selected())
         self.table.doubleClicked.connect(lambda *_: self.open_selected())
 
@@ -219,7 +221,10 @@ class HistoryPage(Page):
         right = QWidget()
         rv = QVBoxLayout(right)
         rv.setContentsMargins(0, 0, 0, 0)
-        rv.addWidget(self.detail_head)
+        head_row = QHBoxLayout()
+        head_row.addWidget(self.detail_head, 1)
+        head_row.addWidget(self.detail.plain_button)
+        rv.addLayout(head_row)
         rv.addWidget(self.detail, 1)
         rv.addWidget(self.verdict_row)
         rv.addWidget(self.retract_btn)

@@ -53,7 +53,7 @@ class RankPage(FlaggingMixin, Page):
         self.undo_stack: list[tuple] = []
         self.fold = FoldedItem(session)
 
-        self.prompt_pane = TextPane()
+        self.prompt_pane = TextPane(plain_toggle=False)
         self.prompt_pane.browser.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.prompt_pane.reveal_requested.connect(lambda: self.router.trigger("reveal"))
         self.grid_host = QWidget()
@@ -97,12 +97,12 @@ class RankPage(FlaggingMixin, Page):
         self.empty_label.hide()
         self.buttons: dict[str, QWidget] = {}
         buttons = QHBoxLayout()
-        for action, text in (("submit", "Save"), ("unpick", "Take back"), ("tie_next", "Tie next"), ("skip", "Skip"),
-                             ("undo", "Undo"), ("reveal", "Reveal"), ("check_safe", "Nothing harmful"), ("flag", "Flag")):
-            button = key_button(self, action, text)
-            button.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-            button.setMinimumWidth(40)
-            self.buttons[action] = button
+        for action, text, short, shown in (
+            ("submit", "Save", "Save", "Enter"), ("unpick", "Take back", "Back", "⌫"), ("tie_next", "Tie next", "Tie", None),
+            ("skip", "Skip", "Skip", None), ("undo", "Undo", "Undo", None), ("reveal", "Reveal", "Reveal", None),
+            ("check_safe", "Nothing harmful", "Safe", None), ("flag", "Flag", "Flag", None),
+        ):
+            button = self.buttons[action] = key_button(self, action, text, short=short, shown_key=shown)
             buttons.addWidget(button, 1)
         self.progress = SessionProgress(session)
         buttons.addWidget(self.progress)
@@ -158,7 +158,8 @@ class RankPage(FlaggingMixin, Page):
         cols = 3 if len(responses) > 4 else 2
         for i, r in enumerate(responses):
             head = QLabel(f"<b>[{i + 1}]</b>")
-            place = key_button(self, "pick", "Place next", key=str(i + 1))
+            place = key_button(self, "pick", "Place next", key=str(i + 1), short="Place")
+            place.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
             pane = TextPane()
             pane.browser.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             pane.reveal_requested.connect(lambda: self.router.trigger("reveal"))
@@ -169,6 +170,7 @@ class RankPage(FlaggingMixin, Page):
             head_row = QHBoxLayout()
             head_row.addWidget(head)
             head_row.addStretch(1)
+            head_row.addWidget(pane.plain_button)
             head_row.addWidget(place)
             v.addLayout(head_row)
             v.addWidget(pane, 1)

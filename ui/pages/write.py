@@ -38,7 +38,7 @@ class WritePage(Page):
         self.queue: WriteQueue | None = None
         self.fold = FoldedItem(session)
         self._replace_armed: tuple[int, float] | None = None  # (response id, when) after a first Ctrl+E over a draft
-        self.prompt_pane = TextPane()
+        self.prompt_pane = TextPane(plain_toggle=False)
         self.prompt_pane.browser.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.prompt_pane.reveal_requested.connect(lambda: self.router.trigger("reveal"))
         self.existing = QLabel()
