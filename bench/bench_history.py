@@ -25,6 +25,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from bench.machine import describe  # noqa: E402
 from bench.synthetic import OUT, build  # noqa: E402
+from bench.window import open_window, paint_counter  # noqa: E402
 from workbench.store import copy_project  # noqa: E402
 
 
@@ -45,51 +46,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, path: Path, tmp: Path) -> int:
-    from PySide6.QtCore import QEvent, QObject, Qt
+    from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication
 
-    from ui.main_window import MainWindow
-    from ui.prefs import Prefs
-
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    w = MainWindow(Prefs(tmp / "prefs.ini"))
-    w.resize(1400, 860)
-    w.show()
-    t0 = time.perf_counter()
-    w.open_project(path)  # an older file is migrated (and backed up) here, outside the figure
-    w.show_page("compare")
-    app.processEvents()
-    open_s = time.perf_counter() - t0
-
-    class PaintCounter(QObject):
-        n = 0
-
-        def eventFilter(self, obj, event):  # noqa: N802
-            if event.type() == QEvent.Type.Paint:
-                PaintCounter.n += 1
-            return False
-
-    counter = PaintCounter()
+    # An older file is migrated (and backed up) on opening, outside the figure.
+    app, w, open_s = open_window(path, tmp)
+    counter = paint_counter()
     watched: set[int] = set()
     visits = []
     page = None
     for _ in range(args.visits):
         w.show_page("compare")
         app.processEvents()
-        painted = PaintCounter.n
+        painted = counter.n
         t = time.perf_counter()
         page = w.show_page("history")
         for widget in (page.table.viewport(), page.detail.browser.viewport()):
             if id(widget) not in watched:  # built on the first visit: watch its paints from now on
                 widget.installEventFilter(counter)
                 watched.add(id(widget))
-        while PaintCounter.n <= painted:  # the list's first page painted
+        while counter.n <= painted:  # the list's first page painted
             app.processEvents()
         first = page.selected()
         QTest.keyClick(page.table, Qt.Key.Key_Down)
-        painted = PaintCounter.n
-        while page.shown is None or page.shown is first or PaintCounter.n <= painted:
+        painted = counter.n
+        while page.shown is None or page.shown is first or counter.n <= painted:
             app.processEvents()
         visits.append((time.perf_counter() - t) * 1000)
         assert page.shown is page.model.rows[page.table.currentIndex().row()], "the key did not open the next row"

@@ -3,7 +3,8 @@
 Runs offscreen. Without ``--project`` it builds a small showcase project (Markdown, right-to-left and CJK text, a
 multi-turn conversation, a flagged response, a red-team prompt, some judgments so the Dashboard and History have
 something to show). Compare is shot on each kind of item: folded, multi-turn (open at its last turn), one response
-switched to plain text; ``compare-guidelines-flag`` with the guidelines panel open.
+switched to plain text; ``compare-guidelines-flag`` with the guidelines panel open; ``compare-demo`` on the demo
+project.
 """
 
 from __future__ import annotations
@@ -169,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     app.processEvents()
     w.help_dialog.grab().save(str(args.out / "help.png"))
     w.help_dialog.close()
+    # Compare on the demo project (the README's first picture), built afresh from resources/demo.
+    from workbench.demo import ensure_demo_project
+
+    w.open_project(ensure_demo_project(tmp / "demo.wbp"))
+    page = w.show_page("compare")
+    page.queue.config.retest_share = 0
+    page.show_item(page.current)
+    snap("compare-demo")
     w.close()
     del w
     return 0

@@ -1,8 +1,9 @@
 """The open project as the pages share it: the Project, the preferences, the session clock and counters.
 
 Pages write through ``session.project`` (each store call is one committed transaction) and then call
-:meth:`Session.notify` with what changed, so the status bar can update its counts without re-counting a
-million rows on every key press.
+:meth:`Session.notify` with what changed: the session counts its actions, and the status bar reads the project's
+trigger-kept counters again (constant time, and the same numbers Overview and Train show). Harmful content seen
+is counted once per item (:meth:`Session.saw_harmful`, through :mod:`ui.folding`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ RED_TEAM_TAGS = frozenset({"red-team", "red_team", "redteam", "unsafe", "harmful
 
 
 class Session(QObject):
-    changed = Signal(dict)       # {"judged": +1, "pending": -1, ...}: deltas for the status bar counts
+    changed = Signal(dict)       # {"judged": +1, "pending": -1, "action": 1, ...}: what an action changed
     refresh = Signal()           # something changed that needs a full recount (e.g. guideline edited)
     harmful_seen_changed = Signal(int)
 

@@ -153,8 +153,40 @@ def _plain(name: str) -> bool:
     return not any(m in name for m in ("Ctrl+", "Alt+", "Meta+")) and not (name.startswith("F") and name[1:].isdigit()) and name != "Esc"
 
 
+class _Dispatcher(QObject):
+    """The one application event filter of every router: each event of the window passes one Python call here
+    (not one per page), and only key presses go on to the routers, the most recently made first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routers: list[KeyRouter] = []
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() != _KEY_PRESS or not isinstance(obj, QWidget):
+            return False
+        for router in reversed(self.routers):
+            if router.route(obj, event):  # type: ignore[arg-type]
+                return True
+        return False
+
+
+_KEY_PRESS = QEvent.Type.KeyPress
+_DISPATCHER: _Dispatcher | None = None
+
+
+def _dispatcher() -> _Dispatcher:
+    global _DISPATCHER
+    if _DISPATCHER is None:
+        from PySide6.QtWidgets import QApplication
+
+        _DISPATCHER = _Dispatcher()
+        QApplication.instance().installEventFilter(_DISPATCHER)
+    return _DISPATCHER
+
+
 class KeyRouter(QObject):
-    """An application event filter that sends key presses inside ``root`` to handlers looked up in the table.
+    """Sends key presses inside ``root`` to handlers looked up in the table (through one application event filter
+    shared by every router); it stops when ``root`` is deleted.
 
     ``scopes()`` gives the active scopes, most specific first; ``handler(action)`` returns a callable or None.
     Inside a text editor only keys with Ctrl/Alt (and F-keys, Esc) are routed, so typing stays typing.
@@ -163,9 +195,9 @@ class KeyRouter(QObject):
     def __init__(self, root: QWidget, scopes: Callable[[], list[str]], handler: Callable[[str], Callable[[str], None] | None]):
         super().__init__(root)
         self.root, self.scopes, self.handler = root, scopes, handler
-        from PySide6.QtWidgets import QApplication
-
-        QApplication.instance().installEventFilter(self)
+        routers = _dispatcher().routers
+        routers.append(self)
+        root.destroyed.connect(lambda *_: self in routers and routers.remove(self))
 
     def trigger(self, action: str, key: str | None = None) -> None:
         """Run ``action`` exactly as its key does (the buttons beside the keys come here): ``key`` is the key name
@@ -191,9 +223,8 @@ class KeyRouter(QObject):
             else:
                 print(str(e), file=sys.stderr)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() != QEvent.Type.KeyPress or not isinstance(obj, QWidget):
-            return False
+    def route(self, obj: QWidget, event: QKeyEvent) -> bool:
+        """Handle a key press on ``obj`` when it lies inside this router's root; True when a handler took it."""
         if obj is not self.root and not self.root.isAncestorOf(obj):
             return False
         names = key_names(event)  # type: ignore[arg-type]
