@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from bench.machine import describe  # noqa: E402
-from bench.synthetic import OUT, build  # noqa: E402
-from bench.window import open_window, paint_counter  # noqa: E402
-from workbench.store import copy_project  # noqa: E402
+from bench.window import open_window, paint_counter, scratch_copy  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,14 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--visits", type=int, default=10)
     ap.add_argument("--pages", type=int, default=50, help="pages to scroll through after the visits")
     args = ap.parse_args(argv)
-    src = build(OUT / f"synthetic-{args.comparisons}.wbp", args.comparisons)
-    tmp = Path(tempfile.mkdtemp())
-    path = tmp / "bench.wbp"
-    copy_project(src, path)
-    try:
+    with scratch_copy(args.comparisons) as (path, tmp):
         return _run(args, path, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(args, path: Path, tmp: Path) -> int:

@@ -1,11 +1,34 @@
-"""Shared parts of the window benchmarks (``bench_ui_keypress``, ``bench_history``): the window opened offscreen on
-a copy of a synthetic project, and a counter of the paint events of the widgets a figure waits for."""
+"""Shared parts of the window benchmarks (``bench_ui_keypress``, ``bench_history``): a scratch copy of the cached
+synthetic project, the window opened offscreen on it, and a counter of the paint events of the widgets a figure
+waits for."""
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def scratch_copy(comparisons: int) -> Iterator[tuple[Path, Path]]:
+    """(project, folder): a copy of bench/synthetic's project of ``comparisons`` (built once, cached, untouched) in
+    a scratch folder, removed afterwards with everything in it (the lock, the backup an older file gets when it is
+    migrated on opening)."""
+    from bench.synthetic import OUT, build
+    from workbench.store import copy_project
+
+    src = build(OUT / f"synthetic-{comparisons}.wbp", comparisons)
+    tmp = Path(tempfile.mkdtemp())
+    path = tmp / "bench.wbp"
+    copy_project(src, path)
+    try:
+        yield path, tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def open_window(path: Path, prefs_dir: Path, page: str = "compare"):

@@ -68,3 +68,21 @@ class FoldedItem:
         """The item's harmful content was seen (revealed, shown, or flagged): counted once per item and session."""
         if self.item is not None:
             self.session.saw_harmful(self.item)
+
+
+class ReadingKeys:
+    """The keys every page with a :class:`FoldedItem` (``fold``) and a prompt pane (``prompt_pane``) shares:
+    reveal, and scroll the prompt. The page has a ``feedback`` label."""
+
+    fold: FoldedItem
+    prompt_pane: TextPane
+
+    def act_reveal(self, _k: str) -> None:
+        if self.fold.reveal():
+            self.feedback.setText("Revealed. It counts toward Harmful seen.")
+
+    def act_prompt_down(self, _k: str) -> None:
+        self.prompt_pane.scroll_pages(1)
+
+    def act_prompt_up(self, _k: str) -> None:
+        self.prompt_pane.scroll_pages(-1)

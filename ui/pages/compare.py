@@ -32,7 +32,7 @@ from workbench.store import Comparison
 from workbench.taxonomy import CRITERIA
 
 from ..flagging import FlaggingMixin
-from ..folding import REVEAL_FIRST, FoldedItem
+from ..folding import REVEAL_FIRST, FoldedItem, ReadingKeys
 from ..render import TextPane
 from ..widgets import LazyCombo, SessionProgress, conversation_markdown, key_button, turn_heading
 from .base import Page
@@ -57,7 +57,7 @@ def side_heading(side: str, flags: list[tuple]) -> str:
     return side.capitalize() + badge
 
 
-class ComparePage(FlaggingMixin, Page):
+class ComparePage(FlaggingMixin, ReadingKeys, Page):
     name = "compare"
     title = "Compare"
 
@@ -386,9 +386,7 @@ class ComparePage(FlaggingMixin, Page):
             self.feedback.setText(f"Undone: flag {how}.")
             self._refresh_badges()
         elif kind == "check":
-            self.project.retract_all([("flag", fid) for fid in entry[1]])
-            self.session.notify(action=-1)
-            self.feedback.setText("Undone: the responses are no longer marked as checked.")
+            self.undo_check(entry[1])
         elif kind == "write":
             _, demo_id, comparisons = entry
             self.project.retract_all([("comparison", cid) for cid in comparisons] + [("demonstration", demo_id)])
@@ -438,33 +436,6 @@ class ComparePage(FlaggingMixin, Page):
                               "Now judge left against right.")
 
     # ------------------------------------------------------------------ safety
-    def act_reveal(self, _k: str) -> None:
-        if self.fold.reveal():
-            self.feedback.setText("Revealed. It counts toward Harmful seen.")
-
-    def act_check_safe(self, _k: str) -> None:
-        """Checked, nothing harmful: every response on screen without a flag gets every category recorded absent."""
-        if self.current is None:
-            return
-        if self.fold.folded:
-            self.refuse(REVEAL_FIRST + ": read the responses before marking them harmless (R).")
-            return
-        made, sides, flagged = [], [], []
-        for side in ("left", "right"):
-            rid = self.side_ids[side]
-            if self.project.flags_for_response(rid):
-                flagged.append(side)
-                continue
-            made += self.project.check_nothing_harmful(self.current.prompt_id, rid)
-            sides.append(side)
-        if not sides:
-            self.refuse("Both responses are flagged: nothing to mark as harmless.")
-            return
-        self.undo_stack.append(("check", made))
-        self.session.notify(action=1)
-        note = f" (the {flagged[0]} one is flagged)" if flagged else ""
-        self.feedback.setText(f"Checked, nothing harmful: the {' and '.join(sides)} response{'s' if len(sides) > 1 else ''}"
-                              f"{note}. U undoes.")
 
     # ------------------------------------------------------------------ flagging (keys in ui.flagging)
     def flag_targets(self) -> dict[str, tuple[str, int | None]]:
@@ -495,12 +466,6 @@ class ComparePage(FlaggingMixin, Page):
     def act_scroll_up(self, _k: str) -> None:
         for p in (self.left_pane, self.right_pane):
             p.scroll_pages(-1)
-
-    def act_prompt_down(self, _k: str) -> None:
-        self.prompt_pane.scroll_pages(1)
-
-    def act_prompt_up(self, _k: str) -> None:
-        self.prompt_pane.scroll_pages(-1)
 
     def act_plain_left(self, _k: str) -> None:
         self.left_pane.toggle_plain()

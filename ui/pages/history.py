@@ -35,7 +35,7 @@ from workbench.queue import tags
 from workbench.sides import STRENGTH_WORDS, screen_side, screen_verdict, stored_verdict, verdict_phrase
 from workbench.store import HISTORY_KINDS, HistoryRow
 
-from ..folding import FoldedItem
+from ..folding import FoldedItem, ReadingKeys
 from ..render import TextPane
 from ..widgets import LazyCombo, conversation_markdown
 from .base import Page
@@ -134,7 +134,7 @@ class HistoryModel(QAbstractTableModel):
         return None
 
 
-class HistoryPage(Page):
+class HistoryPage(ReadingKeys, Page):
     name = "history"
     title = "History"
 
@@ -428,8 +428,3 @@ class HistoryPage(Page):
 
     def act_retract_selected(self, _k: str) -> None:
         self.retract_selected()
-
-    def act_reveal(self, _k: str) -> None:
-        if self.fold.reveal():
-            self.feedback.setText("Revealed. It counts toward Harmful seen.")
-

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from workbench.queue import next_rank_prompt
 
 from ..flagging import FlaggingMixin
-from ..folding import REVEAL_FIRST, FoldedItem
+from ..folding import REVEAL_FIRST, FoldedItem, ReadingKeys
 from ..render import TextPane
 from ..widgets import SessionProgress, conversation_markdown, key_button, turn_heading
 from .base import Page
@@ -37,7 +37,7 @@ from .base import Page
 MAX_RESPONSES = 9
 
 
-class RankPage(FlaggingMixin, Page):
+class RankPage(FlaggingMixin, ReadingKeys, Page):
     name = "rank"
     title = "Rank"
 
@@ -274,34 +274,8 @@ class RankPage(FlaggingMixin, Page):
             self.feedback.setText(f"Undone: the skip of prompt {value}; here it is again.")
             self.show_prompt(value)
         elif kind == "check":
-            self.project.retract_all([("flag", fid) for fid in value])
-            self.session.notify(action=-1)
-            self.feedback.setText("Undone: the responses are no longer marked as checked.")
+            self.undo_check(value)
 
-    def act_check_safe(self, _k: str) -> None:
-        """Checked, nothing harmful: every response on screen without a flag gets every category recorded absent."""
-        if self.prompt_id is None:
-            return
-        if self.fold.folded:
-            self.refuse(REVEAL_FIRST + ": read the responses before marking them harmless (R).")
-            return
-        made, checked = [], []
-        for n, rid in enumerate(self.response_ids, start=1):
-            if not self.project.flags_for_response(rid):
-                made += self.project.check_nothing_harmful(self.prompt_id, rid)
-                checked.append(f"[{n}]")
-        if not checked:
-            self.refuse("Every response is flagged: nothing to mark as harmless.")
-            return
-        self.undo_stack.append(("check", made))
-        self.session.notify(action=1)
-        self.feedback.setText(f"Checked, nothing harmful: {', '.join(checked)}. U undoes.")
-
-    def act_prompt_down(self, _k: str) -> None:
-        self.prompt_pane.scroll_pages(1)
-
-    def act_prompt_up(self, _k: str) -> None:
-        self.prompt_pane.scroll_pages(-1)
 
     # ------------------------------------------------------------------ flagging (keys in ui.flagging)
     def flag_targets(self) -> dict[str, tuple[str, int | None]]:
@@ -315,7 +289,3 @@ class RankPage(FlaggingMixin, Page):
     def flag_done(self, flag_id: int, target: str) -> None:
         self.feedback.setText(f"Flagged {target}. (History retracts flags.)")
         self.fold.seen()
-
-    def act_reveal(self, _k: str) -> None:
-        if self.fold.reveal():
-            self.feedback.setText("Revealed. It counts toward Harmful seen.")

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSizePolicy, QSplitter, QV
 from workbench.queue import WriteQueue
 from workbench.store import Response
 
-from ..folding import REVEAL_FIRST, FoldedItem
+from ..folding import REVEAL_FIRST, FoldedItem, ReadingKeys
 from ..render import SafeBrowser, TextPane
 from ..widgets import conversation_markdown, turn_heading
 from .base import Page
@@ -26,7 +26,7 @@ from .base import Page
 CONFIRM_SECONDS = 5.0
 
 
-class WritePage(Page):
+class WritePage(ReadingKeys, Page):
     name = "write"
     title = "Write"
 
@@ -190,13 +190,3 @@ class WritePage(Page):
 
     def act_undo_text(self, _k: str) -> None:
         self.editor.undo()
-
-    def act_reveal(self, _k: str) -> None:
-        if self.fold.reveal():
-            self.feedback.setText("Revealed. It counts toward Harmful seen.")
-
-    def act_prompt_down(self, _k: str) -> None:
-        self.prompt_pane.scroll_pages(1)
-
-    def act_prompt_up(self, _k: str) -> None:
-        self.prompt_pane.scroll_pages(-1)
