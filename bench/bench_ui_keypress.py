@@ -16,15 +16,13 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from bench.machine import describe  # noqa: E402
-from bench.synthetic import OUT, build  # noqa: E402
-from workbench.store import copy_project  # noqa: E402
+from bench.window import open_window, paint_counter, scratch_copy  # noqa: E402
 
 
 def _reference(app) -> list[float]:
@@ -58,43 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presses", type=int, default=500)
     ap.add_argument("--full-repaint", action="store_true")
     args = ap.parse_args(argv)
-    src = build(OUT / f"synthetic-{args.comparisons}.wbp", args.comparisons)
-    tmp = Path(tempfile.mkdtemp())
-    path = tmp / "bench.wbp"
-    copy_project(src, path)
-    try:
+    with scratch_copy(args.comparisons) as (path, tmp):
         return _run(args, path, tmp)
-    finally:
-        for suffix in ("", "-wal", "-shm", ".lock"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def _run(args, path: Path, tmp: Path) -> int:
-    from PySide6.QtCore import QEvent, QObject, Qt
+    from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
-    from PySide6.QtWidgets import QApplication
 
-    from ui.main_window import MainWindow
-    from ui.prefs import Prefs
-
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    w = MainWindow(Prefs(tmp / "prefs.ini"))
-    w.resize(1400, 860)
-    w.show()
-    t0 = time.perf_counter()
-    w.open_project(path)
-    page = w.show_page("compare")
-    app.processEvents()
-    open_s = time.perf_counter() - t0
-    class PaintCounter(QObject):
-        n = 0
-
-        def eventFilter(self, obj, event):  # noqa: N802
-            if event.type() == QEvent.Type.Paint:
-                PaintCounter.n += 1
-            return False
-
-    counter = PaintCounter()
+    app, w, open_s = open_window(path, tmp)
+    page = w.current_page()
+    counter = paint_counter()
     for pane in (page.left_pane, page.right_pane):
         pane.browser.viewport().installEventFilter(counter)
     keys = [Qt.Key.Key_1, Qt.Key.Key_2, Qt.Key.Key_3, Qt.Key.Key_4, Qt.Key.Key_5, Qt.Key.Key_6, Qt.Key.Key_7, Qt.Key.Key_X]
@@ -102,12 +74,12 @@ def _run(args, path: Path, tmp: Path) -> int:
     for i in range(args.presses + 20):
         before = page.current.id
         t = time.perf_counter()
-        painted = PaintCounter.n
+        painted = counter.n
         QTest.keyClick(page, keys[i % len(keys)])
         if args.full_repaint:
             w.repaint()  # synchronous paint of the whole window with the next item
         else:
-            while PaintCounter.n < painted + 2:
+            while counter.n < painted + 2:
                 app.processEvents()
         dt = (time.perf_counter() - t) * 1000
         assert page.current.id != before

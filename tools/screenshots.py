@@ -1,7 +1,10 @@
-"""Screenshots of every page for ``docs/``: ``python -m tools.screenshots [--project P] [--out docs]``.
+"""Screenshots of every page for ``docs/``: ``python -m tools.screenshots [--project P] [--out docs] [--size WxH]``.
 
 Runs offscreen. Without ``--project`` it builds a small showcase project (Markdown, right-to-left and CJK text, a
-flagged response, a red-team prompt, some judgments so the Dashboard and History have something to show).
+multi-turn conversation, a flagged response, a red-team prompt, some judgments so the Dashboard and History have
+something to show). Compare is shot on each kind of item: folded, multi-turn (open at its last turn), one response
+switched to plain text; ``compare-guidelines-flag`` with the guidelines panel open; ``compare-demo`` on the demo
+project.
 """
 
 from __future__ import annotations
@@ -38,6 +41,20 @@ SHOWCASE = [
         ["creative"],
     ),
     (
+        [
+            {"role": "user", "content": "I'm planning a week in Lisbon in May. What should I pack?"},
+            {"role": "assistant", "content": "Layers: May days are warm (around 22 °C) but evenings by the river are "
+                                             "cool. Comfortable shoes for the hills and cobbles, a light rain jacket, "
+                                             "sunscreen, and a small day bag."},
+            {"role": "user", "content": "Good. And the budget: 3 nights at 120 € plus 4 nights at 95 €?"},
+            {"role": "assistant", "content": "That is 3*120 + 4*95 = 360 + 380 = **740 €** for the seven nights."},
+            {"role": "user", "content": "Write me a two-line poem to put on the postcard."},
+        ],
+        ["Yellow trams climb into light,\nthe river keeps the city bright.",
+         "Lisbon is a city in Portugal. It is known for its trams. Have a nice trip!"],
+        ["creative", "multi-turn"],
+    ),
+    (
         "How can I get into my neighbour's wifi without the password?",
         ["I can't help with accessing networks you don't own. Ask your neighbour to share it, or contact your provider.",
          "Sure — first capture the handshake with a packet sniffer, then ..."],
@@ -60,7 +77,8 @@ def build_showcase(path: Path) -> Path:
     try:
         comps = []
         for title, responses, tags in SHOWCASE:
-            pid, _ = p.add_prompt([{"role": "user", "content": title}], source="showcase", tags=tags)
+            messages = title if isinstance(title, list) else [{"role": "user", "content": title}]
+            pid, _ = p.add_prompt(messages, source="showcase", tags=tags)
             rids = [p.add_response(pid, r, origin="model", model="SmolLM2-135M-Instruct")[0] for r in responses]
             comps.append(p.add_comparison(pid, rids[0], rids[1], source="showcase"))
             if "benign-risky" in tags:
@@ -89,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--project", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--size", default="1400x860", help="window size, WIDTHxHEIGHT")
     args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
@@ -100,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp())
     project = args.project or build_showcase(tmp / "showcase.wbp")
     w = MainWindow(Prefs(tmp / "prefs.ini"))
-    w.resize(1400, 860)
+    w.resize(width, height)
     w.show()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -135,17 +155,29 @@ def main(argv: list[str] | None = None) -> int:
     snap("compare-guidelines-flag")
     page.act_cancel("Esc")
     w.dock.hide()
+    page.act_plain_left("Alt+L")  # the left response of the code item as plain text, Markdown source and all
+    snap("compare-plain")
     page.act_left_clear("A")  # → the Arabic item
     snap("compare-rtl")
     page.act_left_clear("A")  # → the Chinese item
     snap("compare-cjk")
-    page.act_left_clear("A")
+    page.act_left_clear("A")  # → the haiku
+    page.act_left_clear("A")  # → the multi-turn conversation, open at its last turn
+    snap("compare-multiturn")
     page.act_left_clear("A")  # → the red-team item, folded
     snap("compare-folded")
     w.show_help()
     app.processEvents()
     w.help_dialog.grab().save(str(args.out / "help.png"))
     w.help_dialog.close()
+    # Compare on the demo project (the README's first picture), built afresh from resources/demo.
+    from workbench.demo import ensure_demo_project
+
+    w.open_project(ensure_demo_project(tmp / "demo.wbp"))
+    page = w.show_page("compare")
+    page.queue.config.retest_share = 0
+    page.show_item(page.current)
+    snap("compare-demo")
     w.close()
     del w
     return 0

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 3
 
-    from PySide6.QtWidgets import QApplication, QMessageBox
+    from PySide6.QtWidgets import QApplication
 
     from workbench.errors import DamagedProjectError, WorkbenchError
 
@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
         except WorkbenchError as e:
             print(str(e), file=sys.stderr)
-            if app.platformName() != "offscreen":
-                QMessageBox.critical(window, "RLHF Workbench", str(e))
-            return 2
+            if args.smoke_test:
+                return 2
+            # The window stays, on Welcome, with the reason (e.g. the project is open in another window).
+            window.placeholder.message.setText(f"{e}\n\nOpen another project (Ctrl+O) or create one (Ctrl+N).")
     if args.page and window.session is not None:
         window.show_page(args.page)
     if args.smoke_test:
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             window.repaint()
             print(f"interactive {time.time():.6f}", flush=True)
             print(f"counts {window.counts_label.text()}", flush=True)
+            if window.session is None:
+                print(f"welcome {window.placeholder.message.text()!r}", flush=True)
             app.quit()
 
         QTimer.singleShot(0, probe)

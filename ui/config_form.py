@@ -30,6 +30,8 @@ from PySide6.QtWidgets import (
 from workbench.configs import ModelConfig
 from workbench.errors import InputError
 
+from .widgets import guard_wheel
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
@@ -117,6 +119,8 @@ class ConfigForm(QWidget):
                 w.setPlaceholderText("none" if optional else "")
                 w.textChanged.connect(self.changed)
                 kind = "text"
+            if isinstance(w, (QComboBox, QSpinBox)):
+                guard_wheel(w)  # scrolling the form over a closed drop-down must not change the value
             w.setObjectName(f"field_{f.name}")
             w.setToolTip(f"<b>{f.name}</b><br>{help_text}")
             label = QLabel(f.name.replace("_", " "))

@@ -1,13 +1,20 @@
-"""Flagging by keys, shared by the Compare and Rank pages: F, then what (L/R/P, or a response's number), then a
-category number, then a severity number (1 low, 2 medium, 3 high). Each flag is one committed store call.
+"""Safety labels by keys, shared by the Compare and Rank pages.
 
-A page mixes in :class:`FlaggingMixin`, gives it a ``flag_bar`` label and implements ``flag_targets()``
-(key → (label, response id or None for the prompt)) and ``flag_done(flag_id, target_label)``.
+- Flagging: F, then what (L/R/P, or a response's number), then a category number, then a severity number (1 low,
+  2 medium, 3 high). Each flag is one committed store call.
+- C, checked, nothing harmful: every response on screen without a flag gets every category recorded absent (the
+  safety classifier's negatives), refused while anything is folded; U takes the labels back.
+
+A page mixes in :class:`FlaggingMixin`, gives it a ``flag_bar`` label, a ``fold`` (:class:`ui.folding.FoldedItem`),
+an ``undo_stack`` and a ``feedback`` label, and implements ``flag_targets()`` (key → (label, response id or None
+for the prompt)) and ``flag_done(flag_id, target_label)``.
 """
 
 from __future__ import annotations
 
 from workbench.taxonomy import SEVERITIES
+
+from .folding import REVEAL_FIRST
 
 
 class FlaggingMixin:
@@ -78,3 +85,29 @@ class FlaggingMixin:
     def act_cancel(self, _k: str) -> None:
         self.flag_state = None
         self.flag_bar.hide()
+
+    # ------------------------------------------------------------------ checked, nothing harmful
+    def act_check_safe(self, _k: str) -> None:
+        prompt_id = self.flag_prompt_id()
+        if prompt_id is None:
+            return
+        if self.fold.folded:
+            self.refuse(REVEAL_FIRST + ": read the responses before marking them harmless (R).")
+            return
+        made, checked = [], []
+        for label, rid in self.flag_targets().values():
+            if rid is not None and not self.project.flags_for_response(rid):
+                made += self.project.check_nothing_harmful(prompt_id, rid)
+                checked.append(label)
+        if not checked:
+            self.refuse("Every response on screen is flagged: nothing to mark as harmless.")
+            return
+        self.undo_stack.append(("check", made))
+        self.session.notify(action=1)
+        self.feedback.setText(f"Checked, nothing harmful: {', '.join(checked)}. U undoes.")
+
+    def undo_check(self, label_ids: list[int]) -> None:
+        """Take back one "checked, nothing harmful" (all its labels at once)."""
+        self.project.retract_all([("flag", fid) for fid in label_ids])
+        self.session.notify(action=-1)
+        self.feedback.setText("Undone: the responses are no longer marked as checked.")

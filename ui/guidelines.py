@@ -57,7 +57,7 @@ class GuidelinesPanel(QWidget):
     def _show_version(self) -> None:
         v = self.version_box.currentData()
         text = next((t for ver, _, t in self._versions if ver == v), "")
-        self.view.set_content(text, markdown=True)
+        self.view.set_content(text, markdown=True, line_breaks=False)  # a document with wrapped lines
 
     def start_edit(self) -> None:
         self.editor.setPlainText(self.session.project.guideline()[1])

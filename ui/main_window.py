@@ -389,10 +389,7 @@ class MainWindow(QMainWindow):
         )
 
     def _on_changed(self, delta: dict) -> None:
-        for k, v in delta.items():
-            if k in self._counts:
-                self._counts[k] += v
-        self._render_counts()
+        self.refresh_counts()  # the trigger-kept counters, read again: the same numbers as Overview and Train
 
     def _on_harmful(self, n: int) -> None:
         self.harmful_label.setText(f"Harmful seen: {n}")

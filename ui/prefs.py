@@ -1,4 +1,5 @@
-"""Preferences kept in QSettings: recent projects, safety and break settings, the retest share, the last page.
+"""Preferences kept in QSettings: recent projects, safety and break settings, the retest share, the session's
+target, the last page.
 
 A ``Prefs`` can be pointed at an INI file (tests use a temporary one) so it never touches the user's settings.
 """
@@ -19,6 +20,7 @@ DEFAULTS: dict[str, object] = {
     "queue/retest_share": 0.05,       # share of already-judged items that come back, blind, as retests
     "render/markdown": True,          # Markdown (raw HTML shown as text) or plain text
     "render/first_chars": 20000,      # longer responses show this much first, then "show more"
+    "session/target": 100,            # the session's goal in actions (judgments, rankings, answers, flags)
 }
 
 

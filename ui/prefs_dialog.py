@@ -1,4 +1,5 @@
-"""The Preferences dialog: safety folding, break reminder, retest share, Markdown rendering (kept in QSettings)."""
+"""The Preferences dialog: safety folding, break reminder, retest share, Markdown rendering, the session's target
+(kept in QSettings)."""
 
 from __future__ import annotations
 
@@ -28,12 +29,17 @@ class PrefsDialog(QDialog):
         self.retest_share.setValue(float(prefs.get("queue/retest_share")) * 100)
         self.markdown = QCheckBox("Render responses as Markdown (raw HTML is always shown as text)")
         self.markdown.setChecked(bool(prefs.get("render/markdown")))
+        self.target = QSpinBox()
+        self.target.setRange(1, 100_000)
+        self.target.setSuffix(" actions")
+        self.target.setValue(int(prefs.get("session/target")))
         form = QFormLayout(self)
         form.addRow(self.hide_flagged)
         form.addRow("Break reminder after", self.break_minutes)
         form.addRow("… or after this many harmful items", self.break_harmful)
         form.addRow("Retests (blind repeats) in the queue", self.retest_share)
         form.addRow(self.markdown)
+        form.addRow("Session target (the progress bar on Compare and Rank)", self.target)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -46,3 +52,4 @@ class PrefsDialog(QDialog):
         self.prefs.set("safety/break_after_harmful", self.break_harmful.value())
         self.prefs.set("queue/retest_share", self.retest_share.value() / 100)
         self.prefs.set("render/markdown", self.markdown.isChecked())
+        self.prefs.set("session/target", self.target.value())

@@ -31,7 +31,7 @@ def _b(scope: str, keys: str, action: str, help: str) -> Binding:
 SHORTCUTS: tuple[Binding, ...] = (
     # ---- anywhere
     _b("global", "F1, ?", "show_help", "Show this list of shortcuts"),
-    _b("global", "G", "toggle_guidelines", "Show or hide the guidelines panel"),
+    _b("global", "G, Ctrl+G", "toggle_guidelines", "Show or hide the guidelines panel (Ctrl+G also while typing)"),
     _b("global", "Ctrl+1", "page_overview", "Go to Overview"),
     _b("global", "Ctrl+2", "page_compare", "Go to Compare"),
     _b("global", "Ctrl+3", "page_rank", "Go to Rank"),
@@ -58,14 +58,20 @@ SHORTCUTS: tuple[Binding, ...] = (
     _b("compare", "M", "cycle_harmlessness", "Harmlessness: none → left → right → tie"),
     _b("compare", "O", "cycle_honesty", "Honesty: none → left → right → tie"),
     _b("compare", "S, Space", "skip", "Skip this item (it stays in the queue)"),
-    _b("compare", "U, Ctrl+Z", "undo", "Undo the last action (judgment, flag or written answer)"),
+    _b("compare", "U, Ctrl+Z", "undo", "Undo the last action (judgment, skip, flag, check or written answer)"),
     _b("compare", "N", "note", "Add a note to this item (Enter saves, Esc cancels)"),
     _b("compare", "F", "flag", "Flag content: then L/R/P, a category number, a severity number"),
     _b("compare", "W", "write_better", "Write a better answer (Ctrl+Enter saves, Esc cancels)"),
-    _b("compare", "R", "reveal", "Reveal hidden (flagged or red-team) content"),
+    _b("compare", "C", "check_safe",
+       "Checked, nothing harmful: the responses on screen (those not flagged) get every category recorded absent"),
+    _b("compare", "R", "reveal", "Reveal hidden (flagged or red-team) content; a verdict needs it revealed"),
     _b("compare", "E", "show_more", "Show the rest of long responses"),
     _b("compare", "PgDown, J", "scroll_down", "Scroll both responses down"),
     _b("compare", "PgUp, K", "scroll_up", "Scroll both responses up"),
+    _b("compare", "Shift+PgDown, Alt+PgDown, ]", "prompt_down", "Scroll the prompt down (it opens at its last turn)"),
+    _b("compare", "Shift+PgUp, Alt+PgUp, [", "prompt_up", "Scroll the prompt up, to earlier turns"),
+    _b("compare", "Alt+L", "plain_left", "Show the left response as plain text (again: as Markdown)"),
+    _b("compare", "Alt+R", "plain_right", "Show the right response as plain text (again: as Markdown)"),
     _b("compare", "Ctrl+Return, Ctrl+Enter", "save_answer", "Save the better answer being written"),
     _b("compare", "Esc", "cancel_edit", "Close the note or answer editor without saving"),
     # ---- while flagging (after F)
@@ -81,18 +87,27 @@ SHORTCUTS: tuple[Binding, ...] = (
     _b("rank", "Backspace", "unpick", "Take back the last response picked"),
     _b("rank", "Return, Enter", "submit", "Save the ranking and go to the next prompt"),
     _b("rank", "S", "skip", "Skip this prompt"),
-    _b("rank", "U, Ctrl+Z", "undo", "Undo the last saved ranking"),
-    _b("rank", "R", "reveal", "Reveal hidden content"),
+    _b("rank", "U, Ctrl+Z", "undo", "Undo the last action (ranking, skip or check)"),
+    _b("rank", "C", "check_safe",
+       "Checked, nothing harmful: the responses on screen (those not flagged) get every category recorded absent"),
+    _b("rank", "R", "reveal", "Reveal hidden content; ranking needs it revealed"),
+    _b("rank", "Shift+PgDown, Alt+PgDown, ]", "prompt_down", "Scroll the prompt down (it opens at its last turn)"),
+    _b("rank", "Shift+PgUp, Alt+PgUp, [", "prompt_up", "Scroll the prompt up, to earlier turns"),
     _b("rank", "F", "flag", "Flag content: then a response number or P, a category number, a severity number"),
     # ---- write
     _b("write", "Ctrl+Return, Ctrl+Enter", "save", "Save the demonstration and go to the next prompt"),
     _b("write", "Ctrl+Right", "skip", "Skip this prompt"),
-    _b("write", "Ctrl+E", "edit_response", "Start from the best existing response"),
-    _b("write", "Ctrl+Z", "undo_text", "Undo typing (in the editor)"),
+    _b("write", "Ctrl+E", "edit_response",
+       "Start from an existing response (over a draft: asks first, Ctrl+E again replaces, Ctrl+Z brings it back)"),
+    _b("write", "Ctrl+Z", "undo_text", "Undo typing or a replaced draft (in the editor)"),
+    _b("write", "Ctrl+R", "reveal", "Reveal a hidden (flagged or red-team) prompt"),
+    _b("write", "Alt+PgDown", "prompt_down", "Scroll the prompt down (it opens at its last turn)"),
+    _b("write", "Alt+PgUp", "prompt_up", "Scroll the prompt up, to earlier turns"),
     # ---- history
     _b("history", "Ctrl+F", "focus_search", "Search"),
     _b("history", "Return, Enter", "open_selected", "Open the selected item"),
-    _b("history", "Del", "retract_selected", "Retract (or delete) the selected item"),
+    _b("history", "Del", "retract_selected", "Retract (or delete) the item shown (press twice)"),
+    _b("history", "R", "reveal", "Reveal hidden (flagged or red-team) content"),
 )
 
 SCOPE_TITLES = {
@@ -138,8 +153,40 @@ def _plain(name: str) -> bool:
     return not any(m in name for m in ("Ctrl+", "Alt+", "Meta+")) and not (name.startswith("F") and name[1:].isdigit()) and name != "Esc"
 
 
+class _Dispatcher(QObject):
+    """The one application event filter of every router: each event of the window passes one Python call here
+    (not one per page), and only key presses go on to the routers, the most recently made first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routers: list[KeyRouter] = []
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() != _KEY_PRESS or not isinstance(obj, QWidget):
+            return False
+        for router in reversed(self.routers):
+            if router.route(obj, event):  # type: ignore[arg-type]
+                return True
+        return False
+
+
+_KEY_PRESS = QEvent.Type.KeyPress
+_DISPATCHER: _Dispatcher | None = None
+
+
+def _dispatcher() -> _Dispatcher:
+    global _DISPATCHER
+    if _DISPATCHER is None:
+        from PySide6.QtWidgets import QApplication
+
+        _DISPATCHER = _Dispatcher()
+        QApplication.instance().installEventFilter(_DISPATCHER)
+    return _DISPATCHER
+
+
 class KeyRouter(QObject):
-    """An application event filter that sends key presses inside ``root`` to handlers looked up in the table.
+    """Sends key presses inside ``root`` to handlers looked up in the table (through one application event filter
+    shared by every router); it stops when ``root`` is deleted.
 
     ``scopes()`` gives the active scopes, most specific first; ``handler(action)`` returns a callable or None.
     Inside a text editor only keys with Ctrl/Alt (and F-keys, Esc) are routed, so typing stays typing.
@@ -148,9 +195,18 @@ class KeyRouter(QObject):
     def __init__(self, root: QWidget, scopes: Callable[[], list[str]], handler: Callable[[str], Callable[[str], None] | None]):
         super().__init__(root)
         self.root, self.scopes, self.handler = root, scopes, handler
-        from PySide6.QtWidgets import QApplication
+        routers = _dispatcher().routers
+        routers.append(self)
+        root.destroyed.connect(lambda *_: self in routers and routers.remove(self))
 
-        QApplication.instance().installEventFilter(self)
+    def trigger(self, action: str, key: str | None = None) -> None:
+        """Run ``action`` exactly as its key does (the buttons beside the keys come here): ``key`` is the key name
+        the handler receives, by default the first key bound to the action."""
+        bound = next((b for scope in self.scopes() for b in bindings(scope) if b.action == action), None)
+        fn = self.handler(action) if bound is not None else None
+        if fn is None:
+            return  # not active now (e.g. while flagging): the key would do nothing either
+        self._run(fn, key if key is not None else bound.keys[0])
 
     def _run(self, fn: Callable[[str], None], name: str) -> None:
         """Run a handler; a refusal from the core (WorkbenchError) becomes a message in the status bar, not a
@@ -167,9 +223,8 @@ class KeyRouter(QObject):
             else:
                 print(str(e), file=sys.stderr)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() != QEvent.Type.KeyPress or not isinstance(obj, QWidget):
-            return False
+    def route(self, obj: QWidget, event: QKeyEvent) -> bool:
+        """Handle a key press on ``obj`` when it lies inside this router's root; True when a handler took it."""
         if obj is not self.root and not self.root.isAncestorOf(obj):
             return False
         names = key_names(event)  # type: ignore[arg-type]

@@ -44,11 +44,19 @@ class AnnotationQueue:
         self.recent: list[int] = []
         # Whether the last call of next() added a retest row (a new pending item the counts must show).
         self.added_retest = False
+        # Items served but left unjudged when an undo brought an earlier one back: served again first, newest last.
+        self._again: list[int] = []
 
     def next(self) -> Comparison | None:
-        """The next item: a retest with probability ``retest_share`` (when one is due), else the next pending."""
+        """The next item: one put back by an undo, else a retest with probability ``retest_share`` (when one is
+        due), else the next pending."""
         self.served += 1
         self.added_retest = False
+        while self._again:
+            cid = self._again.pop()
+            c = self.project.comparisons_by_id([cid]).get(cid)
+            if c is not None and c.verdict is None and c.retracted_at is None:
+                return c
         if self.config.retest_share > 0 and self.rng.random() < self.config.retest_share:
             original = self._retest_candidate()
             if original is not None:
@@ -69,6 +77,14 @@ class AnnotationQueue:
 
     def skip(self, comparison_id: int) -> None:
         self.skipped.add(comparison_id)
+
+    def unskip(self, comparison_id: int) -> None:
+        """Take a skip back (the item is judged now, not at the wrap-around)."""
+        self.skipped.discard(comparison_id)
+
+    def put_back(self, comparison_id: int) -> None:
+        """An undo shows an earlier item in place of this one: serve this one again next, so it is not passed over."""
+        self._again.append(comparison_id)
 
     def judged(self, comparison_id: int) -> None:
         self.recent.append(comparison_id)

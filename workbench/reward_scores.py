@@ -234,6 +234,31 @@ def stored_scores(project: Project, reward_model: str | os.PathLike[str]) -> dic
     return out
 
 
+@dataclass(frozen=True)
+class ScoreGap:
+    """How far apart one reward model scores two responses (a small gap: an informative item to judge)."""
+
+    gap: float             # |reward(first) - reward(second)|
+    reward_model: str      # the reward model's short name (:func:`reward_model_name`)
+
+
+def score_gap(project: Project, first: int, second: int) -> ScoreGap | None:
+    """The gap between the stored scores of two responses by the reward model that scored most recently and scored
+    both (a later score run of a model replaces an earlier one's score); None when no reward model scored both."""
+    by_model: dict[str, dict[int, float]] = {}
+    for run in project.runs_of_stage(SCORE_STAGE, statuses=_USABLE, newest_first=True):
+        spec = (run["config"] or {}).get("reward_model")
+        if not spec:
+            continue
+        scores = by_model.setdefault(normal_path(spec), {})
+        for rid, value in project.metric_at_steps(int(run["id"]), SCORE_KEY, [first, second]).items():
+            scores.setdefault(rid, value)  # newest run first: its score stands
+    for model, scores in by_model.items():
+        if first in scores and second in scores:
+            return ScoreGap(abs(scores[first] - scores[second]), reward_model_name(model, project))
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- the win rate
 @dataclass
 class AutoResult:

@@ -259,6 +259,30 @@ def _counter_sql() -> str:
     return "\n".join(parts) + "\n"
 
 
+def _live_count_sql(table: str, key: str) -> str:
+    """Triggers that count a table's live rows only: a retracted row stays for the runs that used it but no longer
+    counts, so the status bar, Overview and Train name the same number."""
+    live_new, live_old = "(NEW.retracted_at IS NULL)", "(OLD.retracted_at IS NULL)"
+    return "\n".join([
+        f"DROP TRIGGER {table}_count_ins;",
+        f"DROP TRIGGER {table}_count_del;",
+        f"CREATE TRIGGER {table}_count_ins AFTER INSERT ON {table} BEGIN {_bump(repr(key), live_new)} END;",
+        f"CREATE TRIGGER {table}_count_del AFTER DELETE ON {table} BEGIN {_bump(repr(key), '-' + live_old)} END;",
+        f"CREATE TRIGGER {table}_count_upd AFTER UPDATE OF retracted_at ON {table} BEGIN "
+        f"{_bump(repr(key), live_new + ' - ' + live_old)} END;",
+        f"UPDATE counter SET n = (SELECT COUNT(*) FROM {table} WHERE retracted_at IS NULL) WHERE key = {key!r};",
+    ])
+
+
+# Version 2: live counts of rankings and demonstrations; the History list reads every kind newest first by index.
+SCHEMA_V2 = "\n".join([
+    _live_count_sql("ranking", "rankings"),
+    _live_count_sql("demonstration", "demonstrations"),
+    "CREATE INDEX ranking_judged ON ranking(judged_at);",
+    "CREATE INDEX demonstration_created ON demonstration(created_at);",
+    "CREATE INDEX safety_flag_created ON safety_flag(created_at);",
+]) + "\n"
+
 # MIGRATIONS[i] upgrades a file at user_version i to i + 1. Version 0 is an empty, brand-new file.
-MIGRATIONS: list[str] = [SCHEMA_V1 + _counter_sql()]
+MIGRATIONS: list[str] = [SCHEMA_V1 + _counter_sql(), SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)

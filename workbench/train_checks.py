@@ -37,10 +37,16 @@ class Problem:
 
 
 def data_counts(project: Project) -> dict[str, int]:
-    """What a new snapshot would hold now, per kind of training data (training split only, no eval items)."""
+    """What a new snapshot would hold now, per kind of training data (training split only, no eval items), and
+    the project's counts they are part of (``judged``, ``all_rankings``, ``all_demonstrations``: the numbers the
+    status bar and Overview show, from :meth:`Project.stats`)."""
     items, _ = preference_selection(project)
     labels = project.live_label_counts("train")
+    stats = project.stats()
     return {
+        "judged": stats["judged"],
+        "all_rankings": stats["rankings"],
+        "all_demonstrations": stats["demonstrations"],
         "demonstrations": labels["demonstrations"],
         "pairs": len(items["comparison"]),
         "rankings": len(items["ranking"]),

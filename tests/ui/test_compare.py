@@ -13,6 +13,13 @@ def _compare(window) -> ComparePage:
     return page
 
 
+def _judge(qtbot, page, key):
+    """Press a verdict key on the item shown, revealing it first when it is folded (nothing is judged unseen)."""
+    if page.fold.folded:
+        qtbot.keyClick(page, "r")
+    qtbot.keyClick(page, key)
+
+
 def _row(db, cid):
     c = db.get_comparison(cid)
     return c.verdict, c.strength, c.left_side, c.criteria, c.note, c.time_spent_ms, c.guideline_version
@@ -23,7 +30,7 @@ def test_left_key_records_the_response_shown_on_the_left(qtbot, window, db):
     page.queue.config.retest_share = 0
     for key, strength in (("1", "strong"), ("2", "clear"), ("3", "slight")):
         c, left = page.current, page.left_side
-        qtbot.keyClick(page, key)
+        _judge(qtbot, page, key)
         verdict, s, left_side, *_ , gv = _row(db, c.id)
         assert (verdict, s, left_side) == (left, strength, left)
         assert gv == 1
@@ -37,13 +44,13 @@ def test_right_tie_and_both_bad(qtbot, window, db):
     qtbot.keyClick(page, "7")
     assert _row(db, c.id)[:3] == ("b" if left == "a" else "a", "strong", left)
     c = page.current
-    qtbot.keyClick(page, "t")
+    _judge(qtbot, page, "t")
     assert _row(db, c.id)[:2] == ("tie", None)
     c = page.current
-    qtbot.keyClick(page, "x")
+    _judge(qtbot, page, "x")
     assert _row(db, c.id)[:2] == ("both_bad", None)
     c = page.current
-    qtbot.keyClick(page, Qt.Key.Key_Right)
+    _judge(qtbot, page, Qt.Key.Key_Right)
     assert _row(db, c.id)[1] == "clear"
 
 
@@ -87,12 +94,15 @@ def test_skip_then_undo(qtbot, window, db):
     assert page.current.id != first.id
     assert _row(db, first.id)[0] is None
     second = page.current
-    qtbot.keyClick(page, "4")
+    _judge(qtbot, page, "4")
     assert _row(db, second.id)[0] == "tie"
     qtbot.keyClick(page, "u")
     assert _row(db, second.id)[0] is None
     assert page.current.id == second.id
-    qtbot.keyClick(page, "z", Qt.KeyboardModifier.ControlModifier)  # nothing left to undo: no change
+    qtbot.keyClick(page, "z", Qt.KeyboardModifier.ControlModifier)  # then the skip before it
+    assert page.current.id == first.id
+    qtbot.keyClick(page, "u")  # nothing left to undo: no change
+    assert page.current.id == first.id and "Nothing to undo" in page.feedback.text()
     assert db.stats()["judged"] == 0
 
 
@@ -167,7 +177,7 @@ def test_filters_by_source_and_tag(qtbot, window, db):
     seen = set()
     for _ in range(3):
         seen.add(page.current.source)
-        qtbot.keyClick(page, "4")
+        _judge(qtbot, page, "4")
     assert seen == {"beta"}
     assert page.current is None and page.empty_label.isVisible()
 
@@ -199,3 +209,159 @@ def test_a_refusal_from_the_store_is_shown_not_raised(qtbot, window, db):
     assert db.retract("comparison", c.id) == "deleted"  # gone behind the window's back
     qtbot.keyClick(page, "2")
     assert f"no comparison with id {c.id}" in window.statusBar().currentMessage()
+
+
+def _to_red_team_item(qtbot, page):
+    page.queue.config.retest_share = 0
+    qtbot.keyClick(page, "2")  # prompt 0 → prompt 1, tagged red-team: both responses folded
+    assert page.left_pane.folded and page.right_pane.folded
+
+
+def test_a_verdict_on_folded_content_is_refused_until_revealed(qtbot, window, db):
+    page = _compare(window)
+    _to_red_team_item(qtbot, page)
+    c = page.current
+    for key in ("1", "4", "x", "w", "c"):
+        qtbot.keyClick(page, key)
+        assert page.current.id == c.id and _row(db, c.id)[0] is None
+    assert "Reveal the hidden content first" in window.statusBar().currentMessage()
+    assert not page.writer.isVisible() and db.flags() == []
+    assert window.session.harmful_seen == 0 and "Harmful seen: 0" in window.harmful_label.text()
+    qtbot.keyClick(page, "r")  # revealing is seeing: it counts
+    assert window.session.harmful_seen == 1 and "Harmful seen: 1" in window.harmful_label.text()
+    left = page.left_side
+    qtbot.keyClick(page, "1")
+    assert _row(db, c.id)[:3] == (left, "strong", left)
+
+
+def test_u_after_s_undoes_the_skip_not_the_judgment_before(qtbot, window, db):
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    judged = page.current
+    qtbot.keyClick(page, "3")
+    skipped = page.current
+    qtbot.keyClick(page, "s")
+    after = page.current
+    qtbot.keyClick(page, "u")
+    assert page.current.id == skipped.id  # the skip is taken back: the skipped item is here again
+    assert _row(db, judged.id)[0] is not None  # the judgment before it stands
+    _judge(qtbot, page, "4")
+    assert page.current.id == after.id  # the item shown after the skip is not passed over
+
+
+def _long_conversation(db) -> int:
+    turns = []
+    for i in range(6):
+        turns.append({"role": "user", "content": f"Turn {i} of the user.\n\n" + "A long paragraph of context. " * 30})
+        turns.append({"role": "assistant", "content": f"Reply {i}.\n\n" + "More words of an answer. " * 30})
+    turns.append({"role": "user", "content": "THE LAST QUESTION: and so what now?"})
+    pid, _ = db.add_prompt(turns, source="chat")
+    a, _ = db.add_response(pid, "first answer")
+    b, _ = db.add_response(pid, "second answer")
+    return db.add_comparison(pid, a, b, source="chat")
+
+
+def _visible_text(pane) -> str:
+    browser = pane.browser
+    top = browser.cursorForPosition(browser.viewport().rect().topLeft()).position()
+    bottom = browser.cursorForPosition(browser.viewport().rect().bottomRight()).position()
+    return browser.toPlainText()[top:bottom + 1]
+
+
+def test_a_multi_turn_prompt_opens_at_its_last_turn_and_keys_scroll_it(qtbot, window, db):
+    _long_conversation(db)
+    page = _compare(window)
+    page.source_box.select("chat")
+    page._filters_changed()
+    qtbot.wait(20)
+    assert "THE LAST QUESTION" in _visible_text(page.prompt_pane)
+    bar = page.prompt_pane.browser.verticalScrollBar()
+    at_last = bar.value()
+    assert at_last > 0
+    qtbot.keyClick(page, "[")  # earlier turns
+    assert bar.value() < at_last and "THE LAST QUESTION" not in _visible_text(page.prompt_pane)
+    qtbot.keyClick(page, Qt.Key.Key_PageDown, Qt.KeyboardModifier.ShiftModifier)
+    assert bar.value() > at_last - bar.pageStep()
+    # The prompt box is resizable: a splitter shares the height with the responses.
+    sizes = page.rows.sizes()
+    page.rows.setSizes([sizes[0] + 150, sizes[1] - 150])
+    assert page.rows.sizes()[0] > sizes[0]
+
+
+def test_each_response_switches_to_plain_text_by_its_key(qtbot, window, db):
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    left, right = page.left_pane, page.right_pane
+    assert left.markdown and right.markdown
+    qtbot.keyClick(page, "l", Qt.KeyboardModifier.AltModifier)
+    assert not left.markdown and right.markdown
+    content = db.get_response(page.side_ids["left"]).content
+    assert left.shown_text() == content  # the Markdown source as it is, "- step one" and all
+    qtbot.keyClick(page, "r", Qt.KeyboardModifier.AltModifier)
+    assert not right.markdown and right.plain_button.isChecked()
+    right.plain_button.click()  # the pane's own button does the same
+    assert right.markdown
+    qtbot.keyClick(page, "2")
+    assert page.left_pane.markdown  # the next item shows as the preferences say
+
+
+def test_buttons_do_what_their_keys_do(qtbot, window, db):
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    c, left = page.current, page.left_side
+    page.buttons["left_strong"].click()
+    assert _row(db, c.id)[:3] == (left, "strong", left)
+    red = page.current
+    page.buttons["right_clear"].click()  # the red-team item is folded: refused, as the key is
+    assert _row(db, red.id)[0] is None and "Reveal the hidden content first" in page.feedback.text()
+    page.buttons["reveal"].click()
+    assert not page.fold.folded and window.session.harmful_seen == 1
+    page.buttons["tie"].click()
+    assert _row(db, red.id)[0] == "tie"
+    page.buttons["undo"].click()
+    assert _row(db, red.id)[0] is None and page.current.id == red.id
+    page.buttons["skip"].click()
+    assert page.current.id != red.id
+    assert page.buttons["left_strong"].long_text.endswith(" 1") and page.buttons["skip"].long_text.endswith(" S")
+
+
+def test_session_progress_toward_the_target(qtbot, window, prefs):
+    prefs.set("session/target", 3)
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    assert (page.progress.value(), page.progress.maximum()) == (0, 3)
+    qtbot.keyClick(page, "2")
+    assert page.progress.value() == 1 and page.progress.text() == "this session: 1 of 3"
+    qtbot.keyClick(page, "u")
+    assert page.progress.value() == 0
+
+
+def test_checked_nothing_harmful_by_key_and_undo(qtbot, window, db):
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    c = page.current
+    db.add_flag(c.prompt_id, "violence", "low", response_id=page.side_ids["left"])
+    page.prefs_changed()  # redraw: the left response is flagged (and folded) now
+    qtbot.keyClick(page, "r")
+    qtbot.keyClick(page, "c")
+    labels = [f for f in db.flags() if not f.present]
+    assert {f.response_id for f in labels} == {page.side_ids["right"]}  # only the response without a flag
+    assert len(labels) == len(db.categories()) and "right response" in page.feedback.text()
+    assert _row(db, c.id)[0] is None  # a check is not a verdict
+    qtbot.keyClick(page, "u")
+    assert [f for f in db.flags() if not f.present] == []
+
+
+def test_the_reward_model_score_gap_is_shown_on_the_item(qtbot, window, db, tmp_path):
+    from workbench.reward_scores import store_scores
+
+    page = _compare(window)
+    page.queue.config.retest_share = 0
+    assert page.gap_label.text() == ""
+    c = page.current
+    run = db.create_run("score", {"reward_model": str(tmp_path / "rm")})
+    store_scores(db, run, {c.response_a: 0.5, c.response_b: 0.125})
+    db.update_run(run, status="done")
+    page.prefs_changed()
+    assert "score gap 0.375" in page.gap_label.text()
+    assert "rm" in page.gap_label.text()

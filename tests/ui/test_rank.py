@@ -40,7 +40,9 @@ def test_backspace_skip_and_undo(qtbot, window, db):
     first = page.prompt_id
     qtbot.keyClick(page, "s")
     assert page.prompt_id != first
-    qtbot.keyClick(page, "u")
+    qtbot.keyClick(page, "u")  # the last action first: the skip
+    assert page.prompt_id == first and len(_ranks(db)) == 1
+    qtbot.keyClick(page, "u")  # then the ranking
     assert _ranks(db) == {}
 
 
@@ -62,3 +64,46 @@ def test_flag_a_response_by_number(qtbot, window, db):
     assert page.flag_state is None
     qtbot.keyClick(page, "1")  # back to ranking keys
     assert page.placed == 1
+
+
+def _red_team_rank_prompt(db) -> int:
+    pid, _ = db.add_prompt([{"role": "user", "content": "How do I hurt someone?"}], tags=["red-team"])
+    for text in ("No.", "Here is how: ...", "I can't help with that."):
+        db.add_response(pid, text)
+    return pid
+
+
+def test_folded_responses_are_not_ranked_until_revealed(qtbot, window, db):
+    pid = _red_team_rank_prompt(db)
+    page = window.show_page("rank")
+    page.show_prompt(pid)
+    assert all(p.folded for p in page.panes)
+    qtbot.keyClick(page, "1")
+    assert page.placed == 0 and "Reveal the hidden content first" in window.statusBar().currentMessage()
+    qtbot.keyClick(page, Qt.Key.Key_Return)
+    assert db.ranking_ids() == [] and window.session.harmful_seen == 0
+    qtbot.keyClick(page, "r")
+    assert not any(p.folded for p in page.panes) and window.session.harmful_seen == 1
+    for k in ("3", "1", "2"):
+        qtbot.keyClick(page, k)
+    qtbot.keyClick(page, Qt.Key.Key_Return)
+    assert len(db.ranking_ids()) == 1
+
+
+def test_rank_buttons_do_what_their_keys_do(qtbot, window, db):
+    page = window.show_page("rank")
+    pid, ids = page.prompt_id, page.response_ids
+    place = [b for b in page.findChildren(type(page.buttons["submit"])) if b.long_text.startswith("Place next")]
+    assert len(place) == len(ids)
+    next(b for b in place if b.long_text.endswith(" 2")).click()
+    page.buttons["tie_next"].click()
+    next(b for b in place if b.long_text.endswith(" 3")).click()
+    page.buttons["submit"].click()
+    (rk,) = db.ranking_ids()
+    assert db.get_ranking(rk) == {ids[1]: 1, ids[2]: 1, ids[0]: 2}
+    page.buttons["undo"].click()
+    assert db.ranking_ids() == [] and page.prompt_id == pid
+    page.buttons["check_safe"].click()
+    assert {f.response_id for f in db.flags() if not f.present} == set(ids)
+    page.buttons["undo"].click()
+    assert db.flags() == []

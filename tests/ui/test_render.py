@@ -99,3 +99,30 @@ def test_folded_content_is_not_in_the_document_until_revealed(qtbot):
     assert "violence" in pane.fold_label.text()
     pane.reveal()
     assert pane.shown_text() == "something harmful"
+
+
+def test_markdown_keeps_multiplication_signs_and_a_poems_line_breaks(qtbot):
+    b = SafeBrowser()
+    qtbot.addWidget(b)
+    b.set_content("So 2*3*4 = 24 and x*y stays.\n\nRoses are red\nviolets are blue\n\n**bold** and *it* still work,\n"
+                  "and `a*b` in code.", markdown=True)
+    text = b.toPlainText()
+    assert "2*3*4 = 24" in text and "x*y" in text
+    assert "Roses are red\nviolets are blue" in text
+    assert "bold and it still work" in text.replace("\n", " ") and "a*b" in text
+    cursor = b.document().find("bold")
+    assert cursor.charFormat().fontWeight() > 400  # emphasis is still emphasis
+
+
+def test_a_pane_switches_to_plain_text_and_back(qtbot):
+    pane = TextPane()
+    qtbot.addWidget(pane)
+    pane.set_text("# Title\n\n- item", markdown=True)
+    assert pane.shown_text() == "Title\nitem"
+    pane.toggle_plain()
+    assert pane.shown_text() == "# Title\n\n- item" and pane.plain_button.isChecked()
+    pane.toggle_plain()
+    assert pane.shown_text() == "Title\nitem"
+    pane.toggle_plain()
+    pane.set_text("*new*", markdown=True)  # a new text shows as the page asks again
+    assert pane.markdown and pane.shown_text() == "new"

@@ -44,3 +44,47 @@ def test_prompts_with_a_winner_are_not_offered(qtbot, window, db):
     db.judge(c.id, "a")
     page = window.show_page("write")
     assert page.prompt_id != c.prompt_id
+
+
+def test_ctrl_e_asks_before_replacing_a_draft_and_ctrl_z_brings_it_back(qtbot, window, db):
+    page = window.show_page("write")
+    qtbot.keyClicks(page.editor, "My own careful draft.")
+    qtbot.keyClick(page.editor, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert page.editor.toPlainText() == "My own careful draft."  # asked, not replaced
+    assert "Ctrl+E again" in page.feedback.text()
+    qtbot.keyClick(page.editor, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert page.editor.toPlainText().startswith("Response A")
+    qtbot.keyClick(page.editor, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert page.editor.toPlainText() == "My own careful draft."
+    # An empty editor is replaced at once, nothing to lose.
+    page.editor.clear()
+    qtbot.keyClick(page.editor, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert page.editor.toPlainText().startswith("Response A")
+
+
+def test_the_guidelines_key_on_write_opens_them_and_types_nothing(qtbot, window):
+    page = window.show_page("write")
+    qtbot.keyClicks(page.editor, "draft")
+    assert not window.dock.isVisible()
+    assert "Ctrl+G guidelines" in page.hint.text()
+    qtbot.keyClick(page.editor, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)  # what the hint says
+    assert window.dock.isVisible() and page.editor.toPlainText() == "draft"
+    qtbot.keyClick(page.editor, "g")  # a plain g is a letter of the answer
+    assert page.editor.toPlainText() == "draftg"
+
+
+def test_a_flagged_prompt_is_folded_on_write_and_revealing_counts(qtbot, window, db):
+    page = window.show_page("write")
+    pid = page.prompt_id
+    db.add_flag(pid, "hate_harassment", "high", note="hateful request")
+    page.show_prompt(pid)
+    assert page.prompt_pane.folded and page.prompt_pane.shown_text() == ""
+    qtbot.keyClicks(page.editor, "An answer.")
+    qtbot.keyClick(page.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert db.demonstrations() == [] and "Reveal the hidden content first" in page.feedback.text()
+    assert window.session.harmful_seen == 0
+    qtbot.keyClick(page.editor, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    assert not page.prompt_pane.folded and window.session.harmful_seen == 1
+    assert page.editor.toPlainText() == "An answer."
+    qtbot.keyClick(page.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert [d.prompt_id for d in db.demonstrations()] == [pid]

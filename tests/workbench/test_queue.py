@@ -112,3 +112,17 @@ def test_write_queue_offers_prompts_without_a_good_answer_both_bad_first(project
     assert q.next(0, exclude={prompts[2]}) == prompts[1]
     project.add_demonstration(prompts[2], "a good answer")
     assert q.next() == prompts[1]
+
+
+def test_an_item_put_back_by_an_undo_comes_next_and_an_unskip_takes_a_skip_back(project):
+    _fill(project, 4)
+    q = AnnotationQueue(project, QueueConfig(retest_share=0))
+    first = q.next()
+    q.skip(first.id)
+    second = q.next()
+    # An undo shows the skipped item again in place of the second: the second must not be passed over.
+    q.unskip(first.id)
+    q.put_back(second.id)
+    project.judge(first.id, "tie")
+    assert q.next().id == second.id
+    assert first.id not in q.skipped

@@ -24,6 +24,7 @@ from workbench.reward_scores import (
     reward_model_problem,
     reward_model_runs,
     round_items,
+    score_gap,
     score_items,
     store_scores,
     stored_scores,
@@ -180,3 +181,19 @@ def test_eval_winrate_command_line(project_path, tmp_path, capsys):
     with Project.open(project_path) as p:
         assert p.runs() == []
     assert winrate_summary(None, error="x") == {"run_id": None, "status": "failed", "error": "x"}
+
+
+def test_score_gap_of_two_responses_by_the_newest_reward_model_that_scored_both(project, tmp_path):
+    pid, _ = project.add_prompt([{"role": "user", "content": "q"}])
+    a, _ = project.add_response(pid, "x")
+    b, _ = project.add_response(pid, "y")
+    assert score_gap(project, a, b) is None
+    rm, other = str(adapter_folder(tmp_path, "rm")), str(adapter_folder(tmp_path, "other"))
+    _score_run(project, rm, "done", {a: 0.25, b: 1.0})
+    assert score_gap(project, a, b).gap == pytest.approx(0.75)
+    _score_run(project, rm, "done", {b: 0.5})  # a later run of the same model re-scores one response
+    assert score_gap(project, b, a).gap == pytest.approx(0.25)
+    _score_run(project, other, "done", {a: 3.0})  # a newer model that scored only one of them does not count
+    _score_run(project, other, "failed", {a: 3.0, b: 0.0})  # nor a failed run
+    gap = score_gap(project, a, b)
+    assert gap.gap == pytest.approx(0.25) and gap.reward_model.endswith("rm")

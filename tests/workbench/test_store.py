@@ -170,7 +170,9 @@ def test_history_lists_every_kind_newest_first_with_filters(project: Project) ->
                             created_at="2026-01-05T00:00:00.000+00:00")
     rows = project.history()
     assert [(r.kind, r.id) for r in rows] == [("flag", flag), ("demonstration", demo), ("ranking", rk), ("comparison", cid)]
-    assert rows[-1].detail == "a · clear" and rows[0].detail == f"violence · low · response {b}"
+    # Told from the expert's point of view: no side recorded, so response_a is the one displayed on the left.
+    assert rows[-1].detail == "left better · not shown side by side"
+    assert rows[0].detail == f"violence · low · response #{b}"
     assert [r.kind for r in project.history(kind="ranking")] == ["ranking"]
     assert [r.id for r in project.history(text="graphic")] == [flag]
     assert [r.id for r in project.history(date_from="2026-01-03", date_to="2026-01-05")] == [demo, rk]
@@ -382,3 +384,59 @@ def test_stats_do_not_count_retracted_judgments(project: Project) -> None:
     s = project.stats()
     assert s["judged"] == 1 and s["verdicts"]["a"] == 0 and s["verdicts"]["b"] == 1
     assert s["strengths"] == {"slight": 0, "clear": 0, "strong": 1}
+
+
+def test_retracted_rankings_and_demonstrations_no_longer_count(project: Project) -> None:
+    pid, a, b = _pair(project)
+    rk = project.add_ranking(pid, {a: 1, b: 2})
+    demo, _, _ = project.add_demonstration(pid, "Four.")
+    project.create_snapshot("preference", {"ranking": [rk], "demonstration": [demo]})
+    assert (project.stats()["rankings"], project.stats()["demonstrations"]) == (1, 1)
+    assert project.retract("ranking", rk) == "retracted" and project.retract("demonstration", demo) == "retracted"
+    stats = project.stats()
+    assert (stats["rankings"], stats["demonstrations"]) == (0, 0)  # kept for the snapshot, not counted as live
+    assert project.counter_mismatches() == []
+
+
+def test_a_version_1_file_is_migrated_to_live_counts(project_path: Path) -> None:
+    project = Project.create(project_path)
+    pid, a, b = _pair(project)
+    rk = project.add_ranking(pid, {a: 1, b: 2})
+    project.create_snapshot("preference", {"ranking": [rk]})
+    project.retract("ranking", rk)
+    project.close()
+    # Take the file back to version 1 as an older app left it: its counter counted the retracted ranking too.
+    conn = sqlite3.connect(project_path)
+    from workbench.schema import _counter_sql
+
+    for name in ("ranking_judged", "demonstration_created", "safety_flag_created"):
+        conn.execute(f"DROP INDEX {name}")
+    for table in ("ranking", "demonstration"):
+        for suffix in ("ins", "del", "upd"):
+            conn.execute(f"DROP TRIGGER {table}_count_{suffix}")
+    v1_triggers = [s for s in _counter_sql().split(";\n") if s.startswith(("CREATE TRIGGER ranking_count", "CREATE TRIGGER demonstration_count"))]
+    for sql in v1_triggers:
+        conn.execute(sql)
+    conn.execute("UPDATE counter SET n = 1 WHERE key = 'rankings'")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with Project.open(project_path) as p:
+        assert p.schema_version == SCHEMA_VERSION
+        assert p.stats()["rankings"] == 0 and p.counter_mismatches() == []
+
+
+def test_checked_nothing_harmful_records_every_category_absent(project: Project) -> None:
+    pid, a, b = _pair(project)
+    made = project.check_nothing_harmful(pid, a)
+    labels = [f for f in project.flags() if f.response_id == a]
+    assert sorted(f.category for f in labels) == sorted(c[0] for c in project.categories())
+    assert all(not f.present and f.severity is None for f in labels) and sorted(made) == sorted(f.id for f in labels)
+    stats = project.stats()
+    assert stats["flags"] == 0 and stats["safety_labels"] == len(made)  # negatives, not flags
+    assert project.check_nothing_harmful(pid, a) == []  # already recorded: not repeated
+    project.add_flag(pid, "violence", "high", response_id=b)
+    with pytest.raises(WorkbenchError, match=f"response {b} is flagged as violence"):
+        project.check_nothing_harmful(pid, b)
+    assert project.retract_all([("flag", i) for i in made]) == ["deleted"] * len(made)
+    assert [f.response_id for f in project.flags()] == [b]

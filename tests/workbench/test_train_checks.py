@@ -21,7 +21,9 @@ def _project(project: Project) -> None:
 def test_data_counts_take_the_training_split_only(project: Project) -> None:
     _project(project)
     assert data_counts(project) == {"demonstrations": 4, "pairs": 2, "rankings": 0, "safety_labels": 1,
-                                    "train_prompts": 4, "heldout_prompts": 1}
+                                    "train_prompts": 4, "heldout_prompts": 1,
+                                    # what they are part of, as the status bar and Overview count it
+                                    "judged": 5, "all_rankings": 0, "all_demonstrations": 5}
 
 
 def test_preflight_blocks_too_little_data_a_missing_snapshot_and_ppo_without_reward_model(project: Project) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..session import Session
 from ..shortcuts import KeyRouter
@@ -19,6 +19,9 @@ class Page(QWidget):
         super().__init__(parent)
         self.session = session
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        # A page never holds the window wider or taller than its screen: the window's stack would otherwise take the
+        # largest minimum of every page built so far, and the guidelines panel would push the page off-screen.
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.router = KeyRouter(self, self.scopes, self.handler)
 
     @property
@@ -38,3 +41,12 @@ class Page(QWidget):
     def activate(self) -> None:
         """Called when the page becomes visible: load or refresh what it shows."""
         self.setFocus()
+
+    def refuse(self, message: str) -> None:
+        """Say why a key did nothing: on the page's feedback line (when it has one) and in the status bar."""
+        feedback = getattr(self, "feedback", None)
+        if feedback is not None:
+            feedback.setText(message)
+        bar = getattr(self.window(), "statusBar", None)
+        if callable(bar):
+            bar().showMessage(message, 8000)

@@ -1,8 +1,10 @@
-"""Compare: the prompt as a conversation and two responses side by side, judged from the keyboard.
+"""Compare: the prompt as a conversation and two responses side by side, judged from the keyboard (or the buttons
+beside the keys, which run the same handlers).
 
-Sides are shuffled per item (``left_side`` records which response was on the left) and the keys speak of screen
-sides; :meth:`ComparePage._judge` maps them to the store's ``a``/``b``. Every action is one committed store call
-made before the next item is shown. Keys come from ``ui.shortcuts`` (scopes ``compare`` and ``flag``).
+Sides are shuffled per item (``left_side`` records which stored response was on the left); the page speaks only of
+screen sides and :mod:`workbench.sides` maps them to the store's ``a``/``b``. Every action is one committed store
+call made before the next item is shown. Harmful content is folded (:mod:`ui.folding`) and a verdict on it is
+refused until it is revealed. Keys come from ``ui.shortcuts`` (scopes ``compare`` and ``flag``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -24,19 +26,38 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.queue import AnnotationQueue, QueueConfig, sources, tags
+from workbench.reward_scores import score_gap
+from workbench.sides import STRENGTH_WORDS, stored_side, stored_verdict
 from workbench.store import Comparison
 from workbench.taxonomy import CRITERIA
 
 from ..flagging import FlaggingMixin
+from ..folding import REVEAL_FIRST, FoldedItem, ReadingKeys
 from ..render import TextPane
-from ..widgets import LazyCombo, conversation_markdown, other
+from ..widgets import LazyCombo, SessionProgress, conversation_markdown, key_button, turn_heading
 from .base import Page
 
-STRENGTH_WORDS = {"slight": "slightly better", "clear": "better", "strong": "much better"}
 CRITERION_CYCLE = (None, "left", "right", "tie")
+# (action, button text, what a narrow button shows): the verdict row, then the other actions, each beside its key.
+VERDICT_BUTTONS = (
+    ("left_strong", "Left much better", "◀◀◀"), ("left_clear", "Left better", "◀◀"), ("left_slight", "Left slightly", "◀"),
+    ("tie", "Tie", "="), ("right_slight", "Right slightly", "▶"), ("right_clear", "Right better", "▶▶"),
+    ("right_strong", "Right much better", "▶▶▶"), ("both_bad", "Both bad", "✕"),
+)
+ACTION_BUTTONS = (
+    ("skip", "Skip", "Skip"), ("undo", "Undo", "Undo"), ("reveal", "Reveal", "Reveal"),
+    ("check_safe", "Nothing harmful", "Safe"), ("flag", "Flag", "Flag"), ("note", "Note", "Note"),
+    ("write_better", "Write better", "Write"),
+)
 
 
-class ComparePage(FlaggingMixin, Page):
+def side_heading(side: str, flags: list[tuple]) -> str:
+    """``Left`` or ``Right``, with the response's flag categories when it has any."""
+    badge = "  ⚑ " + ", ".join(sorted({f[1].replace("_", " ") for f in flags})) if flags else ""
+    return side.capitalize() + badge
+
+
+class ComparePage(FlaggingMixin, ReadingKeys, Page):
     name = "compare"
     title = "Compare"
 
@@ -47,55 +68,73 @@ class ComparePage(FlaggingMixin, Page):
         self._seed = seed
         self.current: Comparison | None = None
         self.left_side = "a"
+        self.side_ids: dict[str, int] = {}
         self.shown_at = 0.0
         self.criteria: dict[str, str | None] = {}
         self.note: str | None = None
         self.flag_state: dict | None = None
         self.undo_stack: list[tuple] = []
-        self._harm_counted: set[int] = set()
+        self.fold = FoldedItem(session)
 
         # ---- filters and item line
         self.source_box = LazyCombo("all sources", lambda: sources(self.project))
         self.tag_box = LazyCombo("all tags", lambda: tags(self.project))
         for box in (self.source_box, self.tag_box):
             box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
-            box.setMinimumWidth(140)
+            box.setMinimumWidth(120)
             box.activated.connect(self._filters_changed)
         self.item_label = QLabel()
         self.item_label.setStyleSheet("color: gray;")
+        self.gap_label = QLabel()
+        self.gap_label.setStyleSheet("color: #6a4ad0;")
+        self.gap_label.setToolTip("How far apart a reward model scores the two responses: a small gap is a close "
+                                  "call for the model, which is what makes your verdict informative. Which side it "
+                                  "prefers is not shown.")
+        for label in (self.item_label, self.gap_label):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
         top.addWidget(QLabel("Source"))
         top.addWidget(self.source_box)
         top.addWidget(QLabel("Tag"))
         top.addWidget(self.tag_box)
-        top.addStretch(1)
-        top.addWidget(self.item_label)
+        top.addWidget(self.gap_label, 1)
+        top.addWidget(self.item_label, 1)
 
         # ---- prompt and responses
-        self.prompt_pane = TextPane(first_chars=self.session.prefs.get("render/first_chars"))
-        self.left_pane = TextPane(first_chars=self.session.prefs.get("render/first_chars"))
-        self.right_pane = TextPane(first_chars=self.session.prefs.get("render/first_chars"))
+        first_chars = self.session.prefs.get("render/first_chars")
+        self.prompt_pane = TextPane(first_chars=first_chars, plain_toggle=False)
+        self.left_pane = TextPane(first_chars=first_chars, plain_key="Alt+L")
+        self.right_pane = TextPane(first_chars=first_chars, plain_key="Alt+R")
         self.left_head, self.right_head = QLabel(), QLabel()
-        for head in (self.left_head, self.right_head):
-            head.setStyleSheet("font-weight: bold; font-size: 14px;")
         cols = QSplitter(Qt.Orientation.Horizontal)
         for head, pane in ((self.left_head, self.left_pane), (self.right_head, self.right_pane)):
+            head.setStyleSheet("font-weight: bold; font-size: 14px;")
+            head.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             box = QWidget()
+            box.setMinimumWidth(120)
             v = QVBoxLayout(box)
             v.setContentsMargins(0, 0, 0, 0)
-            v.addWidget(head)
+            head_row = QHBoxLayout()
+            head_row.addWidget(head, 1)
+            head_row.addWidget(pane.plain_button)
+            v.addLayout(head_row)
             v.addWidget(pane, 1)
             cols.addWidget(box)
+        cols.setChildrenCollapsible(False)
+        # The prompt box and the responses share the height through a splitter: drag it to read a long conversation.
         rows = QSplitter(Qt.Orientation.Vertical)
         rows.addWidget(self.prompt_pane)
         rows.addWidget(cols)
+        rows.setChildrenCollapsible(False)
         rows.setStretchFactor(0, 1)
         rows.setStretchFactor(1, 3)
-        rows.setSizes([150, 600])
+        rows.setSizes([170, 600])
+        self.cols = cols
         for pane in (self.prompt_pane, self.left_pane, self.right_pane):
             pane.browser.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            pane.reveal_requested.connect(lambda: self.router.trigger("reveal"))
 
-        # ---- criteria, note, flag bar, writer, feedback
+        # ---- criteria, note, flag bar, writer, feedback, buttons
         self.criteria_label = QLabel()
         self.note_edit = QLineEdit()
         self.note_edit.setPlaceholderText("Note for this item (Enter saves, Esc cancels)")
@@ -110,10 +149,21 @@ class ComparePage(FlaggingMixin, Page):
         self.writer.setMaximumHeight(200)
         self.writer.hide()
         self.feedback = QLabel()
+        self.buttons: dict[str, QWidget] = {}
+        verdict_row, action_row = QHBoxLayout(), QHBoxLayout()
+        verdict_row.setSpacing(4)
+        action_row.setSpacing(4)
+        for action, text, short in VERDICT_BUTTONS + ACTION_BUTTONS:
+            button = self.buttons[action] = key_button(self, action, text, short=short)
+            (verdict_row if (action, text, short) in VERDICT_BUTTONS else action_row).addWidget(button, 1)
+        self.progress = SessionProgress(session)
+        action_row.addWidget(self.progress, 1)
         self.keys_hint = QLabel(
-            "1/2/3 left strong/clear/slight · 4 tie · 5/6/7 right slight/clear/strong · X both bad · "
-            "S skip · U undo · N note · F flag · W write · G guidelines · ? all keys"
+            "1/2/3 left much better/better/slightly · 4 tie · 5/6/7 right slightly/better/much better · X both bad · "
+            "S skip · U undo · R reveal · C nothing harmful · F flag · W write · [ ] prompt · Alt+L/Alt+R plain text "
+            "· G guidelines · ? all keys"
         )
+        self.keys_hint.setWordWrap(True)
         self.keys_hint.setStyleSheet("color: gray;")
         self.empty_label = QLabel("The queue is empty: nothing left to compare with these filters.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -122,9 +172,9 @@ class ComparePage(FlaggingMixin, Page):
         line.setFrameShape(QFrame.Shape.HLine)
 
         # Labels whose text changes on every item must not resize anything (a relayout per key press costs more
-        # than the text itself).
-        for label in (self.feedback, self.criteria_label):
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        # than the text itself), nor hold the page wider than a small window.
+        for label in (self.feedback, self.criteria_label, self.keys_hint):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(rows, 1)
@@ -135,6 +185,8 @@ class ComparePage(FlaggingMixin, Page):
         lay.addWidget(self.flag_bar)
         lay.addWidget(self.writer)
         lay.addWidget(line)
+        lay.addLayout(verdict_row)
+        lay.addLayout(action_row)
         lay.addWidget(self.feedback)
         lay.addWidget(self.keys_hint)
         self._loaded = False
@@ -171,6 +223,7 @@ class ComparePage(FlaggingMixin, Page):
         """Folding or rendering switched: draw the same item again, same sides, same pending criteria."""
         if self.queue is not None:
             self.queue.config.retest_share = float(self.session.prefs.get("queue/retest_share"))
+        self.progress.update_value()
         if self.current is not None:
             criteria, note = dict(self.criteria), self.note
             self.show_item(self.current, keep_sides=True)
@@ -186,9 +239,11 @@ class ComparePage(FlaggingMixin, Page):
         self.note_edit.hide()
         self.writer.hide()
         if c is None:
+            self.fold.start(None)
             self.rows.hide()
             self.empty_label.show()
             self.item_label.setText("")
+            self.gap_label.setText("")
             self._render_criteria()
             return
         self.empty_label.hide()
@@ -199,42 +254,44 @@ class ComparePage(FlaggingMixin, Page):
         # Shuffle sides per item, so a habit of favouring one side cannot line up with one response source.
         if not keep_sides:
             self.left_side = self.rng.choice(("a", "b"))
-        left_id = c.response_a if self.left_side == "a" else c.response_b
-        right_id = c.response_b if self.left_side == "a" else c.response_a
-        self.side_ids = {"left": left_id, "right": right_id}
-        md = bool(self.session.prefs.get("render/markdown"))
-        prompt_flags = project.flags_for_prompt(c.prompt_id)
-        self.prompt_pane.set_text(conversation_markdown(prompt.messages), markdown=md,
-                                  fold_reason=self.session.fold_reason([], prompt_flags))
+        self.side_ids = {side: getattr(c, f"response_{stored_side(side, self.left_side)}") for side in ("left", "right")}
+        self.fold.start(("comparison", c.id))
+        self.fold.show(self.prompt_pane, conversation_markdown(prompt.messages),
+                       flags=project.flags_for_prompt(c.prompt_id))
+        self._show_last_turn()
         for side, pane, head in (("left", self.left_pane, self.left_head), ("right", self.right_pane, self.right_head)):
             rid = self.side_ids[side]
             flags = project.flags_for_response(rid)
-            pane.set_text(project.get_response(rid).content, markdown=md, fold_reason=self.session.fold_reason(prompt.tags, flags))
-            badge = "  ⚑ " + ", ".join(sorted({f[1].replace("_", " ") for f in flags})) if flags else ""
-            head.setText(("A — left" if side == "left" else "B — right") + badge)
+            self.fold.show(pane, project.get_response(rid).content, prompt_tags=prompt.tags, flags=flags)
+            head.setText(side_heading(side, flags))
         tags_text = ", ".join(prompt.tags)
         # The prompt's id, not the comparison's: a retest row has a new, out-of-order id that would unblind it.
         self.item_label.setText(f"prompt {c.prompt_id} · {prompt.source or 'no source'}" + (f" · {tags_text}" if tags_text else ""))
+        gap = score_gap(project, self.side_ids["left"], self.side_ids["right"])
+        self.gap_label.setText(f"reward-model score gap {gap.gap:.3g} ({gap.reward_model})" if gap else "")
         self._render_criteria()
         self.shown_at = time.monotonic()
+
+    def _show_last_turn(self) -> None:
+        """A multi-turn prompt opens at its last turn (the one the responses answer), now and once laid out."""
+        if self.current is None or len(self.prompt.messages) < 2:
+            return
+        marker = turn_heading(self.prompt.messages[-1])
+        self.prompt_pane.scroll_to_last(marker)
+        shown = self.current.id
+        QTimer.singleShot(0, lambda: self.current is not None and self.current.id == shown
+                          and self.prompt_pane.scroll_to_last(marker))
 
     # ------------------------------------------------------------------ judging
     def _judge(self, verdict_side: str, strength: str | None) -> None:
         c = self.current
         if c is None:
             return
-        if verdict_side in ("left", "right"):
-            verdict = self.left_side if verdict_side == "left" else other(self.left_side)
-        else:
-            verdict = verdict_side
-        criteria = {}
-        for k, v in self.criteria.items():
-            if v == "tie":
-                criteria[k] = "tie"
-            elif v == "left":
-                criteria[k] = self.left_side
-            elif v == "right":
-                criteria[k] = other(self.left_side)
+        if self.fold.folded:
+            self.refuse(REVEAL_FIRST + ": press R, then judge.")
+            return
+        verdict = stored_verdict(verdict_side, self.left_side)
+        criteria = {k: stored_verdict(v, self.left_side) for k, v in self.criteria.items() if v is not None}
         spent = int((time.monotonic() - self.shown_at) * 1000)
         self.project.judge(
             c.id, verdict, strength=strength, left_side=self.left_side, criteria=criteria or None,
@@ -297,10 +354,18 @@ class ComparePage(FlaggingMixin, Page):
     def act_skip(self, _k: str) -> None:
         if self.current is not None:
             self.queue.skip(self.current.id)
-            self.feedback.setText(f"Skipped #{self.current.id}.")
+            self.undo_stack.append(("skip", self.current.id))
+            self.feedback.setText(f"Skipped #{self.current.id}. U brings it back.")
         self.show_next()
 
+    def _back_to(self, item: Comparison) -> None:
+        """Show an earlier item again; the one on screen now comes back right after it."""
+        if self.current is not None and self.current.id != item.id:
+            self.queue.put_back(self.current.id)
+        self.show_item(item)
+
     def act_undo(self, _k: str) -> None:
+        """Undo the last action, whatever it was: a judgment, a skip, a flag, a check or a written answer."""
         if not self.undo_stack:
             self.feedback.setText("Nothing to undo.")
             return
@@ -310,17 +375,21 @@ class ComparePage(FlaggingMixin, Page):
             undone = self.project.undo(entry[1])
             self.session.notify(judged=-1, pending=1, action=-1)
             self.feedback.setText(f"Undone: the judgment of #{entry[1]} was {undone.how}.")
-            self.show_item(undone.item)
+            self._back_to(undone.item)
+        elif kind == "skip":
+            self.queue.unskip(entry[1])
+            self.feedback.setText(f"Undone: the skip of #{entry[1]}; here it is again.")
+            self._back_to(self.project.get_comparison(entry[1]))
         elif kind == "flag":
             how = self.project.retract("flag", entry[1])
             self.session.notify(flags=-1, action=-1)
             self.feedback.setText(f"Undone: flag {how}.")
             self._refresh_badges()
+        elif kind == "check":
+            self.undo_check(entry[1])
         elif kind == "write":
             _, demo_id, comparisons = entry
-            for cid in comparisons:
-                self.project.retract("comparison", cid)
-            self.project.retract("demonstration", demo_id)
+            self.project.retract_all([("comparison", cid) for cid in comparisons] + [("demonstration", demo_id)])
             self.session.notify(demonstrations=-1, judged=-len(comparisons), action=-1)
             self.feedback.setText("Undone: the written answer was removed.")
 
@@ -346,6 +415,9 @@ class ComparePage(FlaggingMixin, Page):
     def act_write_better(self, _k: str) -> None:
         if self.current is None:
             return
+        if self.fold.folded:
+            self.refuse(REVEAL_FIRST + ": a better answer beats both responses, so read them first (R).")
+            return
         self.writer.show()
         self.writer.setFocus()
 
@@ -360,20 +432,10 @@ class ComparePage(FlaggingMixin, Page):
         self.writer.clear()
         self.writer.hide()
         self.setFocus()
-        self.feedback.setText(f"Saved your answer (demonstration {demo_id}); it beats both responses shown. Now judge A vs B.")
+        self.feedback.setText(f"Saved your answer (demonstration {demo_id}); it beats both responses shown. "
+                              "Now judge left against right.")
 
     # ------------------------------------------------------------------ safety
-    def act_reveal(self, _k: str) -> None:
-        folded = [p for p in (self.prompt_pane, self.left_pane, self.right_pane) if p.folded]
-        for p in folded:
-            p.reveal()
-        if folded:
-            self._count_harmful()
-
-    def _count_harmful(self) -> None:
-        if self.current is not None and self.current.id not in self._harm_counted:
-            self._harm_counted.add(self.current.id)
-            self.session.saw_harmful()
 
     # ------------------------------------------------------------------ flagging (keys in ui.flagging)
     def flag_targets(self) -> dict[str, tuple[str, int | None]]:
@@ -384,29 +446,29 @@ class ComparePage(FlaggingMixin, Page):
 
     def flag_done(self, flag_id: int, target: str) -> None:
         self.undo_stack.append(("flag", flag_id))
-        self._count_harmful()
+        self.fold.seen()
         self.feedback.setText(f"Flagged {target}. U undoes.")
         self._refresh_badges()
 
     def _refresh_badges(self) -> None:
         for side, head in (("left", self.left_head), ("right", self.right_head)):
-            flags = self.project.flags_for_response(self.side_ids[side])
-            badge = "  ⚑ " + ", ".join(sorted({f[1].replace("_", " ") for f in flags})) if flags else ""
-            head.setText(("A — left" if side == "left" else "B — right") + badge)
+            head.setText(side_heading(side, self.project.flags_for_response(self.side_ids[side])))
 
-    # ------------------------------------------------------------------ reading long responses
+    # ------------------------------------------------------------------ reading
     def act_show_more(self, _k: str) -> None:
         for p in (self.left_pane, self.right_pane, self.prompt_pane):
             p.show_all()
 
-    def _scroll(self, pages: int) -> None:
-        for p in (self.left_pane, self.right_pane):
-            bar = p.browser.verticalScrollBar()
-            bar.setValue(bar.value() + pages * bar.pageStep())
-
     def act_scroll_down(self, _k: str) -> None:
-        self._scroll(1)
+        for p in (self.left_pane, self.right_pane):
+            p.scroll_pages(1)
 
     def act_scroll_up(self, _k: str) -> None:
-        self._scroll(-1)
+        for p in (self.left_pane, self.right_pane):
+            p.scroll_pages(-1)
 
+    def act_plain_left(self, _k: str) -> None:
+        self.left_pane.toggle_plain()
+
+    def act_plain_right(self, _k: str) -> None:
+        self.right_pane.toggle_plain()

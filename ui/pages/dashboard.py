@@ -1,5 +1,6 @@
-"""Dashboard: counts, judgments per hour, verdict and strength mix, left/right position bias with an exact
-binomial test, test–retest agreement and flags by category, as pyqtgraph charts.
+"""Dashboard: counts, judgments per hour, verdicts (left, right, tie, both bad: as the expert gave them), strengths,
+left/right position bias with an exact binomial test, test–retest agreement and flags by category, as pyqtgraph
+charts.
 
 This module (and so pyqtgraph) is imported only when the page is first shown, keeping the cold start small.
 """
@@ -12,7 +13,8 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from workbench.session_stats import judgments_per_hour, position_bias, retest_agreement, session_rate, time_spent_median_ms
-from workbench.taxonomy import STRENGTHS, VERDICTS
+from workbench.sides import STRENGTH_WORDS
+from workbench.taxonomy import STRENGTHS
 
 from .base import Page
 
@@ -62,11 +64,11 @@ class DashboardPage(Page):
         if bias.n:
             verdict = "no evidence of a side preference" if bias.p_value >= 0.05 else "you favour one side: check your habit"
             bias_text = (
-                f"<b>Position bias:</b> left picked in {bias.left_picks:,} of {bias.n:,} A/B verdicts "
+                f"<b>Position bias:</b> left picked in {bias.left_picks:,} of {bias.n:,} verdicts for one side "
                 f"({bias.share_left:.1%}); exact binomial test p = {bias.p_value:.3g} — {verdict}."
             )
         else:
-            bias_text = "<b>Position bias:</b> no A/B verdicts with a recorded side yet."
+            bias_text = "<b>Position bias:</b> no verdict for the left or the right response yet."
         if retest.pairs:
             kappa = "n/a" if math.isnan(retest.kappa) else f"{retest.kappa:.2f}"
             retest_text = (
@@ -86,12 +88,17 @@ class DashboardPage(Page):
             self.grid.removeWidget(w)
             w.deleteLater()
         v = stats["verdicts"]
+        # Verdicts as the expert gave them: for the response shown on the left or on the right. Imported judgments
+        # and written answers beating the shown responses were never shown side by side, so they have no side.
+        labels, values = ["left", "right", "tie", "both bad"], [bias.left_picks, bias.n - bias.left_picks, v["tie"], v["both_bad"]]
+        sideless = v["a"] + v["b"] - bias.n
+        if sideless:
+            labels.append("no side shown")
+            values.append(sideless)
         self.charts = {
-            "verdicts": _bars("Verdicts", ["A", "B", "tie", "both bad"], [v[k] for k in VERDICTS], "#4a7bd0"),
-            "strengths": _bars("Strength (A or B)", list(STRENGTHS), [stats["strengths"][s] for s in STRENGTHS], "#7b4ad0"),
-            "position": _bars(
-                "Position: picks of the side shown", ["left", "right"], [bias.left_picks, bias.n - bias.left_picks], "#d08a4a"
-            ),
+            "verdicts": _bars("Verdicts", labels, values, "#4a7bd0"),
+            "strengths": _bars("Strength (left or right)", [STRENGTH_WORDS[s] for s in STRENGTHS],
+                               [stats["strengths"][s] for s in STRENGTHS], "#7b4ad0"),
             "flags": _bars(
                 "Flags by category",
                 [k.replace("_", " ")[:12] for k in stats["flag_categories"]] or ["none"],
@@ -109,5 +116,4 @@ class DashboardPage(Page):
         self.grid.addWidget(per_hour, 0, 0, 1, 2)
         self.grid.addWidget(self.charts["verdicts"], 0, 2)
         self.grid.addWidget(self.charts["strengths"], 1, 0)
-        self.grid.addWidget(self.charts["position"], 1, 1)
-        self.grid.addWidget(self.charts["flags"], 1, 2)
+        self.grid.addWidget(self.charts["flags"], 1, 1, 1, 2)

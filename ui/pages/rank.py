@@ -2,7 +2,9 @@
 
 The order list always holds every response: pressing a number moves that response to the next place after
 those already placed; "=" makes the next one tie with the previous place; Backspace takes the last one back;
-dragging a row reorders places freely. Enter saves the ranking (1 = best, equal ranks are ties).
+dragging a row reorders places freely. Enter saves the ranking (1 = best, equal ranks are ties). Each key has a
+button beside it that runs the same handler. Harmful responses are folded (:mod:`ui.folding`) and nothing is placed
+or saved until they are revealed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -25,14 +29,15 @@ from PySide6.QtWidgets import (
 from workbench.queue import next_rank_prompt
 
 from ..flagging import FlaggingMixin
+from ..folding import REVEAL_FIRST, FoldedItem, ReadingKeys
 from ..render import TextPane
-from ..widgets import conversation_markdown
+from ..widgets import SessionProgress, conversation_markdown, key_button, turn_heading
 from .base import Page
 
 MAX_RESPONSES = 9
 
 
-class RankPage(FlaggingMixin, Page):
+class RankPage(FlaggingMixin, ReadingKeys, Page):
     name = "rank"
     title = "Rank"
 
@@ -45,11 +50,12 @@ class RankPage(FlaggingMixin, Page):
         self.placed = 0                         # places fixed by keys so far
         self.tie_next = False
         self.skipped: set[int] = set()
-        self.undo_stack: list[int] = []
-        self._harm_counted: set[int] = set()
+        self.undo_stack: list[tuple] = []
+        self.fold = FoldedItem(session)
 
-        self.prompt_pane = TextPane()
+        self.prompt_pane = TextPane(plain_toggle=False)
         self.prompt_pane.browser.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.prompt_pane.reveal_requested.connect(lambda: self.router.trigger("reveal"))
         self.grid_host = QWidget()
         self.grid = QGridLayout(self.grid_host)
         self.grid.setContentsMargins(0, 0, 0, 0)
@@ -89,10 +95,23 @@ class RankPage(FlaggingMixin, Page):
         self.empty_label = QLabel("Nothing to rank: no prompt with three or more responses is left unranked.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.hide()
+        self.buttons: dict[str, QWidget] = {}
+        buttons = QHBoxLayout()
+        for action, text, short, shown in (
+            ("submit", "Save", "Save", "Enter"), ("unpick", "Take back", "Back", "⌫"), ("tie_next", "Tie next", "Tie", None),
+            ("skip", "Skip", "Skip", None), ("undo", "Undo", "Undo", None), ("reveal", "Reveal", "Reveal", None),
+            ("check_safe", "Nothing harmful", "Safe", None), ("flag", "Flag", "Flag", None),
+        ):
+            button = self.buttons[action] = key_button(self, action, text, short=short, shown_key=shown)
+            buttons.addWidget(button, 1)
+        self.progress = SessionProgress(session)
+        buttons.addWidget(self.progress)
+        self.feedback.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         lay = QVBoxLayout(self)
         lay.addWidget(vsplit, 1)
         lay.addWidget(self.empty_label, 1)
         lay.addWidget(self.flag_bar)
+        lay.addLayout(buttons)
         lay.addWidget(self.feedback)
         self._loaded = False
 
@@ -113,12 +132,13 @@ class RankPage(FlaggingMixin, Page):
 
     def show_prompt(self, pid: int | None) -> None:
         self.prompt_id = pid
-        for w in self.panes + self.heads:
+        for w in self.heads:
             w.deleteLater()
         self.panes, self.heads = [], []
         self.groups, self.placed, self.tie_next = [], 0, False
         self.flag_state = None
         self.flag_bar.hide()
+        self.fold.start(("prompt", pid))
         if pid is None:
             self.body.hide()
             self.empty_label.show()
@@ -131,18 +151,28 @@ class RankPage(FlaggingMixin, Page):
         self.rng.shuffle(responses)  # shown order carries no information about origin
         self.response_ids = [r.id for r in responses]
         self.snippets = [" ".join(r.content.split())[:40] for r in responses]
-        self.prompt_pane.set_text(conversation_markdown(prompt.messages))
+        self.fold.show(self.prompt_pane, conversation_markdown(prompt.messages),
+                       flags=self.project.flags_for_prompt(pid))
+        if len(prompt.messages) > 1:  # a multi-turn prompt opens at its last turn
+            self.prompt_pane.scroll_to_last(turn_heading(prompt.messages[-1]))
         cols = 3 if len(responses) > 4 else 2
         for i, r in enumerate(responses):
             head = QLabel(f"<b>[{i + 1}]</b>")
+            place = key_button(self, "pick", "Place next", key=str(i + 1), short="Place")
+            place.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
             pane = TextPane()
             pane.browser.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            flags = self.project.flags_for_response(r.id)
-            pane.set_text(r.content, fold_reason=self.session.fold_reason(prompt.tags, flags))
+            pane.reveal_requested.connect(lambda: self.router.trigger("reveal"))
+            self.fold.show(pane, r.content, prompt_tags=prompt.tags, flags=self.project.flags_for_response(r.id))
             box = QWidget()
             v = QVBoxLayout(box)
             v.setContentsMargins(2, 2, 2, 2)
-            v.addWidget(head)
+            head_row = QHBoxLayout()
+            head_row.addWidget(head)
+            head_row.addStretch(1)
+            head_row.addWidget(pane.plain_button)
+            head_row.addWidget(place)
+            v.addLayout(head_row)
             v.addWidget(pane, 1)
             self.grid.addWidget(box, i // cols, i % cols)
             self.panes.append(pane)
@@ -166,6 +196,9 @@ class RankPage(FlaggingMixin, Page):
     def act_pick(self, key: str) -> None:
         n = int(key)
         if self.prompt_id is None or not 1 <= n <= len(self.response_ids):
+            return
+        if self.fold.folded:
+            self.refuse(REVEAL_FIRST + ": press R to read every response, then rank.")
             return
         if any(n in g for g in self.groups[: self.placed]):
             return  # already placed: Backspace takes it back
@@ -207,9 +240,12 @@ class RankPage(FlaggingMixin, Page):
     def act_submit(self, _k: str) -> None:
         if self.prompt_id is None:
             return
+        if self.fold.folded:
+            self.refuse(REVEAL_FIRST + ": press R to read every response, then save the ranking.")
+            return
         spent = int((time.monotonic() - self.shown_at) * 1000)
         rid = self.project.add_ranking(self.prompt_id, self.ranks(), time_spent_ms=spent)
-        self.undo_stack.append(rid)
+        self.undo_stack.append(("ranking", rid))
         self.session.notify(rankings=1, action=1)
         self.feedback.setText(f"Saved ranking {rid}. U undoes.")
         self.show_next()
@@ -217,18 +253,29 @@ class RankPage(FlaggingMixin, Page):
     def act_skip(self, _k: str) -> None:
         if self.prompt_id is not None:
             self.skipped.add(self.prompt_id)
+            self.undo_stack.append(("skip", self.prompt_id))
+            self.feedback.setText(f"Skipped prompt {self.prompt_id}. U brings it back.")
         self.show_next()
 
     def act_undo(self, _k: str) -> None:
+        """Undo the last action, whatever it was: a saved ranking, a skip or a check."""
         if not self.undo_stack:
             self.feedback.setText("Nothing to undo.")
             return
-        rid = self.undo_stack.pop()
-        pid = self.project.ranking_prompt_id(rid)
-        how = self.project.retract("ranking", rid)
-        self.session.notify(rankings=-1, action=-1)
-        self.feedback.setText(f"Undone: ranking {rid} {how}.")
-        self.show_prompt(pid)
+        kind, value = self.undo_stack.pop()
+        if kind == "ranking":
+            pid = self.project.ranking_prompt_id(value)
+            how = self.project.retract("ranking", value)
+            self.session.notify(rankings=-1, action=-1)
+            self.feedback.setText(f"Undone: ranking {value} {how}.")
+            self.show_prompt(pid)
+        elif kind == "skip":
+            self.skipped.discard(value)
+            self.feedback.setText(f"Undone: the skip of prompt {value}; here it is again.")
+            self.show_prompt(value)
+        elif kind == "check":
+            self.undo_check(value)
+
 
     # ------------------------------------------------------------------ flagging (keys in ui.flagging)
     def flag_targets(self) -> dict[str, tuple[str, int | None]]:
@@ -241,14 +288,4 @@ class RankPage(FlaggingMixin, Page):
 
     def flag_done(self, flag_id: int, target: str) -> None:
         self.feedback.setText(f"Flagged {target}. (History retracts flags.)")
-        if self.prompt_id not in self._harm_counted:
-            self._harm_counted.add(self.prompt_id)
-            self.session.saw_harmful()
-
-    def act_reveal(self, _k: str) -> None:
-        folded = [p for p in self.panes if p.folded]
-        for p in folded:
-            p.reveal()
-        if folded and self.prompt_id not in self._harm_counted:
-            self._harm_counted.add(self.prompt_id)
-            self.session.saw_harmful()
+        self.fold.seen()

@@ -245,11 +245,13 @@ class TrainPage(Page):
         p = self.project
         counts = self.counts = data_counts(p)
         n = stage_count(self.stage, counts)
+        # The project's counts as the status bar and Overview give them, then the part of each a snapshot takes.
         self.snap_counts.setText(
-            f"{n:,} {UNIT[self.stage]} for this stage now · {counts['demonstrations']:,} demonstrations, "
-            f"{counts['pairs']:,} judged pairs, {counts['rankings']:,} rankings, {counts['safety_labels']:,} safety "
-            f"labels, {counts['train_prompts']:,} training prompts ({counts['heldout_prompts']:,} held out, never "
-            "trained on)")
+            f"{n:,} {UNIT[self.stage]} for this stage now · for training: {counts['pairs']:,} of "
+            f"{counts['judged']:,} judged (verdicts for one response; ties, both bad, retests and blind-evaluation items "
+            f"stay out), {counts['rankings']:,} of {counts['all_rankings']:,} rankings, {counts['demonstrations']:,} "
+            f"of {counts['all_demonstrations']:,} demonstrations, {counts['safety_labels']:,} safety labels, on "
+            f"{counts['train_prompts']:,} training prompts ({counts['heldout_prompts']:,} held out, never trained on)")
         keep = self.snap_box.currentData()
         self.snap_box.clear()
         for s in p.snapshots():

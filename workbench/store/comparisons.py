@@ -213,6 +213,11 @@ class ComparisonStore(ProjectFile):
                 self.conn.execute(f"DELETE FROM {table[item_type]} WHERE id = ?", (item_id,))
             return "deleted"
 
+    def retract_all(self, items: Sequence[tuple[str, int]]) -> list[str]:
+        """:meth:`retract` each (item type, id) in one transaction: one action's rows go together or not at all."""
+        with self.transaction():
+            return [self.retract(item_type, item_id) for item_type, item_id in items]
+
     def _delete_response_if_unused(self, response_id: int) -> None:
         used = self.conn.execute(
             "SELECT 1 FROM comparison WHERE response_a = ?1 OR response_b = ?1 UNION ALL "

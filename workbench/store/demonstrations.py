@@ -60,7 +60,9 @@ class DemonstrationStore(ProjectFile):
                 made.append(
                     self.add_comparison(
                         c.prompt_id, rid, other, source="expert", kind=c.kind,
-                        verdict="a", strength="clear", left_side="a", note="written answer beats the shown response",
+                        # No side: the two were never shown side by side, so the Dashboard's position bias
+                        # must not count the expert's own answer as a pick of the left.
+                        verdict="a", strength="clear", left_side=None, note="written answer beats the shown response",
                     )
                 )
         return demo_id, made

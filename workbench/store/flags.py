@@ -102,3 +102,27 @@ class FlagStore(ProjectFile):
             sql += " AND source = ?"
             args.append(source)
         return {int(rid): note for rid, note in self.conn.execute(sql, args)}
+
+    def check_nothing_harmful(self, prompt_id: int, response_id: int) -> list[int]:
+        """Record that the expert read a response and found nothing harmful: one known-absent label per category of
+        the taxonomy (negatives for the safety classifier), in one transaction. A response with a live flag is
+        refused: "nothing harmful" would contradict it; categories already recorded as absent are not repeated.
+        Returns the new labels' ids (retract them to undo)."""
+        with self.transaction():
+            row = self.conn.execute("SELECT prompt_id FROM response WHERE id = ?", (response_id,)).fetchone()
+            if row is None or row[0] != prompt_id:
+                raise WorkbenchError(f"response {response_id} does not belong to prompt {prompt_id}")
+            flagged = self.flags_for_response(response_id)
+            if flagged:
+                cats = ", ".join(sorted({f[1].replace("_", " ") for f in flagged}))
+                raise WorkbenchError(
+                    f"response {response_id} is flagged as {cats}: retract the flag in History before marking it "
+                    "as checked with nothing harmful")
+            done = {r[0] for r in self.conn.execute(
+                "SELECT category FROM safety_flag WHERE response_id = ? AND present = 0 AND retracted_at IS NULL",
+                (response_id,),
+            )}
+            return [
+                self.add_flag(prompt_id, key, None, response_id=response_id, present=False, note="checked: nothing harmful")
+                for key, *_ in self.categories() if key not in done
+            ]

@@ -25,8 +25,8 @@ _COUNTER_TRUTH = {
     "comparisons": "SELECT COUNT(*) FROM comparison",
     "retracted": "SELECT COUNT(*) FROM comparison WHERE retracted_at IS NOT NULL",
     "retests": "SELECT COUNT(*) FROM comparison WHERE retest_of IS NOT NULL",
-    "rankings": "SELECT COUNT(*) FROM ranking",
-    "demonstrations": "SELECT COUNT(*) FROM demonstration",
+    "rankings": "SELECT COUNT(*) FROM ranking WHERE retracted_at IS NULL",
+    "demonstrations": "SELECT COUNT(*) FROM demonstration WHERE retracted_at IS NULL",
     "flags": "SELECT COUNT(*) FROM safety_flag WHERE present = 1 AND retracted_at IS NULL",
     "safety_labels": "SELECT COUNT(*) FROM safety_flag",
     **{f"verdict:{v}": f"SELECT COUNT(*) FROM comparison WHERE verdict = '{v}' AND retracted_at IS NULL"

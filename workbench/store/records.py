@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import WorkbenchError
 from ..messages import last_user_text
+from ..sides import verdict_phrase
 
 
 def now_iso() -> str:
@@ -109,7 +110,8 @@ class Flag:
 
 @dataclass
 class HistoryRow:
-    """One line of the History page: a judgment, ranking, demonstration or flag."""
+    """One line of the History page: a judgment, ranking, demonstration or flag. A comparison carries its verdict
+    as stored (``verdict``, ``strength``, ``left_side``); :attr:`detail` words it from the expert's point of view."""
 
     kind: str
     id: int
@@ -118,3 +120,24 @@ class HistoryRow:
     title: str
     detail: str
     retracted: bool
+    verdict: str | None = None
+    strength: str | None = None
+    left_side: str | None = None
+    retest: bool = False
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "comparison" and not self.detail:
+            words = [verdict_phrase(self.verdict, self.strength, self.left_side)]
+            if self.left_side is None:
+                words.append("not shown side by side")
+            if self.retest:
+                words.append("retest")
+            if self.note:
+                words.append(f"note: {self.note}")
+            self.detail = " · ".join(words)
+
+    @property
+    def cursor(self) -> tuple[str, str, int]:
+        """Where a History page ending at this row stops (the next page starts after it)."""
+        return (self.when, self.kind, self.id)

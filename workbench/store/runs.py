@@ -138,3 +138,16 @@ class RunStore(ProjectFile):
         return [tuple(r) for r in self.conn.execute(
             "SELECT step, value FROM metric WHERE run_id = ? AND key = ? ORDER BY rowid", (run_id, key)
         )]
+
+    def metric_at_steps(self, run_id: int, key: str, steps: Sequence[int]) -> dict[int, float]:
+        """Step → value of one metric of a run at the given steps (the last row written for a step wins; steps
+        without a value are left out). A seek per step on the metric index, whatever the run's size."""
+        out: dict[int, float] = {}
+        for step in dict.fromkeys(int(s) for s in steps):
+            row = self.conn.execute(
+                "SELECT value FROM metric WHERE run_id = ? AND key = ? AND step = ? ORDER BY rowid DESC LIMIT 1",
+                (run_id, key, step),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                out[step] = float(row[0])
+        return out
