@@ -259,6 +259,10 @@ def _counter_sql() -> str:
     return "\n".join(parts) + "\n"
 
 
+# Version 2: a score run's per-comparison values (the reward-score gap of a pending pair) read in value order, so
+# the queue can serve the closest pairs first by a seek on an index.
+SCHEMA_V2 = "CREATE INDEX metric_run_key_value ON metric(run_id, key, value, step);\n"
+
 # MIGRATIONS[i] upgrades a file at user_version i to i + 1. Version 0 is an empty, brand-new file.
-MIGRATIONS: list[str] = [SCHEMA_V1 + _counter_sql()]
+MIGRATIONS: list[str] = [SCHEMA_V1 + _counter_sql(), SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -138,3 +138,11 @@ class RunStore(ProjectFile):
         return [tuple(r) for r in self.conn.execute(
             "SELECT step, value FROM metric WHERE run_id = ? AND key = ? ORDER BY rowid", (run_id, key)
         )]
+
+    def newest_run_with_metric(self, stage: str, key: str, *, statuses: Sequence[str] = ("done", "cancelled")) -> int | None:
+        """The newest run of ``stage`` (with one of ``statuses``) that logged metric ``key``, or None."""
+        row = self.conn.execute(
+            f"SELECT r.id FROM run r WHERE r.stage = ? AND r.status IN ({','.join('?' * len(statuses))})"
+            " AND EXISTS (SELECT 1 FROM metric m WHERE m.run_id = r.id AND m.key = ?) ORDER BY r.id DESC LIMIT 1",
+            [stage, *statuses, key]).fetchone()
+        return int(row[0]) if row else None
