@@ -30,6 +30,7 @@ from typing import Any
 from .errors import InputError, WorkbenchError
 from .evaluation import EvalRound, WinRate, _belongs_to, auto_win_rate, get_round, proportion, rounds
 from .store import Project
+from .train_checks import STAGES
 
 SCORE_STAGE = "score"
 SCORE_KEY = "reward"
@@ -144,13 +145,14 @@ def normal_path(path: str | os.PathLike[str]) -> str:
 
 
 def reward_model_name(path: str | os.PathLike[str], project: Project | None = None) -> str:
-    """A short name for a reward model: ``run 7 · rm NAME`` for a run's output, else ``parent/folder``."""
+    """A short name for a reward model: ``run 7 · Reward model · NAME`` for a run's output (as the pickers call it),
+    else ``parent/folder``."""
     norm = normal_path(path)
     if project is not None:
         for run in project.runs_of_stage("rm"):
             out = run["output_dir"]
             if out and (normal_path(Path(out) / "adapter") == norm or normal_path(out) == norm):
-                return f"run {run['id']} · rm {run['name']}".strip()
+                return f"run {run['id']} · {STAGES['rm']}" + (f" · {run['name']}" if run["name"] else "")
     p = Path(norm)
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 

@@ -154,7 +154,7 @@ def test_reward_model_names(project, tmp_path):
     adapter_folder(out, "adapter")
     run_id = project.create_run("rm", {}, name="first rm", output_dir=str(out))
     project.update_run(run_id, status="done")
-    assert reward_model_name(out / "adapter", project) == f"run {run_id} · rm first rm"
+    assert reward_model_name(out / "adapter", project) == f"run {run_id} · Reward model · first rm"
     assert reward_model_name(tmp_path / "x" / "rm") == "x/rm"
 
 
