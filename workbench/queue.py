@@ -21,8 +21,9 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .configs import ScoreConfig
 from .errors import InputError
-from .reward_scores import GAP_KEY, SCORE_STAGE
+from .reward_scores import GAP_KEY, SCORE_STAGE, normal_path
 from .store import Comparison, Project
 
 DEFAULT_RETEST_SHARE = 0.05
@@ -40,6 +41,16 @@ def set_queue_order(project: Project, order: str) -> None:
     if order not in QUEUE_ORDERS:
         raise InputError(f"unknown queue order {order!r}; one of {', '.join(QUEUE_ORDERS)}", field="order")
     project.set_meta(ORDER_SETTING, order)
+
+
+def score_queue_config(project: Project, reward_model: str, limit: int = 200, **settings) -> ScoreConfig:
+    """The ``score`` job that orders the queue: the reward model scores the next ``limit`` pending training pairs
+    (both responses of each, and each pair's gap is stored)."""
+    ids = project.pending_ids(kind="train", limit=limit)
+    if not ids:
+        raise InputError("no pending pairs to score: the queue is empty", field="comparison_ids")
+    return ScoreConfig(reward_model=normal_path(reward_model), comparison_ids=ids,
+                       name=f"queue order: {len(ids)} pending pair(s)", **settings)
 
 
 def gap_run(project: Project) -> int | None:

@@ -262,6 +262,12 @@ class EvaluationPage(Page):
         self.model_b.set_model(b.base, b.adapter)
         self._defaults_set = True
 
+    def evaluate_run(self, base: str, adapter: str) -> None:
+        """Model B = ``base`` + ``adapter`` (a run the expert chose), model A = that base alone."""
+        self.model_a.set_model(base, None)
+        self.model_b.set_model(base, adapter)
+        self._defaults_set = True
+
     def prompt_ids(self) -> list[int]:
         return round_prompt_ids(self.project, tag=self.prompt_tag.currentData(), limit=self.limit.value())
 

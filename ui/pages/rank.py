@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from workbench.queue import next_rank_prompt
 
 from ..flagging import FlaggingMixin
+from ..navigation import RankEmptyState
 from ..render import TextPane
 from ..widgets import conversation_markdown
 from .base import Page
@@ -86,8 +87,7 @@ class RankPage(FlaggingMixin, Page):
         self.flag_bar.setWordWrap(True)
         self.flag_bar.setStyleSheet("background: #fde2e2; color: black; padding: 6px;")
         self.flag_bar.hide()
-        self.empty_label = QLabel("Nothing to rank: no prompt with three or more responses is left unranked.")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label = RankEmptyState()  # points to Generate when no prompt has three responses
         self.empty_label.hide()
         lay = QVBoxLayout(self)
         lay.addWidget(vsplit, 1)
@@ -121,6 +121,7 @@ class RankPage(FlaggingMixin, Page):
         self.flag_bar.hide()
         if pid is None:
             self.body.hide()
+            self.empty_label.refresh(self.project)
             self.empty_label.show()
             self.order.clear()
             return
