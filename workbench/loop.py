@@ -59,6 +59,7 @@ class LoopState:
     round_text: str = ""                   # the newest round's win rate, in words
     compared_adapters: set[str] = field(default_factory=set)  # adapters some round already compared (model B)
     both_bad: int = 0                      # prompts judged "both bad" still lacking a good answer
+    eval_source: str | None = None         # the source of the newest round with blind pairs waiting
 
     @property
     def judged_pairs(self) -> int:
@@ -103,8 +104,9 @@ def loop_state(project: Project) -> LoopState:
         else:
             round_text = f"round {res.round.id}: {res.pending} blind pair(s) waiting"
     both_bad = sum(1 for pid in project.both_bad_prompt_ids() if project.lacks_good_answer(pid))
+    waiting = next((r.source for r in reversed(all_rounds) if round_result(project, r).pending), None)
     return LoopState(counts, latest, project.pending_count("eval"), judged_since, round_text,
-                     {r.model_b.adapter for r in all_rounds if r.model_b.adapter}, both_bad)
+                     {r.model_b.adapter for r in all_rounds if r.model_b.adapter}, both_bad, waiting)
 
 
 def next_steps(state: LoopState) -> list[Step]:

@@ -117,11 +117,13 @@ def test_next_step_follows_the_loop(project, tmp_path):
     b, _ = project.add_response(pid, "tuned answer", origin="model", model="/models/base", adapter=str(ppo_dir))
     rnd = new_round(project, ModelRef("/models/base"), ModelRef("/models/base", str(ppo_dir)), [pid])
     assert pair_round(project, rnd)["queued"] == 1
-    steps = [s.action for s in next_steps(loop_state(project))]
+    state = loop_state(project)
+    steps = [s.action for s in next_steps(state)]
     assert steps[0] == "judge_eval" and "blind_compare" not in steps and "next_round" in steps
+    assert state.eval_source == rnd.source
     project.judge(project.comparisons(kind="eval")[0].id, "b")
     state = loop_state(project)
-    assert next_steps(state)[0].action == "next_round" and "wins" in state.round_text
+    assert next_steps(state)[0].action == "next_round" and "wins" in state.round_text and state.eval_source is None
 
 
 def test_an_empty_project_starts_by_generating_and_rank_points_there(project):

@@ -249,6 +249,8 @@ class OverviewPage(Page):
         state = self.state
         if action not in ACTIONS or state is None:
             return None
+        if action == "judge_eval" and state.eval_source:
+            return go_to(self, "compare", lambda page: _filter_source(page, state.eval_source))
         if action in ("judge", "judge_eval"):
             return go_to(self, "compare")
         if action == "write":
@@ -338,3 +340,17 @@ class OverviewPage(Page):
                                     f"{outcome.error or ''}</span>")
         self.refresh()
         return outcome.status == "done"
+
+
+def _filter_source(compare: QWidget, source: str) -> None:
+    """Narrow the Compare page's queue to one source (a blind round's pairs) through its source filter, as picking
+    it there would."""
+    box = getattr(compare, "source_box", None)
+    if box is None:
+        return
+    if hasattr(box, "ensure_loaded"):
+        box.ensure_loaded()
+    if box.findData(source) < 0:
+        box.addItem(source, source)  # the filter's list was read before the round existed
+    box.setCurrentIndex(box.findData(source))
+    box.activated.emit(box.currentIndex())
