@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from .eval_round import TUNED_STAGES
 from .evaluation import round_result, rounds
 from .run_choices import RunChoice, run_choice
+from .run_report import short_model
 from .store import Project
 from .train_checks import done_runs
 
@@ -99,8 +100,9 @@ def loop_state(project: Project) -> LoopState:
         res = round_result(project, all_rounds[-1])
         w = res.a
         if w.n:
-            round_text = (f"round {res.round.id}: {res.round.model_b.name} wins {1 - w.rate:.0%} (95% CI "
-                          f"{1 - w.high:.0%}–{1 - w.low:.0%}) against {res.round.model_a.name}, {w.n} judged")
+            a, b = short_model(res.round.model_a.name), short_model(res.round.model_b.name)
+            round_text = (f"round {res.round.id}: {b} wins {1 - w.rate:.0%} (95% CI {1 - w.high:.0%}–{1 - w.low:.0%}) "
+                          f"against {a}, {w.n} judged")
         else:
             round_text = f"round {res.round.id}: {res.pending} blind pair(s) waiting"
     both_bad = sum(1 for pid in project.both_bad_prompt_ids() if project.lacks_good_answer(pid))

@@ -142,7 +142,7 @@ def run_harm(
     cfg = ScoreConfig(safety_model=normal_path(safety_model), response_ids=response_ids, name="harmful-output rate",
                       **(score_settings or {}))
     run_ids: list[int] = []
-    outcome = answers.run_job("score", cfg, "safety classifier", on_run=run_ids.append)
+    outcome = answers.run_job("score", cfg, "scoring with the safety classifier", on_run=run_ids.append)
     if not outcome.ok:
         return _stopped(results, outcome.status, outcome.error)
     with Project.open(answers.project_path) as project:

@@ -296,8 +296,7 @@ class EvaluationPage(Page):
         """Run a core pipeline of generate jobs off the UI thread, its progress shown on this page."""
         self.job = self.manager.pipeline(work, sampling=self._sampling())
         self.job.log.connect(lambda level, msg: self.log_view.appendPlainText(f"[{level}] {msg}"))
-        self.job.progress.connect(lambda label, p: self.progress.setText(
-            f"Generating with {label}: {p.get('step')}/{p.get('total')}"))
+        self.job.progress.connect(lambda label, p: self.progress.setText(f"{label}: {p.get('step')}/{p.get('total')}"))
         self.job.finished_pipeline.connect(done)
         self.job.start()
         self._buttons()
