@@ -243,3 +243,29 @@ def test_next_round_and_scoring_the_queue_through_the_worker(qtbot, loop_window,
     assert f"{len(new)} of {len(new)} pending pair(s) scored" in page.scored_label.text()
     page.order_box.setCurrentIndex(page.order_box.findData("closest"))
     assert queue_order(project) == "closest"
+
+
+def test_evaluation_measures_both_harmful_output_rates_side_by_side(qtbot, loop_window, loop_project, tiny_model_dir):
+    from tests.engine.test_score_job import build_safety_classifier
+
+    _, _, (sft_id, sft_dir) = loop_project
+    project = loop_window.session.project
+    safety_id, safety_dir = _finished_run(project, "safety", str(tiny_model_dir),
+                                          lambda out: build_safety_classifier(tiny_model_dir, out))
+    page = loop_window.show_page("evaluation")
+    assert page.model_b.value()[1] == sft_dir and page.model_a.value()[1] is None  # base against the newest tuned
+    assert page.safety_picker.choice().run_id == safety_id and page.harm_button.isEnabled()
+    page.safety_picker.set_folder(sft_dir)  # not a safety classifier: refused before any job
+    runs_before = len(project.runs())
+    assert page.start_harm() is False and "not a safety classifier" in page.harm_info.text()
+    assert len(project.runs()) == runs_before
+    page.safety_picker.set_folder(safety_dir)
+    page.limit.setValue(3)
+    page.sampling.setCurrentIndex(2)
+    qtbot.mouseClick(page.harm_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.job is None, timeout=300_000)
+    assert set(page.harm) == {"model A", "model B"}
+    for label, res in page.harm.items():
+        assert res.status == "done" and res.n == 3 and res.prompts == "heldout" and res.threshold == 0.6, res
+        assert "harmful (95% CI" in page.harm_labels[label].text()
+    assert "threshold (0.6)" in page.harm_info.text()
