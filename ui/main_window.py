@@ -272,38 +272,33 @@ class MainWindow(QMainWindow):
         self.check_dialog = dlg
 
     def show_import(self) -> None:
-        if self.session is None:
-            return
         from .exchange_dialogs import ImportDialog
 
-        dlg = ImportDialog(self.session.project.path, self)
-        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dlg.start_button.setEnabled(not self.session.project.read_only)
-        dlg.done_with.connect(lambda report: self._data_changed() if report is not None else None)
-        dlg.show()
-        self.import_dialog = dlg
+        if self.session is not None:
+            dlg = self._open_dialog(ImportDialog(self.session.project.path, self), "import_dialog")
+            dlg.start_button.setEnabled(not self.session.project.read_only)
+            dlg.done_with.connect(lambda report: self._data_changed() if report is not None else None)
 
     def show_export(self) -> None:
-        if self.session is None:
-            return
         from .exchange_dialogs import ExportDataDialog
 
-        dlg = ExportDataDialog(self.session.project.path, self)
-        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dlg.done_with.connect(lambda report: self._data_changed() if report is not None else None)
-        dlg.show()
-        self.export_dialog = dlg
+        if self.session is not None:
+            dlg = self._open_dialog(ExportDataDialog(self.session.project.path, self), "export_dialog")
+            dlg.done_with.connect(lambda report: self._data_changed() if report is not None else None)
 
     def show_heldout(self) -> None:
-        if self.session is None:
-            return
         from .heldout_dialog import HeldOutDialog
 
-        dlg = HeldOutDialog(self.session.project, self)
+        if self.session is not None:
+            self._open_dialog(HeldOutDialog(self.session.project, self), "heldout_dialog").changed.connect(
+                self._data_changed)
+
+    def _open_dialog(self, dlg, name: str):
+        """Show a modeless dialog that deletes itself on close, kept as ``self.<name>`` (tests reach it there)."""
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dlg.changed.connect(self._data_changed)
         dlg.show()
-        self.heldout_dialog = dlg
+        setattr(self, name, dlg)
+        return dlg
 
     def _data_changed(self) -> None:
         """An import, an export (it records a snapshot) or a change of split: recount and redraw the page shown."""

@@ -167,20 +167,15 @@ class EvaluationPage(Page):
         row.addWidget(self.refresh_button)
         rl.addLayout(row)
         # The two win rates side by side: the expert's verdicts on the left, the reward model's on the right.
-        grid = QGridLayout()
-        grid.addWidget(QLabel("<b>Your blind verdicts</b>"), 0, 0)
-        grid.addWidget(QLabel("<b>Judged by a reward model</b>"), 0, 1)
-        grid.addWidget(self.result, 1, 0, Qt.AlignmentFlag.AlignTop)
-        auto = QVBoxLayout()
+        auto = QWidget()
+        al = QVBoxLayout(auto)
+        al.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         row.addWidget(self.rm_picker, 1)
         row.addWidget(self.score_button)
-        auto.addLayout(row)
-        auto.addWidget(self.auto_label)
-        grid.addLayout(auto, 1, 1)
-        grid.setColumnStretch(0, 1)
-        grid.setColumnStretch(1, 1)
-        rl.addLayout(grid)
+        al.addLayout(row)
+        al.addWidget(self.auto_label)
+        rl.addLayout(_side_by_side(("Your blind verdicts", self.result), ("Judged by a reward model", auto)))
         tax = QGroupBox("3. Alignment tax: over-refusal on benign prompts (XSTest), model A before, model B after")
         tl = QVBoxLayout(tax)
         tl.addWidget(self.xstest_button, 0, Qt.AlignmentFlag.AlignLeft)
@@ -192,14 +187,7 @@ class EvaluationPage(Page):
         row.addWidget(self.safety_picker, 1)
         row.addWidget(self.harm_button)
         hl.addLayout(row)
-        grid = QGridLayout()
-        grid.addWidget(QLabel("<b>Model A</b>"), 0, 0)
-        grid.addWidget(QLabel("<b>Model B</b>"), 0, 1)
-        grid.addWidget(self.harm_labels["model A"], 1, 0, Qt.AlignmentFlag.AlignTop)
-        grid.addWidget(self.harm_labels["model B"], 1, 1, Qt.AlignmentFlag.AlignTop)
-        grid.setColumnStretch(0, 1)
-        grid.setColumnStretch(1, 1)
-        hl.addLayout(grid)
+        hl.addLayout(_side_by_side(("Model A", self.harm_labels["model A"]), ("Model B", self.harm_labels["model B"])))
         hl.addWidget(self.harm_info)
         body = QWidget()
         lay = QVBoxLayout(body)
@@ -514,6 +502,16 @@ class EvaluationPage(Page):
             else:
                 self.harm_info.setText(f"<span style='color:#b00'>Stopped: {_esc(first.error or first.status)}</span>")
         self._buttons()
+
+
+def _side_by_side(left: tuple[str, QWidget], right: tuple[str, QWidget]) -> QGridLayout:
+    """Two (title, widget) columns of equal width: model A beside model B, the expert beside the reward model."""
+    grid = QGridLayout()
+    for col, (title, widget) in enumerate((left, right)):
+        grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
+        grid.addWidget(widget, 1, col, Qt.AlignmentFlag.AlignTop)
+        grid.setColumnStretch(col, 1)
+    return grid
 
 
 def _esc(text: str) -> str:
