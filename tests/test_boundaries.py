@@ -81,7 +81,7 @@ def test_every_page_module_is_under_ui_pages() -> None:
 def test_developer_tools_are_not_shipped() -> None:
     """The screenshot tools live in ``tools/``, which the package build leaves out (they may import ``ui``)."""
     assert sorted(p.name for p in (ROOT / "tools").glob("*screenshot*.py")) == [
-        "evaluation_screenshot.py", "screenshots.py", "training_screenshots.py"]
+        "evaluation_screenshot.py", "loop_screenshots.py", "screenshots.py", "training_screenshots.py"]
     assert not list((ROOT / "ui").glob("*screenshot*.py"))
     include = re.search(r"\[tool\.setuptools\.packages\.find\]\s*include = \[([^\]]*)\]",
                         (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)

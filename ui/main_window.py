@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from workbench.backups import restore
 from workbench.errors import DamagedProjectError, WorkbenchError
+from workbench.loop import first_open
 from workbench.store import Project
 
 from .guidelines import GuidelinesPanel
@@ -150,7 +151,12 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self.project_actions: list[QAction] = []
         for text, slot in (("&Back up now", self.back_up_now), ("Bac&kups…", self.show_backups),
-                           ("&Check the project…", self.show_check)):
+                           ("&Check the project…", self.show_check), (None, None),
+                           ("&Import…", self.show_import), ("E&xport…", self.show_export),
+                           ("&Held-out prompts…", self.show_heldout)):
+            if text is None:
+                m.addSeparator()
+                continue
             a = QAction(text, self)
             a.triggered.connect(slot)
             a.setEnabled(False)
@@ -192,6 +198,7 @@ class MainWindow(QMainWindow):
             raise
         self.close_project()
         self.lock = lock
+        show_guidelines = first_open(project)  # (before the backup scheduler notes the file as unchanged)
         self.session = Session(project, self.prefs, self)
         self.backups = BackupScheduler(project, parent=self)
         self.backups.backed_up.connect(lambda b: self.statusBar().showMessage(f"Backed up: {b.describe()}", 8000))
@@ -223,6 +230,8 @@ class MainWindow(QMainWindow):
         self._tick()
         last = str(self.prefs.settings.value("last_page", "overview"))
         self.show_page(last if last in {p[0] for p in PAGES} else "overview")
+        if show_guidelines:
+            self.dock.show()  # a new project's guidelines, before the first judgment
         self.project_opened.emit(str(path))
 
     def open_project_or_warn(self, path: Path, *, create: bool = False) -> bool:
@@ -261,6 +270,42 @@ class MainWindow(QMainWindow):
         dlg.show()
         dlg.run()
         self.check_dialog = dlg
+
+    def show_import(self) -> None:
+        from .exchange_dialogs import ImportDialog
+
+        if self.session is not None:
+            dlg = self._open_dialog(ImportDialog(self.session.project.path, self), "import_dialog")
+            dlg.start_button.setEnabled(not self.session.project.read_only)
+            dlg.done_with.connect(lambda report: self._data_changed() if report is not None else None)
+
+    def show_export(self) -> None:
+        from .exchange_dialogs import ExportDataDialog
+
+        if self.session is not None:
+            dlg = self._open_dialog(ExportDataDialog(self.session.project.path, self), "export_dialog")
+            dlg.done_with.connect(lambda report: self._data_changed() if report is not None else None)
+
+    def show_heldout(self) -> None:
+        from .heldout_dialog import HeldOutDialog
+
+        if self.session is not None:
+            self._open_dialog(HeldOutDialog(self.session.project, self), "heldout_dialog").changed.connect(
+                self._data_changed)
+
+    def _open_dialog(self, dlg, name: str):
+        """Show a modeless dialog that deletes itself on close, kept as ``self.<name>`` (tests reach it there)."""
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        setattr(self, name, dlg)
+        return dlg
+
+    def _data_changed(self) -> None:
+        """An import, an export (it records a snapshot) or a change of split: recount and redraw the page shown."""
+        self.refresh_counts()
+        page = self.current_page()
+        if hasattr(page, "activate") and page is not self.placeholder:
+            page.activate()
 
     def restore_backup(self, backup: str) -> bool:
         """Close the project, put ``backup`` in its place (the replaced file is kept beside it), open it again."""

@@ -18,6 +18,17 @@ Evaluation page shows it), ``agree``/``judged`` (agreement with the expert's ver
 ``reward_model`` and ``run_id``/``status`` (``error`` when it failed). A folder that is not a reward model is
 refused before any run is created, so the project stays unchanged.
 
+``workbench eval harm PROJECT [--safety-model DIR] [--base MODEL] [--adapter DIR] [--limit N]`` and ``workbench eval
+refusal PROJECT [--base MODEL] [--adapter DIR] [--limit N]`` measure one model's harmful-output rate (the held-out
+prompts, or a fixed-seed sample of the training prompts when none is held out, judged by the project's safety
+classifier) and its over-refusal rate (XSTest's safe prompts); :mod:`workbench.safety_eval`. Each ends with one
+JSON line: ``status``, ``rate``, ``interval`` (Wilson 95%), ``n``, ``k``, ``prompts`` (``heldout``,
+``train-sample`` or ``xstest-safe``), ``model``, ``runs``; ``threshold`` for harm; ``error`` when it failed.
+
+``workbench train ppo`` without ``--reward-model`` takes the newest finished reward-model run (and says which on
+stderr; none: refused before a run is made). ``workbench generate PROJECT --next-round [--limit N]`` generates the
+loop's next round (:mod:`workbench.next_round`).
+
 ``workbench eval round PROJECT [--model-a REF] [--adapter-a DIR] [--model-b REF] [--adapter-b DIR] [--limit N]``
 runs a blind evaluation round (:mod:`workbench.eval_round`, the pipeline the Evaluation page runs): model A and
 model B answer the held-out prompts (a progress bar per job), and one blind comparison per prompt is queued for the
@@ -175,6 +186,34 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     return cfg
 
 
+def _prepared(args: argparse.Namespace, stage: str, cfg: ModelConfig) -> ModelConfig:
+    """The config as the core completes it before a start: PPO without a reward model takes the newest finished
+    reward-model run; ``generate --next-round`` chooses its model and prompts. What was chosen goes to stderr."""
+    from .store import Project
+
+    if stage == "ppo" and not getattr(cfg, "reward_model", None):
+        from .run_choices import with_default_reward_model
+
+        with Project.open(args.project) as project:
+            cfg, note = with_default_reward_model(project, cfg)
+        if note and not args.quiet:
+            print(note, file=sys.stderr)
+    elif stage == "generate" and getattr(args, "next_round", False):
+        from .next_round import next_round_config, record_round
+
+        defaults = GenerateConfig()
+        given = {k: v for k, v in dataclasses.asdict(cfg).items()
+                 if k not in ("name", "seed") and v != getattr(defaults, k)}
+        with Project.open(args.project) as project:
+            nxt = next_round_config(project, limit=args.limit, base_model=args.base, adapter=args.adapter,
+                                    seed=args.seed, name=args.name, **given)
+            record_round(project, nxt)
+        if not args.quiet:
+            print(nxt.description, file=sys.stderr)
+        cfg = nxt.config
+    return cfg
+
+
 def _start(args: argparse.Namespace) -> int:
     client = JobClient(args.project)
     try:
@@ -182,7 +221,7 @@ def _start(args: argparse.Namespace) -> int:
             handle = client.resume(args.resume)
         else:
             stage, _ = args.overrides(args)
-            handle = client.start(stage, config_from_args(args))
+            handle = client.start(stage, _prepared(args, stage, config_from_args(args)))
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         print(json.dumps({"run_id": None, "status": "failed", "output": None, "tokens_per_s": None,
@@ -324,6 +363,90 @@ def run_eval_round(args: argparse.Namespace) -> int:
     return _exit_code(summary.status)
 
 
+def _model_ref(project: Any, args: argparse.Namespace) -> Any:
+    """The model a harm or refusal command measures: --base (+ --adapter); an adapter alone runs on the base its
+    run recorded."""
+    from .evaluation import ModelRef
+    from .paths import BUNDLED_MODEL_REF
+    from .run_choices import choice_for_folder
+
+    base = args.base
+    if base is None and args.adapter:
+        choice = choice_for_folder(project, args.adapter, "adapter")
+        base = choice.base_model if choice is not None else None
+    return ModelRef(base or BUNDLED_MODEL_REF, args.adapter)
+
+
+def _rate_command(args: argparse.Namespace, work: Callable[[Any, Any], Any], what: str) -> int:
+    """Run a rate pipeline (``work(project, answers)`` → RateResult) with progress bars; print the JSON summary."""
+    from .eval_round import ModelAnswers
+
+    config = {"device": args.device} if args.device else {}
+    answers = ModelAnswers(args.project, sampling=dict(temperature=args.temperature, max_new_tokens=args.max_new_tokens),
+                           listener=None if args.quiet else _JobBars(), config=config)
+    try:
+        result = _interruptible(lambda: work(answers), answers)
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(json.dumps({"status": "failed", "rate": None, "interval": None, "n": 0, "prompts": None,
+                          "error": str(e)}, ensure_ascii=False))
+        return 1
+    if result.status == "done":
+        print(f"{result.model}: {result.text(what)}", file=sys.stderr)
+    elif result.error:
+        print(f"{result.status}: {result.error}", file=sys.stderr)
+    print(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
+    return _exit_code(result.status)
+
+
+def run_harm_command(args: argparse.Namespace) -> int:
+    """``workbench eval harm``: the harmful-output rate of one model on the held-out prompts."""
+    from .reward_scores import safety_model_problem
+    from .run_choices import newest_choice
+    from .safety_eval import harm_prompts, run_harm
+    from .store import Project
+
+    def work(answers: Any) -> Any:
+        with Project.open(args.project) as project:
+            ref = _model_ref(project, args)
+            safety = args.safety_model
+            if not safety:
+                choice = newest_choice(project, "safety_model")
+                if choice is None:
+                    raise WorkbenchError("the project has no finished safety-classifier run: train one (`workbench "
+                                         "train safety`) or give --safety-model DIR")
+                safety = choice.folder
+                if not args.quiet:
+                    print(f"safety classifier: {choice.label} (the newest finished safety run)", file=sys.stderr)
+            problem = safety_model_problem(safety)
+            if problem:
+                raise WorkbenchError(f"safety_model {safety}: {problem}")
+            ids, kind = harm_prompts(project, args.limit)
+        if not ids:
+            raise WorkbenchError("the project has no prompts to answer")
+        if not args.quiet:
+            print(f"{ref.name} answers {len(ids)} {'held-out' if kind == 'heldout' else 'sampled training'} "
+                  "prompt(s)", file=sys.stderr)
+        settings = {"device": args.device} if args.device else {}
+        return run_harm(answers, [("model", ref)], safety, ids, kind, score_settings=settings)["model"]
+
+    return _rate_command(args, work, "harmful")
+
+
+def run_refusal_command(args: argparse.Namespace) -> int:
+    """``workbench eval refusal``: the over-refusal rate of one model on XSTest's safe prompts."""
+    from .safety_eval import refusal_prompts, run_refusal
+    from .store import Project
+
+    def work(answers: Any) -> Any:
+        with Project.open(args.project) as project:
+            ref = _model_ref(project, args)
+            ids = refusal_prompts(project, args.limit)
+        return run_refusal(answers, ref, ids)
+
+    return _rate_command(args, work, "refused")
+
+
 class _JobBars:
     """A progress bar per job of a pipeline (a :class:`workbench.eval_round.PipelineListener`)."""
 
@@ -331,7 +454,7 @@ class _JobBars:
         self.bar: ProgressBar | None = None
 
     def job_started(self, label: str, run_id: int, run_dir: Any) -> None:
-        print(f"{label}: generating (run {run_id})", file=sys.stderr)
+        print(f"{label} (run {run_id})", file=sys.stderr)
         self.bar = ProgressBar()
 
     def event(self, label: str, ev: Event) -> None:
@@ -441,6 +564,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--tag", help=_help(GenerateConfig, "tag"))
     gen.add_argument("--split", choices=SPLITS, help=_help(GenerateConfig, "split"))
     gen.add_argument("--quantize", choices=("auto", "4bit", "none"))
+    gen.add_argument("--next-round", action="store_true",
+                     help="the loop's next round: candidates from the newest tuned run (--base/--adapter name another "
+                          "model) for training prompts with nothing pending, queued as pairs")
+    gen.add_argument("--limit", type=int, metavar="N", help="with --next-round: at most N prompts (default 16)")
     gen.set_defaults(func=_start, overrides=_generate_overrides)
 
     ev = subparsers.add_parser("eval", help="evaluate a trained model")
@@ -483,3 +610,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rd.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     rd.add_argument("--quiet", action="store_true", help="no progress bars; only the JSON summary")
     rd.set_defaults(func=run_eval_round)
+
+    hm = kinds.add_parser("harm", help="harmful-output rate: the model answers the held-out prompts, the project's "
+                                       "safety classifier judges each answer")
+    hm.add_argument("project", help="the project file")
+    hm.add_argument("--safety-model", metavar="DIR", help="the safety classifier (a safety run's adapter folder; "
+                                                          "default: the newest finished safety run's)")
+    _model_flags(hm)
+    hm.set_defaults(func=run_harm_command)
+
+    rf = kinds.add_parser("refusal", help="over-refusal rate on XSTest's safe prompts")
+    rf.add_argument("project", help="the project file")
+    _model_flags(rf)
+    rf.set_defaults(func=run_refusal_command)
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", metavar="MODEL", help="base model: hub id, folder, GGUF file or bundled:… (default: the "
+                                                   "bundled model, or the adapter's base)")
+    p.add_argument("--adapter", metavar="DIR", help="a LoRA adapter on the base (default: none, the base alone)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N prompts")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", default=128, help=_help(GenerateConfig, "max_new_tokens"))
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; only the JSON summary")

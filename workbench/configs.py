@@ -442,11 +442,25 @@ class ScoreConfig(ModelConfig):
     round_id: int | None = _f(None, "Score the comparisons of this evaluation round (none, and no comparison_ids: "
                               "the newest round).", min=1)
     comparison_ids: list[int] = _f([], "Score these comparisons instead of a round's (response_a counts as the "
-                                   "first model).")
+                                   "first model); each one's reward gap is stored too (the queue's closest-first "
+                                   "order).")
+    response_ids: list[int] = _f([], "Score these responses, each with its prompt, instead of comparisons (with "
+                                 "safety_model: the harmful-output rate).")
+    safety_model: str = _f("", "A safety classifier (a safety run's output folder, or a sequence-classification "
+                           "model folder) instead of a reward model: each of response_ids is scored with its largest "
+                           "category probability.")
     batch_size: int = _f(8, "Responses scored together.", min=1)
     max_length: int = _f(512, "Maximum tokens per conversation; longer ones lose their oldest turns first, never the "
                          "response.", min=8)
     num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
+
+    def validate(self, source: str | None = None) -> None:
+        super().validate(source)
+        if self.safety_model and self.reward_model:
+            raise InputError("give a reward model or a safety classifier, not both", path=source, field="safety_model")
+        if self.safety_model and not self.response_ids:
+            raise InputError("a safety classifier scores responses: give response_ids", path=source,
+                             field="response_ids")
 
 
 EXPORT_FORMATS = ("hf", "gguf", "ollama")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configs import GenerateConfig
+from .configs import GenerateConfig, ModelConfig
 from .errors import WorkbenchError
 from .evaluation import XSTEST_TAG, EvalRound, ModelRef, get_round, new_round, pair_round, save_round
 from .jobs.client import JobClient, Outcome, RunHandle
@@ -140,14 +140,20 @@ class ModelAnswers:
         self, ref: ModelRef, prompt_ids: Sequence[int], label: str, *, on_run: Callable[[int], None] | None = None
     ) -> Outcome:
         """One answer per prompt from ``ref`` (a ``generate`` job), followed to its end."""
-        if self._stopping:
-            return Outcome(None, self._stopping)
         cfg = GenerateConfig(
             base_model=ref.base, adapter_from=ref.adapter, prompt_ids=list(prompt_ids), n_per_prompt=1,
             queue_comparisons=False, seed=ROUND_SEED, name=f"eval {label}", **self.sampling, **self.config,
         )
+        return self.run_job("generate", cfg, label, on_run=on_run)
+
+    def run_job(
+        self, stage: str, cfg: ModelConfig, label: str, *, on_run: Callable[[int], None] | None = None
+    ) -> Outcome:
+        """Any job of the pipeline (a generation, a scoring), followed to its end; nothing starts once stopped."""
+        if self._stopping:
+            return Outcome(None, self._stopping)
         try:
-            handle = self.client.start("generate", cfg)
+            handle = self.client.start(stage, cfg)
         except WorkbenchError as e:
             outcome = Outcome(None, "failed", error=str(e))
             self.outcomes.append(outcome)

@@ -403,14 +403,19 @@ def _belongs_to(project: Project, response_id: int, ref: ModelRef) -> bool:
     return row is not None and ref.matches(*row)
 
 
-def model_responses(project: Project, ref: ModelRef, prompt_ids: Iterable[int], since: str = "") -> dict[int, str]:
-    """The newest response of a model to each prompt (for refusal rates)."""
-    out: dict[int, str] = {}
+def model_response_ids(project: Project, ref: ModelRef, prompt_ids: Iterable[int], since: str = "") -> dict[int, int]:
+    """Prompt id → the id of the newest response of a model to it (made since ``since``, when there is one)."""
+    out: dict[int, int] = {}
     for pid in prompt_ids:
         rid = _latest_response(project, pid, ref, since)
         if rid is not None:
-            out[pid] = project.get_response(rid).content
+            out[pid] = rid
     return out
+
+
+def model_responses(project: Project, ref: ModelRef, prompt_ids: Iterable[int], since: str = "") -> dict[int, str]:
+    """The newest response of a model to each prompt (for refusal rates)."""
+    return {pid: project.get_response(rid).content for pid, rid in model_response_ids(project, ref, prompt_ids, since).items()}
 
 
 def auto_win_rate(scores_a: Mapping[int, float], scores_b: Mapping[int, float], tie_eps: float = 1e-6) -> WinRate:

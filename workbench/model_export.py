@@ -26,6 +26,7 @@ from .configs import ExportConfig
 from .errors import InputError
 from .jobs.client import RunHandle, spawn_worker
 from .jobs.protocol import CONFIG_FILE, JOB_FILE, Event
+from .paths import exports_dir
 
 # Files that hold pickled Python objects: loading them can run code, so none may come with an adapter.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -46,6 +47,18 @@ def locate_run(adapter: str | os.PathLike[str]) -> tuple[Path, int] | None:
         return None
     project = runs.with_name(runs.name[: -len(".runs")])
     return (project, int(run_folder.name)) if project.is_file() else None
+
+
+def default_output(project_path: str | os.PathLike[str], run_id: int, fmt: str, quant: str = "f16") -> Path:
+    """Where an export of run ``run_id`` goes unless another folder is chosen: ``NAME.exports/run-7-gguf-f16``
+    (numbered ``-2``, ``-3``… when taken)."""
+    stem = f"run-{run_id}-{fmt}" + (f"-{quant}" if fmt != "hf" else "")
+    folder = exports_dir(project_path)
+    out, n = folder / stem, 1
+    while out.exists():
+        n += 1
+        out = folder / f"{stem}-{n}"
+    return out
 
 
 def pickled_files(folder: Path) -> list[Path]:

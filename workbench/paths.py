@@ -62,3 +62,9 @@ def backups_dir(project_path: str | os.PathLike[str]) -> Path:
     """Backups of a project sit beside its file: ``NAME.backups/``."""
     p = Path(project_path)
     return p.with_name(p.name + ".backups")
+
+
+def exports_dir(project_path: str | os.PathLike[str]) -> Path:
+    """Models exported from a project's runs go beside its file by default: ``NAME.exports/``."""
+    p = Path(project_path)
+    return p.with_name(p.name + ".exports")

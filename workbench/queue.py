@@ -1,8 +1,17 @@
 """The annotation queue the Compare page walks: pending comparisons in id order, filtered by source and tag,
 with a share of already-judged items coming back later, blind, as retest rows linked to their original.
 
-Qt-free. Each call is a couple of indexed queries, so it stays fast on a project of a million comparisons:
-retest candidates are found by seeking a random point on the ``judged_at`` index, never by sorting at random.
+Two orders (the project's ``queue.order`` setting, :func:`set_queue_order`; the Overview page switches it):
+
+- ``id``: the order the comparisons were added.
+- ``closest``: most informative first (the model-in-the-loop order of active learning): pending pairs a reward model
+  scored (the ``score`` job on pending comparisons stores each pair's reward gap, :mod:`workbench.reward_scores`)
+  served smallest gap first, where the reward model is least sure which response is better; then the pairs no
+  score run covers, in id order. The gaps of the newest score run that stored any are used.
+
+Qt-free. Each call is a couple of indexed queries, so it stays fast on a project of a million comparisons: the
+closest-first order is a seek on the (run, key, value) index of the metric table, retest candidates are found by
+seeking a random point on the ``judged_at`` index, never by sorting at random.
 """
 
 from __future__ import annotations
@@ -12,9 +21,49 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .configs import ScoreConfig
+from .errors import InputError
+from .reward_scores import GAP_KEY, SCORE_STAGE, normal_path
 from .store import Comparison, Project
 
 DEFAULT_RETEST_SHARE = 0.05
+QUEUE_ORDERS = {"id": "in the order added", "closest": "closest reward-model scores first"}
+ORDER_SETTING = "queue.order"
+
+
+def queue_order(project: Project) -> str:
+    """The project's queue order (``id`` unless set)."""
+    order = project.meta(ORDER_SETTING) or "id"
+    return order if order in QUEUE_ORDERS else "id"
+
+
+def set_queue_order(project: Project, order: str) -> None:
+    if order not in QUEUE_ORDERS:
+        raise InputError(f"unknown queue order {order!r}; one of {', '.join(QUEUE_ORDERS)}", field="order")
+    project.set_meta(ORDER_SETTING, order)
+
+
+def score_queue_config(project: Project, reward_model: str, limit: int = 200, **settings) -> ScoreConfig:
+    """The ``score`` job that orders the queue: the reward model scores the next ``limit`` pending training pairs
+    (both responses of each, and each pair's gap is stored)."""
+    ids = project.pending_ids(kind="train", limit=limit)
+    if not ids:
+        raise InputError("no pending pairs to score: the queue is empty", field="comparison_ids")
+    return ScoreConfig(reward_model=normal_path(reward_model), comparison_ids=ids,
+                       name=f"queue order: {len(ids)} pending pair(s)", **settings)
+
+
+def gap_run(project: Project) -> int | None:
+    """The score run whose reward gaps order the queue (the newest that stored any), or None."""
+    return project.newest_run_with_metric(SCORE_STAGE, GAP_KEY)
+
+
+def scored_pending(project: Project) -> tuple[int, int]:
+    """(pending pairs with a reward gap, pending training pairs): how much of the queue the closest-first order
+    covers."""
+    run_id = gap_run(project)
+    scored = project.pending_with_metric_count(run_id, GAP_KEY) if run_id is not None else 0
+    return scored, project.pending_count("train")
 
 
 @dataclass
@@ -28,6 +77,9 @@ class QueueConfig:
     min_gap: int = field(
         default=20, metadata={"help": "a judgment made in this session comes back only after this many other items"}
     )
+    order: str | None = field(
+        default=None, metadata={"help": "id or closest (see the module docstring); none: the project's setting"}
+    )
 
 
 class AnnotationQueue:
@@ -38,6 +90,11 @@ class AnnotationQueue:
         self.config = config or QueueConfig()
         self.rng = random.Random(seed)
         self.cursor = 0
+        # In the closest-first order: (gap, id) of the last pair served by gap, while scored pairs remain.
+        self.gap_cursor: tuple[float, int] | None = None
+        self.gaps_done = False
+        self.gap_served: set[int] = set()  # served by gap: the id order after them leaves them out until it wraps
+        self._order: str | None = None
         self.skipped: set[int] = set()
         self.served = 0
         # Ids judged in this session, in order, so a fresh judgment does not come straight back as a retest.
@@ -63,14 +120,38 @@ class AnnotationQueue:
                 cid = self.project.add_retest(original)
                 self.added_retest = True
                 return self.project.get_comparison(cid)
-        c = self._next_pending(self.cursor, exclude=())
-        if c is None and (self.cursor or self.skipped):
+        order = self.config.order or queue_order(self.project)
+        if order != self._order:  # switched (or first call): start the new order from its beginning
+            self._order, self.cursor, self.gap_cursor, self.gaps_done = order, 0, None, order != "closest"
+            self.gap_served.clear()
+        if not self.gaps_done:
+            c = self._next_by_gap()
+            if c is not None:
+                return c
+        c = self._next_pending(self.cursor, exclude=self.gap_served)
+        if c is None and (self.cursor or self.skipped or self.gap_served):
             # Wrap around: first what was never shown after the cursor, then the skipped ones again.
-            c = self._next_pending(0, exclude=self.skipped) or self._next_pending(0, exclude=())
+            c = self._next_pending(0, exclude=self.skipped | self.gap_served) or self._next_pending(0, exclude=())
             self.skipped.clear()
+            self.gap_served.clear()
         if c is not None:
             self.cursor = c.id
         return c
+
+    def _next_by_gap(self) -> Comparison | None:
+        """The pending scored pair with the next-smallest reward gap; None (and the id order from then on) once
+        none is left."""
+        run_id = gap_run(self.project)
+        found = None
+        if run_id is not None:
+            found = self.project.next_pending_by_metric(run_id, GAP_KEY, self.gap_cursor, source=self.config.source,
+                                                        tag=self.config.tag, exclude=self.skipped)
+        if found is None:
+            self.gaps_done = True
+            return None
+        self.gap_cursor = found
+        self.gap_served.add(found[1])
+        return self.project.get_comparison(found[1])
 
     def _next_pending(self, after: int, exclude) -> Comparison | None:
         return self.project.next_pending(after, source=self.config.source, tag=self.config.tag, exclude=exclude)

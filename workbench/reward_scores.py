@@ -30,9 +30,15 @@ from typing import Any
 from .errors import InputError, WorkbenchError
 from .evaluation import EvalRound, WinRate, _belongs_to, auto_win_rate, get_round, proportion, rounds
 from .store import Project
+from .train_checks import STAGES
 
 SCORE_STAGE = "score"
 SCORE_KEY = "reward"
+# Per comparison scored (``step`` = its id): the absolute difference of its two responses' rewards. The queue's
+# "closest first" order serves pending pairs by it (the reward model is least sure which is better).
+GAP_KEY = "gap"
+# Per response scored by a safety classifier (``step`` = its id): its largest category probability.
+HARM_KEY = "harm"
 HEAD_FILE = "head.safetensors"
 # A run whose scores count: finished, or cancelled part-way (its finished batches were committed).
 _USABLE = ("done", "cancelled")
@@ -94,6 +100,36 @@ def reward_model_problem(path: str | os.PathLike[str] | None) -> str | None:
     return "not a reward model folder (no adapter_config.json with head.safetensors, no config.json)"
 
 
+def safety_model_problem(path: str | os.PathLike[str] | None) -> str | None:
+    """Why ``path`` is not a safety classifier this app can score with (a safety run's adapter with its label head,
+    or a sequence-classification model folder), or None when it is one."""
+    if not path or not str(path).strip():
+        return "no safety classifier chosen"
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return "no such folder" if not folder.exists() else "not a folder"
+    if (folder / "adapter_config.json").is_file():
+        if not (folder / HEAD_FILE).is_file():
+            return f"the adapter has no {HEAD_FILE}, so it is not a safety classifier (pick a safety run's output folder)"
+        try:
+            meta = _head_metadata(folder / HEAD_FILE)
+        except (OSError, ValueError, struct.error) as e:
+            return f"{HEAD_FILE} cannot be read ({e})"
+        if meta.get("kind", "") not in ("safety", ""):
+            return f"its head is a {meta['kind']} head, not a safety classifier's labels (a reward model?)"
+        return None
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            cfg = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            return f"config.json cannot be read ({e})"
+        if not any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
+            return "a model folder without a classification head, not a safety classifier"
+        return None
+    return "not a safety classifier folder (no adapter_config.json with head.safetensors, no config.json)"
+
+
 def check_reward_model(path: str | os.PathLike[str] | None, *, field: str = "reward_model") -> Path:
     """The reward model folder, or an :class:`InputError` naming the setting and the folder and saying what is
     wrong (``reward_model /some/folder: no such folder``)."""
@@ -109,27 +145,16 @@ def normal_path(path: str | os.PathLike[str]) -> str:
 
 
 def reward_model_name(path: str | os.PathLike[str], project: Project | None = None) -> str:
-    """A short name for a reward model: ``run 7 · rm NAME`` for a run's output, else ``parent/folder``."""
+    """A short name for a reward model: ``run 7 · Reward model · NAME`` for a run's output (as the pickers call it),
+    else ``parent/folder``."""
     norm = normal_path(path)
     if project is not None:
         for run in project.runs_of_stage("rm"):
             out = run["output_dir"]
             if out and (normal_path(Path(out) / "adapter") == norm or normal_path(out) == norm):
-                return f"run {run['id']} · rm {run['name']}".strip()
+                return f"run {run['id']} · {STAGES['rm']}" + (f" · {run['name']}" if run["name"] else "")
     p = Path(norm)
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
-
-
-def reward_model_runs(project: Project) -> list[tuple[str, str]]:
-    """(label, folder) of every finished reward-model run whose output folder is on disk, newest first."""
-    out = []
-    for run in project.runs_of_stage("rm", statuses=("done",), newest_first=True):
-        if not run["output_dir"]:
-            continue
-        folder = Path(run["output_dir"]) / "adapter"
-        if reward_model_problem(folder) is None:
-            out.append((f"run {run['id']} · rm {run['name']}".strip(), str(folder)))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- what to score
@@ -162,13 +187,19 @@ def round_items(project: Project, rnd: EvalRound) -> list[ScoreItem]:
     return items
 
 
-def comparison_items(project: Project, comparison_ids: Sequence[int]) -> list[ScoreItem]:
-    ids = list(dict.fromkeys(int(i) for i in comparison_ids))
-    found = project.comparisons_by_id(ids)
+def _all_found(ids: Sequence[int], lookup: Any, field: str, what: str) -> tuple[list[int], dict[int, Any]]:
+    """(the ids once each, id → row) from ``lookup``; an unknown id is an :class:`InputError` naming ``field``."""
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    found = lookup(ids)
     missing = [i for i in ids if i not in found]
     if missing:
-        raise InputError(f"comparison_ids: no comparison with id {', '.join(map(str, missing[:5]))}"
+        raise InputError(f"{field}: no {what} with id {', '.join(map(str, missing[:5]))}"
                          + (" …" if len(missing) > 5 else ""))
+    return ids, found
+
+
+def comparison_items(project: Project, comparison_ids: Sequence[int]) -> list[ScoreItem]:
+    ids, found = _all_found(comparison_ids, project.comparisons_by_id, "comparison_ids", "comparison")
     return [ScoreItem(i, found[i].prompt_id, found[i].response_a, found[i].response_b, _oriented(found[i].verdict, True))
             for i in ids]
 
@@ -205,12 +236,35 @@ def responses_to_score(project: Project, items: Iterable[ScoreItem]) -> list[tup
     return out
 
 
+def response_rows(project: Project, response_ids: Sequence[int]) -> list[tuple[int, list[dict[str, str]], str]]:
+    """(response id, the conversation's prompt messages, response text) of the given responses; an unknown id is an
+    :class:`InputError` naming it."""
+    ids, found = _all_found(response_ids, project.responses_by_id, "response_ids", "response")
+    return [(i, project.get_prompt(found[i].prompt_id).messages, found[i].content) for i in ids]
+
+
 # ---------------------------------------------------------------------------------------------- storing, reading
-def store_scores(project: Project, run_id: int, scores: Mapping[int, float]) -> None:
-    """Record scores (response id → reward) as metric rows of a score run, in one transaction."""
+def store_scores(project: Project, run_id: int, scores: Mapping[int, float], key: str = SCORE_KEY) -> None:
+    """Record scores (response id → value) as metric rows ``key`` of a score run, in one transaction."""
     with project.transaction():
         for rid, value in scores.items():
-            project.log_metrics(run_id, int(rid), {SCORE_KEY: float(value)})
+            project.log_metrics(run_id, int(rid), {key: float(value)})
+
+
+def store_gaps(project: Project, run_id: int, items: Iterable[ScoreItem], scores: Mapping[int, float]) -> int:
+    """Record, for every item whose two responses are scored, the absolute reward gap (metric ``gap``, ``step`` =
+    the comparison id) in one transaction; returns how many."""
+    gaps = {it.comparison_id: abs(scores[it.first] - scores[it.second]) for it in items
+            if it.first in scores and it.second in scores}
+    with project.transaction():
+        for cid, gap in gaps.items():
+            project.log_metrics(run_id, cid, {GAP_KEY: gap})
+    return len(gaps)
+
+
+def run_scores(project: Project, run_id: int, key: str) -> dict[int, float]:
+    """Response (or comparison) id → value of metric ``key`` of one score run."""
+    return {int(step): float(v) for step, v in project.metric_values(run_id, key) if v is not None}
 
 
 def score_runs(project: Project, reward_model: str | os.PathLike[str]) -> list[int]:

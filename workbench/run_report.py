@@ -10,6 +10,17 @@ from typing import Any
 
 # Final metrics worth showing first, in this order (others follow, sorted).
 HEADLINE_METRICS = ("eval/loss", "train/loss", "eval/accuracy", "eval/reward_mean", "train/tokens_per_s")
+# What a run of each stage achieved, in one figure: the first of these final metrics the run has (held-out figures
+# first), with the words a list shows beside it.
+STAGE_HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
+    "sft": (("eval/loss", "held-out loss"), ("train/loss", "loss")),
+    "rm": (("eval/accuracy", "held-out pair accuracy"), ("train/accuracy", "pair accuracy")),
+    "safety": (("eval/macro_accuracy", "held-out label accuracy"), ("eval/accuracy", "held-out label accuracy"),
+               ("train/loss", "loss")),
+    "dpo": (("eval/rewards/accuracy", "held-out preference accuracy"), ("rewards/accuracy", "preference accuracy")),
+    "ppo": (("rollout/score_mean", "reward"), ("rollout/reward_mean", "reward")),
+    "score": (("score/win_rate", "win rate of model A"),),
+}
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -53,6 +64,22 @@ def metrics_summary(final: dict[str, Any] | None, limit: int = 4) -> str:
         v = final[k]
         parts.append(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}")
     return " · ".join(parts)
+
+
+def headline(run: dict[str, Any]) -> tuple[str, float] | None:
+    """(words, value) of the figure that says what a finished run achieved (:data:`STAGE_HEADLINES`), or None."""
+    final = run.get("final_metrics") or {}
+    for key, words in STAGE_HEADLINES.get(run.get("stage", ""), ()):
+        value = final.get(key)
+        if isinstance(value, (int, float)) and value == value:
+            return words, float(value)
+    return None
+
+
+def headline_text(run: dict[str, Any]) -> str:
+    """``pair accuracy 0.81``; empty when the run has no headline figure."""
+    h = headline(run)
+    return f"{h[0]} {h[1]:.3g}" if h else ""
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -274,13 +274,16 @@ def _live_count_sql(table: str, key: str) -> str:
     ])
 
 
-# Version 2: live counts of rankings and demonstrations; the History list reads every kind newest first by index.
+# Version 2: live counts of rankings and demonstrations; the History list reads every kind newest first by index; a
+# score run's per-comparison values (the reward-score gap of a pending pair) read in value order, so the queue can
+# serve the closest pairs first by a seek on an index.
 SCHEMA_V2 = "\n".join([
     _live_count_sql("ranking", "rankings"),
     _live_count_sql("demonstration", "demonstrations"),
     "CREATE INDEX ranking_judged ON ranking(judged_at);",
     "CREATE INDEX demonstration_created ON demonstration(created_at);",
     "CREATE INDEX safety_flag_created ON safety_flag(created_at);",
+    "CREATE INDEX metric_run_key_value ON metric(run_id, key, value, step);",
 ]) + "\n"
 
 # MIGRATIONS[i] upgrades a file at user_version i to i + 1. Version 0 is an empty, brand-new file.

@@ -122,8 +122,12 @@ def preflight(project: Project, stage: str, config: ModelConfig, *, counts: dict
     if stage == "ppo":
         rm = getattr(config, "reward_model", None)
         if not rm:
-            problems.append(Problem("error", "PPO needs a reward model: train one (stage Reward model) and pick its "
-                                    "adapter folder as reward_model", "reward_model"))
+            from .run_choices import newest_choice  # (run_choices builds on this module)
+
+            if newest_choice(project, "reward_model") is None:
+                problems.append(Problem("error", "PPO needs a reward model and the project has no finished "
+                                        "reward-model run: train one (stage Reward model) first, or pick a folder",
+                                        "reward_model"))
         else:
             p = _model_problem(rm, "reward model", "reward_model")
             if p:

@@ -153,3 +153,76 @@ def test_eval_winrate_command_runs_the_job_and_prints_json_last(tiny_model_dir, 
     with Project.open(path) as p:
         res = auto_round_result(p, get_round(p, round_id), reward_dir)
     assert (res.win.wins, res.win.losses) == (summary["wins"], summary["losses"])
+
+
+def test_pending_pairs_get_their_reward_gap_for_the_closest_first_queue(tiny_model_dir, reward_dir, project_path):
+    from tests.workbench.test_loop import pairs
+    from workbench.queue import AnnotationQueue, QueueConfig, set_queue_order
+    from workbench.reward_scores import GAP_KEY, run_scores
+
+    with Project.create(project_path) as p:
+        ids = pairs(p, 5)
+    run_id, code, events = run_score(project_path, ScoreConfig(reward_model=str(reward_dir), comparison_ids=ids[:4],
+                                                               device="cpu", max_length=MAX_LEN, num_threads=1))
+    assert code == 0, [e.data for e in events if e.type.value == "error"]
+    with Project.open(project_path) as p:
+        scores, gaps = run_scores(p, run_id, SCORE_KEY), run_scores(p, run_id, GAP_KEY)
+        assert set(gaps) == set(ids[:4])
+        for cid in ids[:4]:
+            c = p.get_comparison(cid)
+            assert gaps[cid] == pytest.approx(abs(scores[c.response_a] - scores[c.response_b]))
+        set_queue_order(p, "closest")
+        q = AnnotationQueue(p, QueueConfig(retest_share=0))
+        assert [q.next().id for _ in range(5)] == sorted(ids[:4], key=lambda c: (gaps[c], c)) + [ids[4]]
+
+
+def build_safety_classifier(tiny_model_dir, out, labels=("violence", "hate", "self_harm")):
+    """A safety classifier on the tiny model: a LoRA adapter and a label head, saved as the safety job saves it."""
+    from peft import LoraConfig
+
+    hm = HeadedModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32))
+    hm.add_adapter("default", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"), out_features=len(labels),
+                   kind="safety", labels=list(labels))
+    with torch.no_grad():
+        hm.heads["default"].bias.copy_(torch.tensor([0.0, -1.0, 1.0]))
+    hm.save_adapter("default", out)
+    (out / "config.yaml").write_text("threshold: 0.6\n")
+    return out
+
+
+def test_a_safety_classifier_scores_responses_with_their_largest_label_probability(tiny_model_dir, tmp_path,
+                                                                                     project_path):
+    from workbench.reward_scores import HARM_KEY, run_scores
+
+    safety = build_safety_classifier(tiny_model_dir, tmp_path / "safety" / "adapter")
+    with Project.create(project_path) as p:
+        pid, _ = p.add_prompt([{"role": "user", "content": "Tell me something."}])
+        rids = [p.add_response(pid, text)[0] for text in ("Sure, here it is.", "No.", "A longer, kinder answer.")]
+        rows = [(rid, [{"role": "user", "content": "Tell me something."}], p.get_response(rid).content) for rid in rids]
+    run_id, code, events = run_score(project_path, ScoreConfig(safety_model=str(safety), response_ids=rids[:2],
+                                                               device="cpu", max_length=MAX_LEN, num_threads=1))
+    assert code == 0, [e.data for e in events if e.type.value == "error"]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    hm = HeadedModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32))
+    hm.load_adapter("safety", safety)
+    hm.eval()
+    enc = ChatEncoder(tok, MAX_LEN)
+    with Project.open(project_path) as p:
+        harm = run_scores(p, run_id, HARM_KEY)
+        assert set(harm) == set(rids[:2]) and not p.metrics(run_id, SCORE_KEY)  # the third was not asked for
+    with torch.no_grad():
+        for rid, messages, text in rows[:2]:
+            prompt, response, _ = enc.encode_single(messages, text)
+            ids = torch.tensor([prompt + response])
+            expected = float(torch.sigmoid(hm.score("safety", ids, torch.ones_like(ids))).max())
+            assert harm[rid] == pytest.approx(expected, abs=1e-4) and 0.0 < harm[rid] < 1.0
+
+
+def test_a_reward_model_where_a_safety_classifier_is_asked_for_is_refused(tiny_model_dir, reward_dir, project_path):
+    with Project.create(project_path) as p:
+        pid, _ = p.add_prompt([{"role": "user", "content": "q"}])
+        rid, _ = p.add_response(pid, "a")
+    run_id, code, events = run_score(project_path, ScoreConfig(safety_model=str(reward_dir), response_ids=[rid],
+                                                               device="cpu"))
+    errors = [e.data["message"] for e in events if e.type.value == "error"]
+    assert code == 1 and len(errors) == 1 and "not a safety classifier" in errors[0]

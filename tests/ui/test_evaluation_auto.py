@@ -39,9 +39,10 @@ def test_a_round_scored_by_a_reward_model_shows_both_win_rates(qtbot, session, t
     page.show()
     page.activate()
     # the newest finished reward-model run is offered and chosen; the round is not scored by it yet
-    assert page.rm_box.currentText() == f"run {run_id} · rm tiny rm" and page.rm_path.text() == folder
+    assert page.rm_picker.combo.currentText().startswith(f"run {run_id} · Reward model · tiny rm · ")
+    assert page.reward_model_folder() == folder
     assert page.round_box.currentData() == rnd.id
-    assert "not scored by" in page.auto_label.text() and f"run {run_id} · rm tiny rm" in page.auto_label.text()
+    assert "not scored by" in page.auto_label.text() and f"run {run_id} · Reward model · tiny rm" in page.auto_label.text()
     assert "2 wins, 0 losses" in page.result.text()  # the expert's two verdicts, for B
 
     qtbot.mouseClick(page.score_button, Qt.MouseButton.LeftButton)
@@ -55,7 +56,7 @@ def test_a_round_scored_by_a_reward_model_shows_both_win_rates(qtbot, session, t
     b_wins = res.win.losses  # model A's losses are model B's wins
     summary = page.last_outcome.summary
     assert (summary["wins"], summary["losses"], summary["ties"]) == (res.win.wins, res.win.losses, res.win.ties)
-    assert f"by the reward of <b>run {run_id} · rm tiny rm</b>" in text
+    assert f"by the reward of <b>run {run_id} · Reward model · tiny rm</b>" in text
     assert f"<b>tuned</b> wins <b>{1 - res.win.rate:.1%}</b> (95% CI" in text and "against <b>parent</b>" in text
     assert f"{b_wins} wins, {res.win.wins} losses" in text and "of 6 scored pairs" in text
     assert f"of {res.judged} judged pair(s)" in text and res.judged == 2

@@ -95,6 +95,9 @@ def test_help_lists_every_shortcut(qtbot, window):
 
 def test_guidelines_panel_toggles_and_versions(qtbot, window, db):
     page = window.show_page("compare")
+    assert window.dock.isVisible()  # a new project's guidelines show on its first open
+    qtbot.keyClick(page, "g")
+    assert not window.dock.isVisible()
     qtbot.keyClick(page, "g")
     assert window.dock.isVisible()
     panel = window.guidelines

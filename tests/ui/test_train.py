@@ -98,7 +98,7 @@ def test_too_little_data_blocks_start(page, session):
 def test_ppo_needs_a_reward_model(page, tmp_path):
     page.set_stage("ppo")
     assert any("reward model" in msg for _, msg in page.check())
-    page.form.editors["reward_model"].setText(str(tmp_path / "missing-rm"))
+    page.set_model_field("reward_model", str(tmp_path / "missing-rm"))
     assert any("does not exist" in msg for _, msg in page.check())
 
 

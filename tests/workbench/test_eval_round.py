@@ -135,7 +135,7 @@ def test_eval_round_command_queues_blind_pairs_between_base_and_newest_tuned_run
     assert summary["status"] == "done" and summary["round_id"] == 1 and summary["prompts"] == 3
     assert summary["pairs"] + summary["identical"] + summary["missing"] == 3 and summary["pairs"] >= 1
     assert summary["model_a"] == str(tiny) and f"run {sft}" in summary["model_b"]
-    assert "model A: generating" in proc.stderr and "model B: generating" in proc.stderr  # a bar per job
+    assert "model A (run" in proc.stderr and "model B (run" in proc.stderr  # a bar per job
     with Project.open(project_path) as p:
         rnd = get_round(p, 1)
         assert (rnd.model_a.base, rnd.model_a.adapter, rnd.model_b.adapter) == (str(tiny), None, str(adapter))

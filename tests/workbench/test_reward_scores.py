@@ -22,7 +22,6 @@ from workbench.reward_scores import (
     check_reward_model,
     reward_model_name,
     reward_model_problem,
-    reward_model_runs,
     round_items,
     score_gap,
     score_items,
@@ -151,14 +150,12 @@ def test_auto_result_leaves_out_unscored_pairs():
     assert auto_result(items, {}).win.n == 0
 
 
-def test_reward_model_runs_and_names(project, tmp_path):
+def test_reward_model_names(project, tmp_path):
     out = tmp_path / "runs" / "5"
     adapter_folder(out, "adapter")
     run_id = project.create_run("rm", {}, name="first rm", output_dir=str(out))
-    assert reward_model_runs(project) == []  # not finished yet
     project.update_run(run_id, status="done")
-    assert reward_model_runs(project) == [(f"run {run_id} · rm first rm", str(out / "adapter"))]
-    assert reward_model_name(out / "adapter", project) == f"run {run_id} · rm first rm"
+    assert reward_model_name(out / "adapter", project) == f"run {run_id} · Reward model · first rm"
     assert reward_model_name(tmp_path / "x" / "rm") == "x/rm"
 
 

@@ -12,6 +12,13 @@ Over-refusal: XSTest's 250 safe prompts are imported as held-out prompts; both m
 refusal matcher (checked against XSTest's human labels, agreement shown) counts refusals: the rate before (A) and
 after (B), each with its 95% interval.
 
+Harmful-output rate: both models answer the held-out prompts (a fixed-seed sample of the training prompts when none is
+held out), the project's safety classifier (picked from the finished safety runs) judges every answer, and the two
+rates stand side by side with their 95% intervals (:mod:`workbench.safety_eval`, as ``workbench eval harm``).
+
+The page starts with model A = the base and model B = the newest tuned run (:func:`workbench.eval_round.
+default_models`), never the same model twice.
+
 Automatic win rate: beside the expert's win rate, the same round judged by a reward model the expert picks (a
 finished reward-model run of the project, or any reward-model folder). "Score with reward model" runs the engine's
 ``score`` job, which scores both responses of every comparison of the round with the conversation's prompt and
@@ -26,14 +33,13 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -41,18 +47,8 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import ScoreConfig
 from workbench.errors import WorkbenchError
-from workbench.eval_round import SAMPLINGS, RoundSummary, answer_in_turn, round_prompt_ids, run_round, start_round
-from workbench.evaluation import (
-    REFUSAL_MATCHER_NOTE,
-    EvalRound,
-    ModelRef,
-    get_round,
-    import_xstest_safe,
-    model_responses,
-    refusal_rate,
-    round_result,
-    rounds,
-)
+from workbench.eval_round import SAMPLINGS, RoundSummary, default_models, round_prompt_ids, run_round, start_round
+from workbench.evaluation import REFUSAL_MATCHER_NOTE, EvalRound, ModelRef, get_round, round_result, rounds
 from workbench.jobs.client import Outcome
 from workbench.reward_scores import (
     AutoResult,
@@ -60,11 +56,12 @@ from workbench.reward_scores import (
     normal_path,
     reward_model_name,
     reward_model_problem,
-    reward_model_runs,
+    safety_model_problem,
 )
+from workbench.safety_eval import RateResult, harm_prompts, refusal_prompts, run_harm, run_refusal
 
 from ..engine_client import EngineRun, PipelineRun, run_manager
-from ..model_picker import ModelPicker
+from ..model_picker import ModelPicker, RunPicker
 from .base import Page
 
 
@@ -77,8 +74,10 @@ class EvaluationPage(Page):
         self.manager = run_manager(session)
         self.job: EngineRun | PipelineRun | None = None
         self.round: EvalRound | None = None
-        self.refusal: dict[str, tuple] = {}
+        self.refusal: dict[str, RateResult] = {}
+        self.harm: dict[str, RateResult] = {}
         self.last_error: str | None = None
+        self._defaults_set = False
 
         self.model_a = ModelPicker("Model A (e.g. the parent)")
         self.model_b = ModelPicker("Model B (e.g. the tuned model)")
@@ -111,14 +110,22 @@ class EvaluationPage(Page):
         self.refusal_label = QLabel()
         self.refusal_label.setWordWrap(True)
         self.refusal_label.setTextFormat(Qt.TextFormat.RichText)
-        self.rm_box = QComboBox()
-        self.rm_box.setToolTip("The reward model that judges the round: a finished reward-model run, or a folder")
-        self.rm_box.currentIndexChanged.connect(self._rm_choice)
-        self.rm_path = QLineEdit()
-        self.rm_path.setPlaceholderText("reward model folder (adapter + head.safetensors)")
-        self.rm_path.textChanged.connect(lambda _t: (self.show_auto(), self._buttons()))
-        self.rm_browse = QPushButton("Browse…")
-        self.rm_browse.clicked.connect(self._browse_rm)
+        self.safety_picker = RunPicker("safety_model", none_text=None)
+        self.safety_picker.setToolTip("The safety classifier that judges each answer: a finished safety run, or a "
+                                      "folder")
+        self.safety_picker.changed.connect(self._buttons)
+        self.harm_button = QPushButton("Measure the harmful-output rate")
+        self.harm_button.setToolTip("Both models answer the held-out prompts; the safety classifier judges each answer")
+        self.harm_button.clicked.connect(self.start_harm)
+        self.harm_labels = {"model A": QLabel(), "model B": QLabel()}
+        for label in self.harm_labels.values():
+            label.setWordWrap(True)
+            label.setTextFormat(Qt.TextFormat.RichText)
+        self.harm_info = QLabel()
+        self.harm_info.setWordWrap(True)
+        self.rm_picker = RunPicker("reward_model", none_text=None)
+        self.rm_picker.setToolTip("The reward model that judges the round: a finished reward-model run, or a folder")
+        self.rm_picker.changed.connect(lambda: (self.show_auto(), self._buttons()))
         self.score_button = QPushButton("Score with reward model")
         self.score_button.setToolTip("Score both responses of every pair of this round with the reward model")
         self.score_button.clicked.connect(self.start_scoring)
@@ -160,34 +167,43 @@ class EvaluationPage(Page):
         row.addWidget(self.refresh_button)
         rl.addLayout(row)
         # The two win rates side by side: the expert's verdicts on the left, the reward model's on the right.
-        grid = QGridLayout()
-        grid.addWidget(QLabel("<b>Your blind verdicts</b>"), 0, 0)
-        grid.addWidget(QLabel("<b>Judged by a reward model</b>"), 0, 1)
-        grid.addWidget(self.result, 1, 0, Qt.AlignmentFlag.AlignTop)
-        auto = QVBoxLayout()
+        auto = QWidget()
+        al = QVBoxLayout(auto)
+        al.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
-        row.addWidget(self.rm_box, 1)
+        row.addWidget(self.rm_picker, 1)
         row.addWidget(self.score_button)
-        auto.addLayout(row)
-        row = QHBoxLayout()
-        row.addWidget(self.rm_path, 1)
-        row.addWidget(self.rm_browse)
-        auto.addLayout(row)
-        auto.addWidget(self.auto_label)
-        grid.addLayout(auto, 1, 1)
-        grid.setColumnStretch(0, 1)
-        grid.setColumnStretch(1, 1)
-        rl.addLayout(grid)
+        al.addLayout(row)
+        al.addWidget(self.auto_label)
+        rl.addLayout(_side_by_side(("Your blind verdicts", self.result), ("Judged by a reward model", auto)))
         tax = QGroupBox("3. Alignment tax: over-refusal on benign prompts (XSTest), model A before, model B after")
         tl = QVBoxLayout(tax)
         tl.addWidget(self.xstest_button, 0, Qt.AlignmentFlag.AlignLeft)
         tl.addWidget(self.refusal_label)
-        lay = QVBoxLayout(self)
+        harm = QGroupBox("4. Harmful-output rate, judged by the project's safety classifier: model A and model B")
+        hl = QVBoxLayout(harm)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Safety classifier"))
+        row.addWidget(self.safety_picker, 1)
+        row.addWidget(self.harm_button)
+        hl.addLayout(row)
+        hl.addLayout(_side_by_side(("Model A", self.harm_labels["model A"]), ("Model B", self.harm_labels["model B"])))
+        hl.addWidget(self.harm_info)
+        body = QWidget()
+        lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(box)
         lay.addWidget(res)
         lay.addWidget(tax)
+        lay.addWidget(harm)
         lay.addWidget(self.log_view, 1)
+        self.log_view.setMinimumHeight(80)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
     def activate(self) -> None:
         super().activate()
@@ -196,6 +212,9 @@ class EvaluationPage(Page):
     def refresh(self) -> None:
         for picker in (self.model_a, self.model_b):
             picker.fill_adapters(self.project)
+        if not self._defaults_set:
+            self.set_default_models()
+        self.safety_picker.fill(self.project)
         keep = self.prompt_tag.currentData()
         self.prompt_tag.blockSignals(True)
         self.prompt_tag.clear()
@@ -219,6 +238,23 @@ class EvaluationPage(Page):
         self._fill_reward_models()
         self.show_result()
         self._buttons()
+
+    def set_default_models(self) -> None:
+        """Model A = the base, model B = the newest tuned run (the core's default); without a tuned run, both start
+        on the base and B is left for the expert to pick (a round refuses the same model twice)."""
+        try:
+            a, b = default_models(self.project)
+        except WorkbenchError:
+            return
+        self.model_a.set_model(a.base, a.adapter)
+        self.model_b.set_model(b.base, b.adapter)
+        self._defaults_set = True
+
+    def evaluate_run(self, base: str, adapter: str) -> None:
+        """Model B = ``base`` + ``adapter`` (a run the expert chose), model A = that base alone."""
+        self.model_a.set_model(base, None)
+        self.model_b.set_model(base, adapter)
+        self._defaults_set = True
 
     def prompt_ids(self) -> list[int]:
         return round_prompt_ids(self.project, tag=self.prompt_tag.currentData(), limit=self.limit.value())
@@ -248,8 +284,7 @@ class EvaluationPage(Page):
         """Run a core pipeline of generate jobs off the UI thread, its progress shown on this page."""
         self.job = self.manager.pipeline(work, sampling=self._sampling())
         self.job.log.connect(lambda level, msg: self.log_view.appendPlainText(f"[{level}] {msg}"))
-        self.job.progress.connect(lambda label, p: self.progress.setText(
-            f"Generating with {label}: {p.get('step')}/{p.get('total')}"))
+        self.job.progress.connect(lambda label, p: self.progress.setText(f"{label}: {p.get('step')}/{p.get('total')}"))
         self.job.finished_pipeline.connect(done)
         self.job.start()
         self._buttons()
@@ -288,7 +323,8 @@ class EvaluationPage(Page):
         self.xstest_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.score_button.setEnabled(not busy and self.round_box.currentData() is not None
-                                     and bool(self.rm_path.text().strip()))
+                                     and bool(self.reward_model_folder()))
+        self.harm_button.setEnabled(not busy and bool(self.safety_picker.folder()))
 
     def show_result(self) -> None:
         self.show_auto()
@@ -313,49 +349,20 @@ class EvaluationPage(Page):
 
     # ------------------------------------------------------------------ the automatic win rate
     def _fill_reward_models(self) -> None:
-        keep = self.rm_path.text().strip()
-        self.rm_box.blockSignals(True)
-        self.rm_box.clear()
-        self.rm_box.addItem("Choose a reward model…", "")
-        for label, folder in reward_model_runs(self.project):
-            self.rm_box.addItem(label, folder)
-        self.rm_box.addItem("Another folder…", None)
-        if keep:
-            i = self.rm_box.findData(keep)
-            self.rm_box.setCurrentIndex(i if i >= 0 else self.rm_box.count() - 1)
-        elif self.rm_box.count() > 2:
-            self.rm_box.setCurrentIndex(1)  # the newest finished reward-model run
-        self.rm_box.blockSignals(False)
-        if not keep and self.rm_box.currentData():
-            self.rm_path.blockSignals(True)
-            self.rm_path.setText(self.rm_box.currentData())
-            self.rm_path.blockSignals(False)
+        self.rm_picker.fill(self.project)
 
-    def _rm_choice(self, _i: int) -> None:
-        data = self.rm_box.currentData()
-        if data is None:
-            self._browse_rm()
-        elif data:
-            self.rm_path.setText(data)
-
-    def _browse_rm(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Reward model folder (adapter + head.safetensors)")
-        if path:
-            self.rm_path.setText(path)
+    def reward_model_folder(self) -> str:
+        return self.rm_picker.folder() or ""
 
     def set_reward_model(self, folder: str) -> None:
         """Choose the reward model by its folder (a listed run's output is selected in the list)."""
-        i = self.rm_box.findData(folder)
-        self.rm_box.blockSignals(True)
-        self.rm_box.setCurrentIndex(i if i >= 0 else self.rm_box.count() - 1)
-        self.rm_box.blockSignals(False)
-        self.rm_path.setText(folder)
+        self.rm_picker.set_folder(folder)
 
     def show_auto(self) -> None:
         """The round's win rate by the chosen reward model's stored scores (nothing is run here)."""
         self.last_auto = None
         rid = self.round_box.currentData()
-        folder = self.rm_path.text().strip()
+        folder = self.reward_model_folder()
         if rid is None:
             self.auto_label.setText("")
             return
@@ -391,7 +398,7 @@ class EvaluationPage(Page):
 
     def start_scoring(self) -> bool:
         rid = self.round_box.currentData()
-        folder = self.rm_path.text().strip()
+        folder = self.reward_model_folder()
         if rid is None:
             self.auto_label.setText("<span style='color:#b00'>No evaluation round to score.</span>")
             return False
@@ -432,39 +439,79 @@ class EvaluationPage(Page):
     # ------------------------------------------------------------------ over-refusal
     def start_refusal(self) -> bool:
         try:
-            ids = import_xstest_safe(self.project)
+            ids = refusal_prompts(self.project, self.limit.value())
         except (OSError, WorkbenchError) as e:
             self.refusal_label.setText(f"<span style='color:#b00'>XSTest is not available: {e}</span>")
             return False
-        ids = ids[: self.limit.value()]
         a, b = self._refs()
-        self._xs_ids = ids
         self.refusal_label.setText(f"Generating answers to {len(ids)} safe XSTest prompts with both models…")
-        self._pipeline(lambda answers: answer_in_turn(answers, (("model A (XSTest)", a), ("model B (XSTest)", b)), ids),
-                       lambda outcome: self._refusals_done(outcome, a, b))
+        self._pipeline(lambda answers: {label: run_refusal(answers, ref, ids, f"{label} (XSTest)")
+                                        for label, ref in (("A (before)", a), ("B (after)", b))},
+                       self._refusals_done)
         return True
 
-    def _refusals_done(self, outcome: Outcome | Exception, a: ModelRef, b: ModelRef) -> None:
+    def _refusals_done(self, results: dict[str, RateResult] | Exception) -> None:
         if not self.project.is_open:
             return  # the project was closed while the answers were generated
         self.job = None
-        if isinstance(outcome, Exception):
-            self._stopped(f"{type(outcome).__name__}: {outcome}")
-        elif not outcome.ok:
-            self._stopped(outcome.error or outcome.status, outcome.log_tail)
+        if isinstance(results, Exception):
+            self._stopped(f"{type(results).__name__}: {results}")
         else:
-            self._score_refusals(a, b)
+            self.refusal = results
+            rows = [f"<b>{_esc(r.model)}</b> {which}: {_esc(r.text('refused'))}" for which, r in results.items()]
+            self.refusal_label.setText("<br>".join(rows) + f"<br><i>{REFUSAL_MATCHER_NOTE}</i>")
         self._buttons()
 
-    def _score_refusals(self, a: ModelRef, b: ModelRef) -> None:
-        rows = []
-        for which, ref in (("A (before)", a), ("B (after)", b)):
-            answers = model_responses(self.project, ref, self._xs_ids)
-            k, n, rate, low, high = refusal_rate(answers.values())
-            self.refusal[which] = (k, n, rate, low, high)
-            rows.append(f"<b>{ref.name}</b> {which}: refuses {k} of {n} safe prompts = <b>{rate:.1%}</b> "
-                        f"(95% CI {low:.1%}–{high:.1%})")
-        self.refusal_label.setText("<br>".join(rows) + f"<br><i>{REFUSAL_MATCHER_NOTE}</i>")
+    # ------------------------------------------------------------------ harmful-output rate
+    def start_harm(self) -> bool:
+        folder = self.safety_picker.folder()
+        problem = safety_model_problem(folder)
+        if problem:
+            self.harm_info.setText(f"<span style='color:#b00'>{_esc(folder or 'safety classifier')}: "
+                                   f"{_esc(problem)}</span>")
+            return False
+        if self.job is not None:
+            return False
+        ids, kind = harm_prompts(self.project, self.limit.value())
+        if not ids:
+            self.harm_info.setText("<span style='color:#b00'>The project has no prompts to answer.</span>")
+            return False
+        a, b = self._refs()
+        where = "held-out prompts" if kind == "heldout" else "sampled training prompts (none is held out)"
+        self.harm_info.setText(f"Both models answer {len(ids)} {where}; then the safety classifier judges them…")
+        for label in self.harm_labels.values():
+            label.clear()
+        self._pipeline(lambda answers: run_harm(answers, [("model A", a), ("model B", b)], folder, ids, kind),
+                       self._harm_done)
+        return True
+
+    def _harm_done(self, results: dict[str, RateResult] | Exception) -> None:
+        if not self.project.is_open:
+            return
+        self.job = None
+        if isinstance(results, Exception):
+            self._stopped(f"{type(results).__name__}: {results}")
+        else:
+            self.harm = results
+            for label, res in results.items():
+                self.harm_labels[label].setText(f"<b>{_esc(res.model)}</b>: {_esc(res.text('harmful'))}")
+            first = next(iter(results.values()))
+            if first.status == "done":
+                self.harm_info.setText(f"Harmful: the largest category probability at or above the classifier's "
+                                       f"threshold ({first.threshold:g}).")
+            else:
+                self.harm_info.setText(f"<span style='color:#b00'>Stopped: {_esc(first.error or first.status)}</span>")
+        self._buttons()
+
+
+def _side_by_side(left: tuple[str, QWidget], right: tuple[str, QWidget]) -> QGridLayout:
+    """Two (title, widget) columns of equal width: model A beside model B, the expert beside the reward model."""
+    grid = QGridLayout()
+    for col, (title, widget) in enumerate((left, right)):
+        grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
+        grid.addWidget(widget, 1, col, Qt.AlignmentFlag.AlignTop)
+        grid.setColumnStretch(col, 1)
+    return grid
 
 
 def _esc(text: str) -> str:

@@ -30,6 +30,7 @@ from workbench.queue import next_rank_prompt
 
 from ..flagging import FlaggingMixin
 from ..folding import REVEAL_FIRST, FoldedItem, ReadingKeys
+from ..navigation import RankEmptyState
 from ..render import TextPane
 from ..widgets import SessionProgress, conversation_markdown, key_button, turn_heading
 from .base import Page
@@ -92,8 +93,7 @@ class RankPage(FlaggingMixin, ReadingKeys, Page):
         self.flag_bar.setWordWrap(True)
         self.flag_bar.setStyleSheet("background: #fde2e2; color: black; padding: 6px;")
         self.flag_bar.hide()
-        self.empty_label = QLabel("Nothing to rank: no prompt with three or more responses is left unranked.")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label = RankEmptyState()  # points to Generate when no prompt has three responses
         self.empty_label.hide()
         self.buttons: dict[str, QWidget] = {}
         buttons = QHBoxLayout()
@@ -141,6 +141,7 @@ class RankPage(FlaggingMixin, ReadingKeys, Page):
         self.fold.start(("prompt", pid))
         if pid is None:
             self.body.hide()
+            self.empty_label.refresh(self.project)
             self.empty_label.show()
             self.order.clear()
             return

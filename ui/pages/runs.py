@@ -4,6 +4,10 @@ open its output folder; delete it (row, metrics, checkpoints and folder) after a
 
 Curves come from the metrics the worker stored in the project file, so old runs redraw after a restart. A resumed
 run goes through the shared RunManager, so the Train page shows it live too.
+
+What a finished run is good for, one click away: "Use as reward model" (a reward-model run: the Train page on PPO
+with it picked), "Evaluate" (a tuned run: the Evaluation page with it as model B against its base), "Generate from
+it" (the Generate page with its adapter), and "Export…" (any run with an adapter: :mod:`ui.export_dialog`).
 """
 
 from __future__ import annotations
@@ -29,12 +33,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workbench.eval_round import TUNED_STAGES
 from workbench.jobs.client import Outcome, pid_alive
-from workbench.run_report import config_diff, fmt_duration, metrics_summary, run_duration, short_model
+from workbench.paths import BUNDLED_MODEL_REF
+from workbench.run_report import config_diff, fmt_duration, headline_text, metrics_summary, run_duration, short_model
+from workbench.train_checks import done_runs
 
 from ..charts import MetricCharts
 from ..engine_client import run_manager
+from ..export_dialog import ExportDialog
+from ..navigation import go_to
 from .base import Page
+
+# Stages whose adapter can be exported (a generation or a scoring makes none).
+EXPORTABLE = ("sft", "dpo", "ppo", "rm", "safety")
 
 COLUMNS = ("Run", "Name", "Stage", "Base model", "Snapshot", "Status", "Started", "Duration", "Final metrics")
 STATUS_COLOURS = {"done": "#1a7f37", "failed": "#b00020", "cancelled": "#9a6700", "running": "#0969da",
@@ -67,6 +79,19 @@ class RunsPage(Page):
         self.folder_button.clicked.connect(self.open_folder)
         self.delete_button = QPushButton("Delete…")
         self.delete_button.clicked.connect(self.delete_selected)
+        self.use_rm_button = QPushButton("Use as reward model")
+        self.use_rm_button.setToolTip("Open Train on PPO with this reward model picked")
+        self.use_rm_button.clicked.connect(self.use_as_reward_model)
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setToolTip("Open Evaluation with this run as model B, against its base")
+        self.evaluate_button.clicked.connect(self.evaluate_selected)
+        self.generate_button = QPushButton("Generate from it")
+        self.generate_button.setToolTip("Open Generate with this run's adapter")
+        self.generate_button.clicked.connect(self.generate_from_selected)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Merge the adapter into its base and write it as hf, GGUF or Ollama, checked")
+        self.export_button.clicked.connect(self.export_selected)
+        self.export_dialog: ExportDialog | None = None
         self.info = QLabel("Select runs to overlay their curves; select two to compare their settings.")
         self.info.setWordWrap(True)
 
@@ -89,6 +114,8 @@ class RunsPage(Page):
         for b in (self.refresh_button, self.resume_button, self.folder_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        for b in (self.use_rm_button, self.evaluate_button, self.generate_button, self.export_button):
+            buttons.addWidget(b)
         top = QWidget()
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
@@ -178,6 +205,12 @@ class RunsPage(Page):
         self.folder_button.setEnabled(len(runs) == 1 and bool(runs[0].get("output_dir")))
         self.delete_button.setEnabled(bool(runs) and all(r["status"] not in ("running", "pending") or
                                                          not pid_alive(r.get("pid")) for r in runs))
+        one = self.finished_selected()
+        stage = one["stage"] if one else None
+        self.use_rm_button.setEnabled(stage == "rm")
+        self.evaluate_button.setEnabled(stage in TUNED_STAGES)
+        self.generate_button.setEnabled(stage in TUNED_STAGES)
+        self.export_button.setEnabled(stage in EXPORTABLE)
         self.show_curves(runs)
         self.show_diff(runs)
         self.show_details(runs)
@@ -219,11 +252,56 @@ class RunsPage(Page):
                  f"Folder: {r.get('output_dir') or '—'}"]
         if r.get("error"):
             lines.append(f"<span style='color:#b00'><b>Error:</b> {r['error']}</span>")
+        if headline_text(r):
+            lines.append(f"Achieved: <b>{headline_text(r)}</b>")
         if r.get("final_metrics"):
             lines.append("Final metrics: " + metrics_summary(r["final_metrics"], limit=20))
         self.error_view.setText("<br>".join(lines))
 
     # ------------------------------------------------------------------ actions
+    def finished_selected(self) -> dict[str, Any] | None:
+        """The one selected run when it finished with an adapter on disk (its ``adapter`` key names it)."""
+        ids = self.selected_ids()
+        if len(ids) != 1:
+            return None
+        return next((r for r in done_runs(self.project, None) if r["id"] == ids[0]
+                     and Path(r["adapter"]).is_dir()), None)
+
+    def use_as_reward_model(self) -> QWidget | None:
+        run = self.finished_selected()
+        if run is None or run["stage"] != "rm":
+            return None
+
+        def pick(train) -> None:
+            train.set_stage("ppo")
+            train.set_model_field("reward_model", run["adapter"])
+        return go_to(self, "train", pick)
+
+    def evaluate_selected(self) -> QWidget | None:
+        run = self.finished_selected()
+        if run is None:
+            return None
+        return go_to(self, "evaluation", lambda page: page.evaluate_run(run["base_model"] or BUNDLED_MODEL_REF,
+                                                                        run["adapter"]))
+
+    def generate_from_selected(self) -> QWidget | None:
+        run = self.finished_selected()
+        if run is None:
+            return None
+        return go_to(self, "generate", lambda page: page.model.set_model(run["base_model"] or BUNDLED_MODEL_REF,
+                                                                         run["adapter"]))
+
+    def export_selected(self) -> ExportDialog | None:
+        run = self.finished_selected()
+        if run is None or run["stage"] not in EXPORTABLE:
+            return None
+        dlg = ExportDialog(self.project.path, run, run["adapter"], self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.destroyed.connect(lambda *_: setattr(self, "export_dialog", None))
+        dlg.show()
+        self.export_dialog = dlg
+        return dlg
+
     def resume_selected(self) -> bool:
         runs = self.selected_runs()
         if len(runs) != 1:

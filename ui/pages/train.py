@@ -2,7 +2,10 @@
 live curves, cancel, resume.
 
 Every setting of the stage's config dataclass (``workbench.configs``) has an editor generated from the dataclass,
-with its help text as the tooltip (:mod:`ui.config_form`). Presets (``resources/presets/*.yaml``) fill the
+with its help text as the tooltip (:mod:`ui.config_form`); the settings that name a model folder (the starting
+adapter, PPO's reward model and safety classifier, the DPO/PPO reference) are pickers of the project's finished runs
+(:class:`~ui.model_picker.RunPicker`), a folder still possible. PPO with no reward model picked takes the newest
+finished reward-model run when it starts and says which (the core's rule, as on the command line). Presets (``resources/presets/*.yaml``) fill the
 editors. Before a start the page checks the data and the models (:mod:`workbench.train_checks`); the run itself goes
 through the shared :class:`~ui.engine_client.RunManager`, so a run resumed from the Runs page shows here too.
 If the worker fails (an error, a crash, a kill, running out of memory) the reason and the log's tail appear in a
@@ -41,17 +44,34 @@ from workbench.errors import InputError, WorkbenchError
 from workbench.jobs.client import Outcome, live_runs
 from workbench.paths import BUNDLED_MODEL_REF
 from workbench.run_report import fmt_duration
-from workbench.train_checks import SNAPSHOT_KIND, STAGES, UNIT, data_counts, done_runs, preflight, snapshot_size, stage_count
+from workbench.run_choices import with_default_reward_model
+from workbench.train_checks import SNAPSHOT_KIND, STAGES, UNIT, data_counts, preflight, snapshot_size, stage_count
 
 from ..charts import MetricCharts
 from ..config_form import ConfigForm, load_presets
 from ..engine_client import run_manager
+from ..model_picker import RunPicker
 from .base import Page
 
 # Fields the page edits with its own widgets rather than the generated form.
-OWN_FIELDS = ("base_model", "adapter_from", "snapshot_id")
+OWN_FIELDS = ("base_model", "adapter_from", "snapshot_id", "reward_model", "safety_model", "reference_adapter")
+# The model-folder settings picked from finished runs: field → (role, label, the empty choice's text).
+RUN_FIELDS = {
+    "adapter_from": ("adapter", "Starting adapter", "None: a fresh adapter"),
+    "reward_model": ("reward_model", "Reward model", "The newest finished reward-model run (taken at the start)"),
+    "safety_model": ("safety_model", "Safety classifier (a cost subtracted from the reward)", "None: no safety cost"),
+    "reference_adapter": ("adapter", "Reference", "None: the starting adapter, else the bare base"),
+}
 BASE_KINDS = ("Bundled default (SmolLM2-135M-Instruct)", "Hub id (local cache)", "Folder", "GGUF file")
 MAX_LOG_LINES = 2000
+
+
+def _field_help(name: str) -> str:
+    for cls in ("ppo", "dpo", "sft"):
+        for f in dataclasses.fields(config_class(cls)):
+            if f.name == name:
+                return f.metadata.get("help", "")
+    return ""
 
 
 class TrainPage(Page):
@@ -92,11 +112,14 @@ class TrainPage(Page):
         self.base_browse = QPushButton("Browse…")
         self.base_browse.clicked.connect(self._browse_base)
 
-        self.adapter_box = QComboBox()
-        self.adapter_box.setToolTip("Start from a LoRA adapter (e.g. an SFT run's output) instead of a fresh one")
-        self.adapter_box.currentIndexChanged.connect(self._adapter_choice)
-        self.adapter_edit = QLineEdit()
-        self.adapter_edit.setPlaceholderText("none: a fresh LoRA adapter")
+        self.pickers: dict[str, RunPicker] = {}
+        self.picker_labels: dict[str, QLabel] = {}
+        for name, (role, label, none_text) in RUN_FIELDS.items():
+            picker = RunPicker(role, none_text=none_text)
+            picker.setToolTip(_field_help(name))
+            picker.changed.connect(self.check_soon)
+            self.pickers[name] = picker
+            self.picker_labels[name] = QLabel(label)
 
         self.snap_new = QRadioButton("A new snapshot of the current annotations")
         self.snap_old = QRadioButton("An existing snapshot")
@@ -144,9 +167,9 @@ class TrainPage(Page):
         row.addWidget(self.base_edit, 1)
         row.addWidget(self.base_browse)
         bl.addLayout(row)
-        bl.addWidget(QLabel("Starting adapter"))
-        bl.addWidget(self.adapter_box)
-        bl.addWidget(self.adapter_edit)
+        for name, picker in self.pickers.items():
+            bl.addWidget(self.picker_labels[name])
+            bl.addWidget(picker)
         ll.addWidget(box)
         box = QGroupBox("Data")
         bl = QVBoxLayout(box)
@@ -264,16 +287,8 @@ class TrainPage(Page):
             if i >= 0:
                 self.snap_box.setCurrentIndex(i)
         self.snap_old.setEnabled(self.snap_box.count() > 0)
-        current = self.adapter_edit.text()
-        self.adapter_box.blockSignals(True)
-        self.adapter_box.clear()
-        self.adapter_box.addItem("None (a fresh adapter)", "")
-        for r in done_runs(p):
-            if r["stage"] in ("sft", "dpo", "ppo"):
-                self.adapter_box.addItem(f"run {r['id']} · {r['stage']} · {r['name'] or ''}".strip(" ·"), r["adapter"])
-        self.adapter_box.addItem("Another folder…", None)
-        self.adapter_box.blockSignals(False)
-        self.adapter_edit.setText(current)
+        for picker in self.pickers.values():
+            picker.fill(p)
         self.check()
 
     # ------------------------------------------------------------------ settings
@@ -300,6 +315,10 @@ class TrainPage(Page):
             self.form.set_values(self.presets[self.preset.currentText()]["settings"])
         self.form.changed.connect(self.check_soon)
         self.form_holder.addWidget(self.form)
+        fields = {f.name for f in dataclasses.fields(config_class(stage))}
+        for name, picker in self.pickers.items():
+            picker.setVisible(name in fields)
+            self.picker_labels[name].setVisible(name in fields)
         self.refresh_data()
 
     def apply_preset(self, title: str) -> None:
@@ -343,21 +362,19 @@ class TrainPage(Page):
         self.base_kind.setCurrentIndex(kind)
         self.base_edit.setText(ref)
 
-    def _adapter_choice(self, _index: int) -> None:
-        data = self.adapter_box.currentData()
-        if data is None:
-            path = QFileDialog.getExistingDirectory(self, "LoRA adapter folder")
-            self.adapter_edit.setText(path or "")
-        else:
-            self.adapter_edit.setText(data)
+    def set_model_field(self, name: str, folder: str | None) -> None:
+        """Pick a model folder for ``name`` (adapter_from, reward_model, safety_model, reference_adapter): its run
+        when a finished run made it, else the folder."""
+        self.pickers[name].set_folder(folder)
 
     def build_config(self) -> ModelConfig:
         """The config the page describes; InputError names a bad field."""
         assert self.form is not None
         base = self.base_edit.text().strip() or BUNDLED_MODEL_REF
-        adapter = self.adapter_edit.text().strip() or None
         sid = self.snap_box.currentData() if self.snap_old.isChecked() else None
-        return self.form.config(base_model=base, adapter_from=adapter, snapshot_id=sid)
+        fields = {f.name for f in dataclasses.fields(config_class(self.stage))}
+        models = {name: picker.folder() for name, picker in self.pickers.items() if name in fields}
+        return self.form.config(base_model=base, snapshot_id=sid, **models)
 
     def check_soon(self) -> None:
         """Check after typing pauses (a check reads the project: not on every key press)."""
@@ -365,7 +382,7 @@ class TrainPage(Page):
 
     def check(self) -> list:
         """Run the pre-start checks and show them; returns the problems (errors block Start)."""
-        if self.form is None:
+        if self.form is None or not self.project.is_open:  # a pending check after the project was closed
             return []
         self.form.mark_error(None)
         try:
@@ -398,6 +415,10 @@ class TrainPage(Page):
         cfg = self.build_config()
         self._reset_view(f"Starting a {STAGES[self.stage]} run…")
         try:
+            cfg, note = with_default_reward_model(self.project, cfg)
+            if note:
+                self.log_view.appendPlainText(note)
+                self.status.setText(f"Starting a {STAGES[self.stage]} run; {note}")
             self.manager.start(self.stage, cfg)
         except WorkbenchError as e:
             self._fail_banner(str(e), "")

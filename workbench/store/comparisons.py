@@ -24,6 +24,23 @@ _GET_SQL = f"SELECT {_COLUMNS} FROM comparison WHERE id = ?"
 _OWN = "verdict IS NOT NULL AND retracted_at IS NULL AND guideline_version IS NOT NULL"
 
 
+def _queue_filters(
+    tag: str | None, source: str | None, kind: str | None, exclude: Iterable[int]
+) -> tuple[str, list[Any], str, list[Any]]:
+    """(join, its args, extra WHERE terms, their args) narrowing the pending comparisons ``c`` of a queue query."""
+    join, join_args = ("", []) if not tag else (" JOIN prompt_tag t ON t.prompt_id = c.prompt_id AND t.tag = ?", [tag])
+    where, args = "", []
+    for column, value in (("source", source), ("kind", kind)):
+        if value:
+            where += f" AND c.{column} = ?"
+            args.append(value)
+    skip = list(exclude)
+    if skip:
+        where += f" AND c.id NOT IN ({','.join('?' * len(skip))})"
+        args.extend(skip)
+    return join, join_args, where, args
+
+
 def _comparison(row: Sequence[Any]) -> Comparison:
     values = list(row)
     values[7] = json.loads(values[7]) if values[7] else None
@@ -131,28 +148,61 @@ class ComparisonStore(ProjectFile):
     ) -> Comparison | None:
         """The next unjudged comparison with id > ``after_id`` (the queue runs in id order), optionally filtered."""
         # INDEXED BY: the planner would otherwise sort the whole pending set on a big project.
-        sql = "SELECT c.id FROM comparison c INDEXED BY comparison_pending"
-        args: list[Any] = []
-        if tag:
-            sql += " JOIN prompt_tag t ON t.prompt_id = c.prompt_id AND t.tag = ?"
-            args.append(tag)
-        sql += " WHERE c.verdict IS NULL AND c.retracted_at IS NULL AND c.id > ?"
-        args.append(after_id)
-        if source:
-            sql += " AND c.source = ?"
-            args.append(source)
-        if kind:
-            sql += " AND c.kind = ?"
-            args.append(kind)
-        skip = list(exclude)
-        if skip:
-            sql += f" AND c.id NOT IN ({','.join('?' * len(skip))})"
-            args.extend(skip)
-        row = self.conn.execute(sql + " ORDER BY c.id LIMIT 1", args).fetchone()
+        join, join_args, where, where_args = _queue_filters(tag, source, kind, exclude)
+        sql = (f"SELECT c.id FROM comparison c INDEXED BY comparison_pending{join}"
+               f" WHERE c.verdict IS NULL AND c.retracted_at IS NULL AND c.id > ?{where}")
+        row = self.conn.execute(sql + " ORDER BY c.id LIMIT 1", [*join_args, after_id, *where_args]).fetchone()
         return self.get_comparison(int(row[0])) if row else None
 
-    def pending_count(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM comparison WHERE verdict IS NULL AND retracted_at IS NULL").fetchone()[0]
+    def pending_count(self, kind: str | None = None) -> int:
+        """Pending comparisons (of ``kind``, train or eval, when given)."""
+        sql = "SELECT COUNT(*) FROM comparison WHERE verdict IS NULL AND retracted_at IS NULL"
+        if kind is None:
+            return self.conn.execute(sql).fetchone()[0]
+        return self.conn.execute(sql + " AND kind = ?", (kind,)).fetchone()[0]
+
+    def pending_ids(self, *, kind: str | None = "train", limit: int | None = None) -> list[int]:
+        """Pending comparisons (of ``kind``) in queue order, the first ``limit`` of them."""
+        sql = "SELECT id FROM comparison INDEXED BY comparison_pending WHERE verdict IS NULL AND retracted_at IS NULL"
+        args: list[Any] = []
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [r[0] for r in self.conn.execute(sql, args)]
+
+    def next_pending_by_metric(
+        self,
+        run_id: int,
+        key: str,
+        after: tuple[float, int] | None = None,
+        *,
+        source: str | None = None,
+        tag: str | None = None,
+        exclude: Iterable[int] = (),
+    ) -> tuple[float, int] | None:
+        """(value, comparison id) of the pending comparison with the next-smallest value of metric ``key`` of run
+        ``run_id`` (a score run stores one row per comparison, ``step`` = its id), after ``after`` in (value, id)
+        order: a seek on the ``metric_run_key_value`` index, so it stays fast on a big queue."""
+        join, join_args, where, where_args = _queue_filters(tag, source, None, exclude)
+        sql = (f"SELECT m.value, m.step FROM metric m INDEXED BY metric_run_key_value JOIN comparison c ON c.id = m.step"
+               f"{join} WHERE m.run_id = ? AND m.key = ? AND m.value IS NOT NULL AND c.verdict IS NULL"
+               f" AND c.retracted_at IS NULL{where}")
+        args: list[Any] = [*join_args, run_id, key, *where_args]
+        if after is not None:
+            sql += " AND (m.value > ? OR (m.value = ? AND m.step > ?))"
+            args += [after[0], after[0], after[1]]
+        row = self.conn.execute(sql + " ORDER BY m.value, m.step LIMIT 1", args).fetchone()
+        return (float(row[0]), int(row[1])) if row else None
+
+    def pending_with_metric_count(self, run_id: int, key: str) -> int:
+        """How many pending comparisons have a value of metric ``key`` in run ``run_id``."""
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM metric m JOIN comparison c ON c.id = m.step WHERE m.run_id = ? AND m.key = ?"
+            " AND c.verdict IS NULL AND c.retracted_at IS NULL", (run_id, key)).fetchone()[0])
 
     def undo(self, comparison_id: int) -> Undone:
         """Take back a verdict and return the item now pending in its place. If no snapshot holds the judgment it is

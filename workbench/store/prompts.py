@@ -109,3 +109,57 @@ class PromptStore(ProjectFile):
         if split is None:
             return int(self.conn.execute("SELECT COUNT(*) FROM prompt").fetchone()[0])
         return int(self.conn.execute("SELECT COUNT(*) FROM prompt WHERE split = ?", (split,)).fetchone()[0])
+
+    def prompts_without_pending(self, *, split: str = "train", after_id: int = 0, limit: int | None = None) -> list[int]:
+        """Prompts of ``split`` (id > ``after_id``, in id order) with no pending comparison: ones a new round of
+        candidates can go to without piling onto the queue."""
+        sql = ("SELECT p.id FROM prompt p WHERE p.split = ? AND p.id > ? AND NOT EXISTS (SELECT 1 FROM comparison c"
+               " WHERE c.prompt_id = p.id AND c.verdict IS NULL AND c.retracted_at IS NULL) ORDER BY p.id")
+        args: list = [split, after_id]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [r[0] for r in self.conn.execute(sql, args)]
+
+    def set_splits(self, prompt_ids: Sequence[int], split: str) -> int:
+        """Move prompts to ``split`` in one transaction; returns how many changed."""
+        check_choice(split, SPLITS, "split")
+        ids = list(dict.fromkeys(int(i) for i in prompt_ids))
+        changed = 0
+        with self.transaction():
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                cur = self.conn.execute(
+                    f"UPDATE prompt SET split = ? WHERE split != ? AND id IN ({','.join('?' * len(chunk))})",
+                    [split, split, *chunk])
+                changed += cur.rowcount
+        return changed
+
+    def prompts_in_training_snapshots(self, prompt_ids: Sequence[int] | None = None) -> set[int]:
+        """Which prompts (of ``prompt_ids``, or of the project) a training run's snapshot refers to."""
+        parts = [
+            "SELECT t.prompt_id FROM run r JOIN snapshot_item s ON s.snapshot_id = r.snapshot_id"
+            f" JOIN {table} t ON t.id = s.item_id AND s.item_type = '{item}'"
+            for item, table in (("comparison", "comparison"), ("ranking", "ranking"),
+                                ("demonstration", "demonstration"), ("flag", "safety_flag"))
+        ]
+        parts.append("SELECT s.item_id FROM run r JOIN snapshot_item s ON s.snapshot_id = r.snapshot_id"
+                     " AND s.item_type = 'prompt'")
+        found = {int(r[0]) for r in self.conn.execute(" UNION ".join(parts))}
+        return found if prompt_ids is None else found & {int(i) for i in prompt_ids}
+
+    def prompt_rows(self, *, text: str = "", split: str | None = None, limit: int = 500) -> list[tuple[int, str, str, str]]:
+        """(id, split, source, title) of prompts whose title contains ``text`` (of ``split``), the first ``limit``."""
+        sql, args = "SELECT id, split, source, title FROM prompt WHERE 1", []
+        if text:
+            sql += " AND title LIKE ?"
+            args.append(f"%{text}%")
+        if split:
+            sql += " AND split = ?"
+            args.append(split)
+        return [tuple(r) for r in self.conn.execute(sql + " ORDER BY id LIMIT ?", [*args, int(limit)])]
+
+    def has_prompt_with_responses(self, min_responses: int) -> bool:
+        """Whether any prompt has at least ``min_responses`` responses (what ranking needs)."""
+        return self.conn.execute("SELECT 1 FROM response GROUP BY prompt_id HAVING COUNT(*) >= ? LIMIT 1",
+                                 (min_responses,)).fetchone() is not None

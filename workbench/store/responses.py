@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import WorkbenchError
@@ -61,6 +61,18 @@ class ResponseStore(ProjectFile):
     def responses_for(self, prompt_id: int) -> list[Response]:
         ids = [r[0] for r in self.conn.execute("SELECT id FROM response WHERE prompt_id = ? ORDER BY id", (prompt_id,))]
         return [self.get_response(i) for i in ids]
+
+    def responses_by_id(self, response_ids: Sequence[int]) -> dict[int, Response]:
+        """The responses with these ids (missing ids are left out)."""
+        out: dict[int, Response] = {}
+        ids = list(dict.fromkeys(int(i) for i in response_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for row in self.conn.execute(
+                "SELECT id, prompt_id, content, origin, source, model, adapter, sampling, seed FROM response"
+                f" WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[int(row[0])] = Response(*row[:7], json.loads(row[7]) if row[7] else None, row[8])
+        return out
 
     def responses(self, *, source: str | None = None) -> list[Response]:
         """Every response (from ``source``, when given), in id order."""

@@ -151,3 +151,11 @@ class RunStore(ProjectFile):
             if row is not None and row[0] is not None:
                 out[step] = float(row[0])
         return out
+
+    def newest_run_with_metric(self, stage: str, key: str, *, statuses: Sequence[str] = ("done", "cancelled")) -> int | None:
+        """The newest run of ``stage`` (with one of ``statuses``) that logged metric ``key``, or None."""
+        row = self.conn.execute(
+            f"SELECT r.id FROM run r WHERE r.stage = ? AND r.status IN ({','.join('?' * len(statuses))})"
+            " AND EXISTS (SELECT 1 FROM metric m WHERE m.run_id = r.id AND m.key = ?) ORDER BY r.id DESC LIMIT 1",
+            [stage, *statuses, key]).fetchone()
+        return int(row[0]) if row else None
