@@ -7,8 +7,10 @@ What :meth:`TrainingRun.run` does, in order:
    ``accelerate.Accelerator`` for a stage that runs under ``accelerate launch`` with several processes
    (``distributed``), else the config's device (and a refusal of several processes). The thread count is the
    worker's, which sets it for every job;
-2. builds the stage's model (:meth:`~TrainingRun.build_model`) and, when the config asks, switches gradient
-   checkpointing on for it: the one place that happens;
+2. builds the stage's model (:meth:`~TrainingRun.build_model`), checks that the stage computes what that model
+   itself computes (:func:`engine.families.check_trainable` on :meth:`~TrainingRun.family_model`: a refusal names
+   the architecture; the run log says once what the packed layouts honour for it) and, when the config asks,
+   switches gradient checkpointing on for it: the one place that happens;
 3. freezes the data snapshot, or checks the one the config names: the main process makes a new one inside one
    transaction with the size check, so a snapshot too small to train on (or a model that fails to load, step 2)
    leaves the project untouched; every process then reads the snapshot id from the run folder;
@@ -63,6 +65,7 @@ from workbench.store import Project
 
 from .. import checkpoints as ckpt
 from ..devices import peak_mem_mb, resolve_device
+from ..families import check_trainable
 from ..jobs import JobError, JobResult
 from ..jobs.context import JobContext
 from ..lora import enable_gradient_checkpointing
@@ -179,6 +182,7 @@ class TrainingRun:
         self.check_inputs()
         self._choose_device()
         self.build_model()
+        self._check_family()
         if cfg.gradient_checkpointing and self.lm is not None:
             enable_gradient_checkpointing(self.lm)
         self.snapshot_id = self._snapshot()
@@ -208,6 +212,13 @@ class TrainingRun:
             raise JobError(f"{self.title} runs in a single process in this version (set num_processes: 1)")
         else:
             self.device = resolve_device(self.cfg.device)
+
+    def _check_family(self) -> None:
+        """Refuse a model the stage would compute differently from the model itself (before the snapshot is frozen:
+        the project stays as it was); say once in the log what the packed layouts honour for it."""
+        lm = self.family_model()
+        if lm is not None:
+            self.ctx.log(check_trainable(lm))
 
     def _snapshot(self) -> int:
         """The snapshot to train on; the main process freezes or checks it, every process reads it back."""
@@ -440,6 +451,13 @@ class TrainingRun:
         """Load the model; set ``tokenizer``, ``module`` (what the loss runs through), ``lm`` (the causal LM, for
         gradient checkpointing; None when the stage never recomputes) and ``hm`` when it trains a HeadedModel."""
         raise NotImplementedError
+
+    def family_model(self) -> nn.Module | None:
+        """The causal LM the stage computes with, for the family check (:func:`engine.families.check_trainable`).
+        Default: ``lm``, else the ``hm``'s transformer."""
+        if self.lm is not None:
+            return self.lm
+        return self.hm.transformer() if self.hm is not None else None
 
     def new_snapshot(self, project: Project, note: str) -> int:
         """Freeze the stage's data as a new snapshot (inside the caller's transaction); its id."""
