@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from workbench.model_files import refusal_message
+
 from .attention_spans import UnsupportedAttention
 from .jobs import JobError
 from .logits import output_logits, text_config
@@ -39,9 +41,7 @@ def architecture(lm: Any) -> str:
 
 
 def _refuse(lm: Any, why: str) -> JobError:
-    return JobError(f"the architecture {architecture(lm)} cannot be trained here: {why}. Families that train: Llama, "
-                    "Mistral, Qwen2, Qwen3, Gemma 2 and 3, Phi-3, and other decoder-only models whose attention "
-                    "transformers routes through its attention interface")
+    return JobError(refusal_message(architecture(lm), why))
 
 
 def describe_family(lm: Any) -> str:

@@ -34,8 +34,9 @@ What :meth:`TrainingRun.run` does, in order:
    ``checkpoint_every`` steps; the last ``keep_checkpoints`` and the best by ``best_metric`` are kept) and, when a
    cancel was asked for, a checkpoint and the end of the run;
 8. a last evaluation, the output folder (:meth:`~TrainingRun.save_weights`, the tokenizer, ``config.yaml`` and a
-   model card) and the summary (tokens, train_s, steps, total_steps, tokens_per_s, peak_mem_mb and
-   :meth:`~TrainingRun.summary_extras`).
+   model card) and the summary (tokens, train_s, steps, total_steps, tokens_per_s, peak_mem_mb, the memory estimate
+   ``estimate_mb`` (:mod:`workbench.fit`, also logged at the start) and :meth:`~TrainingRun.summary_extras`); the
+   final metrics carry ``memory/peak_mb`` and ``memory/estimate_mb`` too, so every run records both.
 
 Adding a stage: subclass :class:`TrainingRun`; set its wording (``title``, ``who``, ``unit``, ``snapshot_unit``,
 ``hint``, ``card_*``) and ``snapshot_kind``; implement :meth:`~TrainingRun.build_model` (it sets ``tokenizer``,
@@ -172,6 +173,7 @@ class TrainingRun:
         self.step, self.tokens, self.train_time = 0, 0, 0.0
         self.best = -math.inf if self.higher_is_better else math.inf
         self.last_metrics: dict[str, Any] = {}
+        self.estimate_mb: float | None = None
 
     # ================================================================== the run
     def run(self) -> JobResult:
@@ -183,6 +185,7 @@ class TrainingRun:
         self._choose_device()
         self.build_model()
         self._check_family()
+        self._estimate_memory()
         if cfg.gradient_checkpointing and self.lm is not None:
             enable_gradient_checkpointing(self.lm)
         self.snapshot_id = self._snapshot()
@@ -219,6 +222,17 @@ class TrainingRun:
         lm = self.family_model()
         if lm is not None:
             self.ctx.log(check_trainable(lm))
+
+    def _estimate_memory(self) -> None:
+        """The run's memory estimate (:mod:`workbench.fit`) into the log now, and beside the measured peak in the
+        final metrics and the summary at the end."""
+        from workbench.fit import estimate
+
+        est = estimate(self.ctx.stage, self.cfg)
+        self.estimate_mb = est.estimate_mb if est is not None else None
+        if est is not None:
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in est.parts.items() if v >= 0.5)
+            self.ctx.log(f"memory estimate: {est.describe()} Parts (MB): {parts}")
 
     def _snapshot(self) -> int:
         """The snapshot to train on; the main process freezes or checks it, every process reads it back."""
@@ -373,11 +387,16 @@ class TrainingRun:
         (folder / "README.md").write_text(self.model_card(snapshot), encoding="utf-8")
 
     def _result(self, status: str, output: str | None) -> JobResult:
+        peak = round(peak_mem_mb(), 1)
         summary = {"tokens": self.tokens, "train_s": round(self.train_time, 2), "steps": self.step,
                    "total_steps": self.total_steps,
                    "tokens_per_s": round(self.tokens / self.train_time, 1) if self.train_time > 0 else 0.0,
-                   "peak_mem_mb": round(peak_mem_mb(), 1), **self.summary_extras()}
-        return JobResult(status, output, {k: float(v) for k, v in self.last_metrics.items()}, summary)
+                   "peak_mem_mb": peak, "estimate_mb": self.estimate_mb, **self.summary_extras()}
+        final = {k: float(v) for k, v in self.last_metrics.items()}
+        final["memory/peak_mb"] = peak
+        if self.estimate_mb is not None:
+            final["memory/estimate_mb"] = float(self.estimate_mb)
+        return JobResult(status, output, final, summary)
 
     def model_card(self, snapshot: dict[str, Any]) -> str:
         """A model card: peft front matter, what was trained, base, data snapshot, final metrics, config, use."""

@@ -1,7 +1,7 @@
 """Every stage finishes on every family: for tiny Llama, Qwen2, Qwen3, Gemma 2, Gemma 3, Mistral and Phi-3
 checkpoints (tests/tiny_models.py), ``workbench train sft|rm|safety|dpo|ppo PROJECT --base DIR --max-steps 1`` and
 ``workbench generate PROJECT --base DIR`` run to the end through the worker, the run log names the family once and
-what the packed layouts honour for it.
+what the packed layouts honour for it, and every training run records its memory estimate and measured peak.
 
 The command lines are the CLI's own (its parser turns them into the run configs, :class:`JobClient` creates the runs),
 and each job runs in the worker's own entry point, in this process: one import of torch for the whole matrix
@@ -72,6 +72,9 @@ def test_every_stage_finishes_on_the_family(tmp_path, arch):
         assert len(family_lines) == 1, family_lines
         if arch == "gemma2":
             assert "soft-cap 5" in family_lines[0] and "final logit soft-cap 2" in family_lines[0]
+        # every run records its memory estimate beside its measured peak
+        final = run["final_metrics"]
+        assert final["memory/estimate_mb"] > 0 and final["memory/peak_mb"] > 0 and "memory estimate:" in log
     _run(project, ["train", "ppo", *common, "--max-steps", "1", "--reward-model",
                    str(Path(outputs["rm"]) / "adapter")])
     _run(project, ["generate", *common, "--n", "2", "--max-new-tokens", "12"])
