@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench.paths import BUNDLED_GGUF_PACKAGE, BUNDLED_MODEL_NAME, bundled_model_dir, cache_dir
+from workbench.paths import BUNDLED_GGUF_PACKAGE, BUNDLED_MODEL_NAME, bundled_model_dir, gguf_cache_dir
 
 from .model_errors import ModelError
 
@@ -153,14 +153,6 @@ def ensure_converted(gguf: Path, target: Path) -> Path:
     if is_converted(target, gguf):
         return target
     return convert_gguf(gguf, target)
-
-
-def gguf_cache_dir(gguf: Path) -> Path:
-    """Cache folder of a user's GGUF file, keyed by its name, size and modification time (no need to hash
-    gigabytes to notice that the file changed)."""
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir() / "models" / "gguf" / f"{gguf.stem}-{key}"
 
 
 def ensure_gguf_converted(gguf: str | os.PathLike[str]) -> Path:

@@ -8,8 +8,9 @@
   ``cu_seq_lens`` marking the boundaries; no padding token is ever computed.
 - The ``wb_packed`` attention (registered with transformers' ``AttentionInterface``) runs causal SDPA separately
   on each example's span, so attention never crosses examples and no L×L mask over the whole packed row is built
-  or multiplied: the cost stays that of the examples on their own. Models without ``cu_seq_lens_q`` in the call
-  fall back to ordinary SDPA.
+  or multiplied: the cost stays that of the examples on their own; the model's attention soft-cap and sliding window
+  apply within each example (:mod:`engine.attention_spans`). Calls without ``cu_seq_lens_q`` fall back to the
+  model's usual attention.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .attention_spans import check_attention_arguments, model_attention, span_attention
+from .logits import output_logits
 
 ATTN_IMPLEMENTATION = "wb_packed"
 
@@ -140,21 +144,21 @@ def pack(examples: list[Encoded]) -> PackedBatch:
 
 
 def packed_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Causal attention per packed example. query (1, H, T, D); key/value (1, Hkv, T, D) → output (1, T, H, D)."""
+    """Causal attention per packed example. query (1, H, T, D); key/value (1, Hkv, T, D) → output (1, T, H, D).
+    The model's ``softcap`` and ``sliding_window`` hold within each example (:mod:`engine.attention_spans`)."""
     cu = kwargs.get("cu_seq_lens_q")
-    gqa = query.shape[1] != key.shape[1]
     if cu is None or attention_mask is not None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return model_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    check_attention_arguments(kwargs)
     bounds = cu.tolist()
     lengths = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
     if bounds[0] != 0 or bounds[-1] != query.shape[2]:
         raise ValueError(f"cu_seq_lens {bounds} do not cover the {query.shape[2]} packed tokens")
+    softcap, window = kwargs.get("softcap"), kwargs.get("sliding_window")
     # torch.split rather than slicing: the backward of a split is one concatenation, while each slice's backward
     # builds a zeroed full-length gradient and adds into it (a large share of a step with many examples).
     outs = [
-        F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa)
+        span_attention(q, k, v, scaling=scaling, dropout=dropout, softcap=softcap, sliding_window=window)
         for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2))
     ]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
@@ -172,7 +176,8 @@ def register_packed_attention() -> str:
 def packed_token_losses(model, batch: PackedBatch) -> torch.Tensor:
     """Cross-entropy (N,) of each trained token of a packed batch. ``model`` is a causal LM (a peft model or the
     bare transformers one) whose attention implementation is ``wb_packed``; logits are computed only at trained
-    positions, which skips most of the vocabulary projection on prompt tokens."""
+    positions, which skips most of the vocabulary projection on prompt tokens, and as the model computes them (its final
+    logit soft-cap included: :func:`engine.logits.output_logits`)."""
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = lm.get_decoder()(
         input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
@@ -180,5 +185,4 @@ def packed_token_losses(model, batch: PackedBatch) -> torch.Tensor:
         max_length_q=batch.max_len, max_length_k=batch.max_len,
     ).last_hidden_state
     h = hidden[0].index_select(0, batch.target_pos)
-    logits = lm.get_output_embeddings()(h).float()
-    return F.cross_entropy(logits, batch.target_ids, reduction="none")
+    return F.cross_entropy(output_logits(lm, h), batch.target_ids, reduction="none")

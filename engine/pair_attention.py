@@ -19,17 +19,21 @@ pass through the MLPs and projections once instead of twice and no padding is ev
 Activation: :func:`pairs_attention` temporarily switches the model's attention implementation to ``wb_pairs`` (a
 field of the model config, shared by its layers), so the same base keeps serving generation and padded batches
 with its usual attention outside the ``with`` block. Without the ``pair_segments`` argument the function falls
-back to ordinary SDPA. With gradient checkpointing the block must span ``backward()`` as well, since the forward
-is recomputed there (the trainers do this; ``tests/engine/test_reward_model.py`` checks the gradients).
+back to the model's usual attention. Each piece runs through :func:`engine.attention_spans.span_attention`, so the
+model's attention soft-cap and sliding window hold (a rejected token's window reaches back into the prompt as it
+would after the prompt alone). With gradient checkpointing the block must span ``backward()`` as well, since the
+forward is recomputed there (the trainers do this; ``tests/engine/test_reward_model.py`` checks the gradients).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
+
+from .attention_spans import check_attention_arguments, model_attention, span_attention
 
 ATTN_IMPLEMENTATION = "wb_pairs"
 
@@ -39,17 +43,16 @@ def pair_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0
     group, contiguous and in order over the row: (prompt start, first response start, further response starts …,
     end). A pair is (prompt start, chosen start, rejected start, end); a group of k responses to one prompt (PPO's
     samples per prompt) has k + 2 entries; a lone sequence (prompt start, start, end)."""
-    segments: Sequence[tuple[int, ...]] | None = kwargs.get("pair_segments")
+    segments: Sequence[tuple[int, ...]] | None = kwargs.pop("pair_segments", None)
     if segments is None or query.shape[0] != 1:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        kwargs.pop("pair_segments", None)
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    gqa = query.shape[1] != key.shape[1]
+        return model_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    check_attention_arguments(kwargs)
     if not segments or segments[0][0] != 0 or segments[-1][-1] != query.shape[2] or any(
         a[-1] != b[0] for a, b in zip(segments[:-1], segments[1:])
     ) or any(len(s) < 3 or list(s) != sorted(s) for s in segments):
         raise ValueError(f"pair_segments do not tile the {query.shape[2]} packed tokens")
+    attend = functools.partial(span_attention, scaling=scaling, dropout=dropout, softcap=kwargs.get("softcap"),
+                               sliding_window=kwargs.get("sliding_window"))
     # torch.split into per-group pieces ([prompt | first response], [second response], …) rather than slicing the
     # full row: the backward of a split is one concatenation, while each full-row slice's backward builds a zeroed
     # full-length gradient and adds into it. Slices of a piece (the prompt's keys below) only touch that piece.
@@ -59,22 +62,16 @@ def pair_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0
     piece = 0
     for s in segments:
         q_pc, k_pc, v_pc = qs[piece], ks[piece], vs[piece]
-        outs.append(F.scaled_dot_product_attention(
-            q_pc, k_pc, v_pc, is_causal=True, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
-        ))
+        outs.append(attend(q_pc, k_pc, v_pc))
         n_prompt = s[1] - s[0]
         for j in range(1, len(s) - 2):
-            n_resp = s[j + 2] - s[j + 1]
-            if n_resp == 0:
+            if s[j + 2] == s[j + 1]:
                 outs.append(qs[piece + j].new_zeros(qs[piece + j].shape))  # an empty piece: nothing to attend
                 continue
+            # response token i sees the whole prompt and its own response's tokens 0..i (bottom-right aligned)
             k = torch.cat([k_pc[:, :, :n_prompt], ks[piece + j]], dim=2)
             v = torch.cat([v_pc[:, :, :n_prompt], vs[piece + j]], dim=2)
-            # lower-right causal: response token i sees the whole prompt and its own response's tokens 0..i
-            mask = torch.ones(n_resp, n_prompt + n_resp, dtype=torch.bool, device=query.device).tril(diagonal=n_prompt)
-            outs.append(F.scaled_dot_product_attention(
-                qs[piece + j], k, v, attn_mask=mask, scale=scaling, dropout_p=dropout, enable_gqa=gqa,
-            ))
+            outs.append(attend(qs[piece + j], k, v))
         piece += len(s) - 2
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None

@@ -17,6 +17,15 @@ weights).
 and an embedding a few rows larger than the vocabulary, as Qwen2 pads its own); ``chat_template=None`` leaves the
 tokenizer without a chat template (a base model that needs one named).
 
+The other families (:data:`FAMILIES`) are built from their own configs with what makes each of them compute
+differently from Llama, made small enough to show in sequences of a few dozen tokens: ``qwen3`` (query/key norms, a
+sliding window of 8 on its second layer), ``gemma2`` (attention soft-cap 5 and final logit soft-cap 2, a sliding
+window of 8 on alternate layers, scaled embeddings, GeLU, four norms per layer), ``gemma3`` (Gemma 3's text model:
+query/key norms, local and global rotary bases, a sliding window of 8), ``mistral`` (a sliding window of 8 on every
+layer) and ``phi3`` (fused q/k/v and gate/up projections, untied output layer, a sliding window of 16). Their weights
+are drawn with a larger spread (``initializer_range`` 0.1) than the default, so the soft-caps bend real scores and a
+dropped window or cap changes the numbers well beyond float rounding.
+
 The folder is written once: calling again on a folder that already holds a complete build returns it at once.
 """
 
@@ -50,6 +59,38 @@ TINY_CONFIG = dict(
     tie_word_embeddings=True,
 )
 SEED = 1234
+# Every architecture build_tiny_causal_lm makes (the family matrix of tests/engine/test_families.py).
+FAMILIES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "mistral", "phi3")
+SHORT_WINDOW = 8
+
+
+def _family_config(arch: str, **common):
+    """(config, model class) of a tiny ``arch`` model; ``common`` holds the sizes and token ids."""
+    import transformers as tf
+
+    wide = dict(initializer_range=0.1)
+    if arch == "llama":
+        return tf.LlamaConfig(**common), tf.LlamaForCausalLM
+    if arch == "qwen2":
+        return tf.Qwen2Config(**common), tf.Qwen2ForCausalLM
+    if arch == "qwen3":
+        return tf.Qwen3Config(head_dim=16, use_sliding_window=True, sliding_window=SHORT_WINDOW, max_window_layers=1,
+                              **wide, **common), tf.Qwen3ForCausalLM
+    if arch == "gemma2":
+        return tf.Gemma2Config(head_dim=16, query_pre_attn_scalar=16, sliding_window=SHORT_WINDOW,
+                               attn_logit_softcapping=5.0, final_logit_softcapping=2.0, **wide,
+                               **common), tf.Gemma2ForCausalLM
+    if arch == "gemma3":
+        return tf.Gemma3TextConfig(head_dim=16, query_pre_attn_scalar=16, sliding_window=SHORT_WINDOW,
+                                   layer_types=["sliding_attention", "full_attention"], **wide,
+                                   **common), tf.Gemma3ForCausalLM
+    if arch == "mistral":
+        return tf.MistralConfig(sliding_window=SHORT_WINDOW, **wide, **common), tf.MistralForCausalLM
+    if arch == "phi3":
+        common = {**common, "tie_word_embeddings": False}
+        return tf.Phi3Config(sliding_window=2 * SHORT_WINDOW, original_max_position_embeddings=1024, **wide,
+                             **common), tf.Phi3ForCausalLM
+    raise ValueError(f"no tiny {arch!r} model ({', '.join(FAMILIES)})")
 
 
 def _byte_level_tokenizer(*, qwen2_split: bool = False, chat_template: str | None = TINY_CHAT_TEMPLATE):
@@ -108,35 +149,29 @@ def _bundled_tokenizer():
 
 def build_tiny_causal_lm(folder: Path, *, vocab_from_bundled: bool = False, arch: str = "llama",
                          chat_template: str | None = TINY_CHAT_TEMPLATE) -> Path:
-    """Write a tiny chat model (safetensors + tokenizer + chat template) of architecture ``arch`` (llama or qwen2)
-    into ``folder``; return ``folder``."""
+    """Write a tiny chat model (safetensors + tokenizer + chat template) of architecture ``arch`` (one of
+    :data:`FAMILIES`) into ``folder``; return ``folder``."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig
 
     folder = Path(folder)
     marker = folder / ".tiny-complete"
     if marker.exists():
         return folder
-    if arch not in ("llama", "qwen2"):
-        raise ValueError(f"no tiny {arch!r} model (llama or qwen2)")
+    if arch not in FAMILIES:
+        raise ValueError(f"no tiny {arch!r} model ({', '.join(FAMILIES)})")
     folder.mkdir(parents=True, exist_ok=True)
     if vocab_from_bundled:
         tokenizer = _bundled_tokenizer()
         if chat_template != TINY_CHAT_TEMPLATE:
             tokenizer.chat_template = chat_template
     else:
-        tokenizer = _byte_level_tokenizer(qwen2_split=arch == "qwen2", chat_template=chat_template)
+        tokenizer = _byte_level_tokenizer(qwen2_split=arch in ("qwen2", "qwen3"), chat_template=chat_template)
     pad_id = tokenizer.pad_token_id
-    config_class, model_class = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-    # Qwen2 checkpoints pad their embedding past the vocabulary; 8 spare rows keep that case in the tests.
-    vocab_size = len(tokenizer) + (8 if arch == "qwen2" else 0)
-    config = config_class(
-        vocab_size=vocab_size,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=pad_id,
-        **TINY_CONFIG,
-    )
+    # Qwen checkpoints pad their embedding past the vocabulary; 8 spare rows keep that case in the tests.
+    vocab_size = len(tokenizer) + (8 if arch in ("qwen2", "qwen3") else 0)
+    config, model_class = _family_config(arch, vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id,
+                                         eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id, **TINY_CONFIG)
     # fork_rng: building a model must not disturb the random state of the test that asked for it.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)

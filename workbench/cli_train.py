@@ -10,6 +10,13 @@ asks the worker to stop (it checkpoints first); a second Ctrl-C kills it. ``--re
 or failed run from its last checkpoint. :func:`config_from_args` turns a parsed command line into its config without
 running anything.
 
+Before a train run starts, :func:`check_fit` refuses an architecture the trainers cannot train (exit code 1) and
+estimates the run's peak memory (:mod:`workbench.fit`): a run that would not fit in the device's free memory is
+refused with exit code 3, its JSON summary carrying the estimate (``fit``) and the settings that would fit, unless
+``--force``. ``--dry-run`` prints only the estimate as one JSON line (``estimate_mb``, ``parts_mb``, ``available_mb``,
+``fits``, ``suggestions``) and exits 0 when it fits (or cannot be told), 3 when it does not; no run is created. A
+finished run's summary carries its ``estimate_mb`` beside its measured ``peak_mem_mb``.
+
 ``workbench eval winrate PROJECT --reward-model DIR [--round ID]`` runs the ``score`` job (a reward model scores
 both responses of every comparison of an evaluation round, the newest one by default) and prints, last, a JSON
 summary of model A's automatic win rate against model B: ``wins``, ``losses``, ``ties``, ``n``, ``win_rate`` with
@@ -53,12 +60,15 @@ from typing import Any, TextIO
 
 from .configs import ADVANTAGE_ESTIMATORS, DPO_LOSS_TYPES, DpoConfig, GenerateConfig, ModelConfig, PpoConfig, ScoreConfig, load_config
 from .errors import WorkbenchError
+from .fit import estimate as fit_estimate
 from .jobs import JobClient, RunHandle
 from .jobs.protocol import Event, EventType
 from .run_report import fmt_duration
 from .taxonomy import SPLITS
 
 TRAIN_STAGES = ("sft", "rm", "safety", "ppo", "dpo")
+# The exit code of a train command whose run would not fit in the device's memory (also of --dry-run).
+FIT_EXIT_CODE = 3
 
 
 # ---------------------------------------------------------------------------------------------- progress
@@ -163,7 +173,8 @@ def summary(handle: RunHandle) -> dict[str, Any]:
         "metrics": metrics,
     }
     # Training runs report steps and times; generation runs what they added to the project.
-    for key in ("steps", "train_s", "wall_s", "tokens", "prompts", "responses", "comparisons", "duplicates", "empty"):
+    for key in ("steps", "train_s", "wall_s", "tokens", "estimate_mb", "prompts", "responses", "comparisons",
+                "duplicates", "empty"):
         if key in inner:
             out[key] = inner[key]
     if handle.error:
@@ -214,6 +225,44 @@ def _prepared(args: argparse.Namespace, stage: str, cfg: ModelConfig) -> ModelCo
     return cfg
 
 
+def _failed(error: str, **extra: Any) -> str:
+    """The JSON summary of a run that was refused before it started."""
+    return json.dumps({"run_id": None, "status": "failed", "output": None, "tokens_per_s": None, "peak_mem_mb": None,
+                       "metrics": {}, "error": error, **extra}, ensure_ascii=False, default=str)
+
+
+def check_fit(stage: str, cfg: ModelConfig, *, dry_run: bool, force: bool) -> int | None:
+    """The memory check of a train command (:mod:`workbench.fit`): with ``dry_run``, print the estimate as one JSON
+    line and return the exit code (0 fits or unknown, 3 does not fit); without, refuse a run that does not fit
+    (exit code 3) unless ``force``; None: go on and start it."""
+    from .model_files import model_refusal
+
+    refusal = model_refusal(cfg.base_model)
+    if refusal:
+        raise WorkbenchError(f"base_model {cfg.base_model}: {refusal}")
+    est = fit_estimate(stage, cfg)
+    if dry_run:
+        out = est.to_dict() if est is not None else {
+            "stage": stage, "estimate_mb": None, "parts_mb": {}, "available_mb": None, "fits": None, "suggestions": [],
+            "note": f"the files of {cfg.base_model} are not here yet (a hub id not in the local cache, or a GGUF file "
+                    "no run has converted), so there is nothing to estimate from"}
+        if est is not None:
+            print(est.describe(), file=sys.stderr)
+        print(json.dumps(out, ensure_ascii=False))
+        return FIT_EXIT_CODE if est is not None and est.fits is False else 0
+    if est is None or est.fits is not False:
+        return None
+    if force:
+        print(f"warning: {est.describe()} Starting anyway (--force).", file=sys.stderr)
+        return None
+    ideas = "; ".join(", ".join(f"{k}: {v}" for k, v in s["set"].items()) + f" (about {s['estimate_mb'] / 1024:.1f} GB)"
+                      for s in est.suggestions)
+    message = (f"{est.describe()} Settings that would fit: {ideas or 'none found'}. Add --force to start it anyway.")
+    print(f"error: {message}", file=sys.stderr)
+    print(_failed(message, fit=est.to_dict()))
+    return FIT_EXIT_CODE
+
+
 def _start(args: argparse.Namespace) -> int:
     client = JobClient(args.project)
     try:
@@ -221,11 +270,15 @@ def _start(args: argparse.Namespace) -> int:
             handle = client.resume(args.resume)
         else:
             stage, _ = args.overrides(args)
-            handle = client.start(stage, _prepared(args, stage, config_from_args(args)))
+            cfg = _prepared(args, stage, config_from_args(args))
+            if stage in TRAIN_STAGES:
+                code = check_fit(stage, cfg, dry_run=args.dry_run, force=args.force)
+                if code is not None:
+                    return code
+            handle = client.start(stage, cfg)
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
-        print(json.dumps({"run_id": None, "status": "failed", "output": None, "tokens_per_s": None,
-                          "peak_mem_mb": None, "metrics": {}, "error": str(e)}))
+        print(_failed(str(e)))
         return 1
     started = time.time()
     result = follow(handle, quiet=args.quiet)
@@ -536,6 +589,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps")
         p.add_argument("--seed", type=int, help="random seed")
         p.add_argument("--resume", type=int, metavar="RUN_ID", help="continue this run from its last checkpoint")
+        p.add_argument("--dry-run", action="store_true",
+                       help="print the run's memory estimate beside the device's free memory as one JSON line and "
+                            "exit (0: it fits, 3: it does not); no run is created")
+        p.add_argument("--force", action="store_true",
+                       help="start the run even though its memory estimate exceeds the device's free memory")
         p.add_argument("--threads", type=int, metavar="N",
                        help="CPU threads for training (default here: all cores; runs started from the window leave one free)")
         if stage == "ppo":

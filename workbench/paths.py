@@ -6,6 +6,7 @@ Qt-free and torch-free, so the CLI, the window and the engine agree on every pat
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -35,6 +36,14 @@ def data_dir() -> Path:
 def bundled_model_dir() -> Path:
     """The bundled SmolLM2 model converted to safetensors (made once by ``python -m engine.bundled``)."""
     return cache_dir() / "models" / BUNDLED_MODEL_NAME
+
+
+def gguf_cache_dir(gguf: Path) -> Path:
+    """Cache folder of a user's GGUF file converted to safetensors, keyed by its name, size and modification time
+    (no need to hash gigabytes to notice that the file changed)."""
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / "gguf" / f"{gguf.stem}-{key}"
 
 
 def xstest_prompts_file() -> Path:

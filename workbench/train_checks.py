@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .configs import ModelConfig
+from .model_files import model_refusal
 from .paths import BUNDLED_MODEL_REF
 from .store import Project
 from .training_data import preference_selection
@@ -115,6 +116,10 @@ def preflight(project: Project, stage: str, config: ModelConfig, *, counts: dict
     p = _model_problem(config.base_model, "base model", "base_model")
     if p:
         problems.append(p)
+    else:
+        refusal = model_refusal(config.base_model)
+        if refusal:
+            problems.append(Problem("error", f"base model: {refusal}", "base_model"))
     if config.adapter_from:
         p = _model_problem(config.adapter_from, "starting adapter", "adapter_from")
         if p:

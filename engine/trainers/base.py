@@ -7,8 +7,10 @@ What :meth:`TrainingRun.run` does, in order:
    ``accelerate.Accelerator`` for a stage that runs under ``accelerate launch`` with several processes
    (``distributed``), else the config's device (and a refusal of several processes). The thread count is the
    worker's, which sets it for every job;
-2. builds the stage's model (:meth:`~TrainingRun.build_model`) and, when the config asks, switches gradient
-   checkpointing on for it: the one place that happens;
+2. builds the stage's model (:meth:`~TrainingRun.build_model`), checks that the stage computes what that model
+   itself computes (:func:`engine.families.check_trainable` on :meth:`~TrainingRun.family_model`: a refusal names
+   the architecture; the run log says once what the packed layouts honour for it) and, when the config asks,
+   switches gradient checkpointing on for it: the one place that happens;
 3. freezes the data snapshot, or checks the one the config names: the main process makes a new one inside one
    transaction with the size check, so a snapshot too small to train on (or a model that fails to load, step 2)
    leaves the project untouched; every process then reads the snapshot id from the run folder;
@@ -32,8 +34,9 @@ What :meth:`TrainingRun.run` does, in order:
    ``checkpoint_every`` steps; the last ``keep_checkpoints`` and the best by ``best_metric`` are kept) and, when a
    cancel was asked for, a checkpoint and the end of the run;
 8. a last evaluation, the output folder (:meth:`~TrainingRun.save_weights`, the tokenizer, ``config.yaml`` and a
-   model card) and the summary (tokens, train_s, steps, total_steps, tokens_per_s, peak_mem_mb and
-   :meth:`~TrainingRun.summary_extras`).
+   model card) and the summary (tokens, train_s, steps, total_steps, tokens_per_s, peak_mem_mb, the memory estimate
+   ``estimate_mb`` (:mod:`workbench.fit`, also logged at the start) and :meth:`~TrainingRun.summary_extras`); the
+   final metrics carry ``memory/peak_mb`` and ``memory/estimate_mb`` too, so every run records both.
 
 Adding a stage: subclass :class:`TrainingRun`; set its wording (``title``, ``who``, ``unit``, ``snapshot_unit``,
 ``hint``, ``card_*``) and ``snapshot_kind``; implement :meth:`~TrainingRun.build_model` (it sets ``tokenizer``,
@@ -63,6 +66,7 @@ from workbench.store import Project
 
 from .. import checkpoints as ckpt
 from ..devices import peak_mem_mb, resolve_device
+from ..families import check_trainable
 from ..jobs import JobError, JobResult
 from ..jobs.context import JobContext
 from ..lora import enable_gradient_checkpointing
@@ -169,6 +173,7 @@ class TrainingRun:
         self.step, self.tokens, self.train_time = 0, 0, 0.0
         self.best = -math.inf if self.higher_is_better else math.inf
         self.last_metrics: dict[str, Any] = {}
+        self.estimate_mb: float | None = None
 
     # ================================================================== the run
     def run(self) -> JobResult:
@@ -179,6 +184,8 @@ class TrainingRun:
         self.check_inputs()
         self._choose_device()
         self.build_model()
+        self._check_family()
+        self._estimate_memory()
         if cfg.gradient_checkpointing and self.lm is not None:
             enable_gradient_checkpointing(self.lm)
         self.snapshot_id = self._snapshot()
@@ -208,6 +215,24 @@ class TrainingRun:
             raise JobError(f"{self.title} runs in a single process in this version (set num_processes: 1)")
         else:
             self.device = resolve_device(self.cfg.device)
+
+    def _check_family(self) -> None:
+        """Refuse a model the stage would compute differently from the model itself (before the snapshot is frozen:
+        the project stays as it was); say once in the log what the packed layouts honour for it."""
+        lm = self.family_model()
+        if lm is not None:
+            self.ctx.log(check_trainable(lm))
+
+    def _estimate_memory(self) -> None:
+        """The run's memory estimate (:mod:`workbench.fit`) into the log now, and beside the measured peak in the
+        final metrics and the summary at the end."""
+        from workbench.fit import estimate
+
+        est = estimate(self.ctx.stage, self.cfg)
+        self.estimate_mb = est.estimate_mb if est is not None else None
+        if est is not None:
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in est.parts.items() if v >= 0.5)
+            self.ctx.log(f"memory estimate: {est.describe()} Parts (MB): {parts}")
 
     def _snapshot(self) -> int:
         """The snapshot to train on; the main process freezes or checks it, every process reads it back."""
@@ -365,11 +390,16 @@ class TrainingRun:
         (folder / "README.md").write_text(self.model_card(snapshot), encoding="utf-8")
 
     def _result(self, status: str, output: str | None) -> JobResult:
+        peak = round(peak_mem_mb(), 1)
         summary = {"tokens": self.tokens, "train_s": round(self.train_time, 2), "steps": self.step,
                    "total_steps": self.total_steps,
                    "tokens_per_s": round(self.tokens / self.train_time, 1) if self.train_time > 0 else 0.0,
-                   "peak_mem_mb": round(peak_mem_mb(), 1), **self.summary_extras()}
-        return JobResult(status, output, {k: float(v) for k, v in self.last_metrics.items()}, summary)
+                   "peak_mem_mb": peak, "estimate_mb": self.estimate_mb, **self.summary_extras()}
+        final = {k: float(v) for k, v in self.last_metrics.items()}
+        final["memory/peak_mb"] = peak
+        if self.estimate_mb is not None:
+            final["memory/estimate_mb"] = float(self.estimate_mb)
+        return JobResult(status, output, final, summary)
 
     def model_card(self, snapshot: dict[str, Any]) -> str:
         """A model card: peft front matter, what was trained, base, data snapshot, final metrics, config, use."""
@@ -443,6 +473,13 @@ class TrainingRun:
         """Load the model; set ``tokenizer``, ``module`` (what the loss runs through), ``lm`` (the causal LM, for
         gradient checkpointing; None when the stage never recomputes) and ``hm`` when it trains a HeadedModel."""
         raise NotImplementedError
+
+    def family_model(self) -> nn.Module | None:
+        """The causal LM the stage computes with, for the family check (:func:`engine.families.check_trainable`).
+        Default: ``lm``, else the ``hm``'s transformer."""
+        if self.lm is not None:
+            return self.lm
+        return self.hm.transformer() if self.hm is not None else None
 
     def new_snapshot(self, project: Project, note: str) -> int:
         """Freeze the stage's data as a new snapshot (inside the caller's transaction); its id."""

@@ -56,6 +56,7 @@ from workbench.store import Project
 
 from ..jobs import JobError, JobResult
 from ..jobs.context import JobContext
+from ..logits import output_logits
 from ..losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
 from ..pair_attention import pairs_attention
 from ..reward_model import HeadedModel
@@ -131,23 +132,24 @@ def collate_dpo(pairs: Sequence[EncodedPair]) -> DpoBatch:
 HEAD_TOKENS = 1024
 
 
-def _token_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor) -> Tensor:
-    logits = lm_head(hidden).float()
+def _token_logprobs(lm: torch.nn.Module, hidden: Tensor, ids: Tensor) -> Tensor:
+    logits = output_logits(lm, hidden)
     return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def chunked_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor, chunk: int = HEAD_TOKENS) -> Tensor:
+def chunked_logprobs(lm: torch.nn.Module, hidden: Tensor, ids: Tensor, chunk: int = HEAD_TOKENS) -> Tensor:
     """log p(ids[i] | ·) from the hidden states that predict them (``hidden`` [N, ..., H], ``ids`` [N, ...]),
-    ``chunk`` entries of the first dimension at a time."""
+    ``chunk`` entries of the first dimension at a time; ``lm`` is the causal LM whose output layer (and final logit
+    transformation, :func:`engine.logits.output_logits`) makes the logits."""
     from torch.utils.checkpoint import checkpoint
 
     parts = []
     for s in range(0, hidden.shape[0], chunk):
         h, t = hidden[s : s + chunk], ids[s : s + chunk]
         if torch.is_grad_enabled() and h.requires_grad:
-            parts.append(checkpoint(_token_logprobs, lm_head, h, t, use_reentrant=False))
+            parts.append(checkpoint(_token_logprobs, lm, h, t, use_reentrant=False))
         else:
-            parts.append(_token_logprobs(lm_head, h, t))
+            parts.append(_token_logprobs(lm, h, t))
     return torch.cat(parts)
 
 
@@ -158,7 +160,6 @@ def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[T
     With gradient checkpointing the backward recomputes the forward, so it must run inside
     ``pairs_attention(hm.transformer())`` too (the training loop does this)."""
     body = hm.backbone()
-    lm_head = hm.transformer().get_output_embeddings()
 
     def run() -> Tensor:
         with pairs_attention(hm.transformer()):
@@ -172,7 +173,7 @@ def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[T
             hidden = run()
     else:
         hidden = run()
-    lp = chunked_logprobs(lm_head, hidden.index_select(0, batch.predictor), batch.target)
+    lp = chunked_logprobs(hm.transformer(), hidden.index_select(0, batch.predictor), batch.target)
     n = 2 * batch.size
     sums = torch.zeros(n, dtype=lp.dtype, device=lp.device).index_add(0, batch.sequence, lp)
     counts = torch.bincount(batch.sequence, minlength=n).to(lp.dtype)

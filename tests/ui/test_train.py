@@ -138,3 +138,32 @@ def test_the_window_side_never_imports_torch_or_the_engine():
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_memory_estimate_follows_the_settings(page, tmp_path):
+    from tests.tiny_models import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(tmp_path / "tiny")
+    page.set_base_model(str(model))
+    page.check()
+    first = page.fit.text()
+    assert "needs about" in first and "fits" in first and "GB free" in first
+    assert "activations:" in page.fit.toolTip() and "runtime:" in page.fit.toolTip()
+    page.form.set_value("batch_size", 64)
+    page.form.set_value("max_length", 4096)
+    page.check()
+    assert page.fit.text() != first  # a bigger run, a bigger estimate
+    page.set_base_model(str(tmp_path / "not-here-yet.gguf"))
+    page.check()
+    assert "no estimate" in page.fit.text()
+
+
+def test_an_architecture_the_trainers_cannot_train_blocks_start(page, tmp_path):
+    import json
+
+    neo = tmp_path / "neo"
+    neo.mkdir()
+    (neo / "config.json").write_text(json.dumps({"model_type": "gpt_neo", "architectures": ["GPTNeoForCausalLM"]}))
+    page.set_base_model(str(neo))
+    assert any(lvl == "error" and "GPTNeoForCausalLM" in msg for lvl, msg in page.check())
+    assert not page.start_button.isEnabled()

@@ -5,8 +5,10 @@ Every setting of the stage's config dataclass (``workbench.configs``) has an edi
 with its help text as the tooltip (:mod:`ui.config_form`); the settings that name a model folder (the starting
 adapter, PPO's reward model and safety classifier, the DPO/PPO reference) are pickers of the project's finished runs
 (:class:`~ui.model_picker.RunPicker`), a folder still possible. PPO with no reward model picked takes the newest
-finished reward-model run when it starts and says which (the core's rule, as on the command line). Presets (``resources/presets/*.yaml``) fill the
-editors. Before a start the page checks the data and the models (:mod:`workbench.train_checks`); the run itself goes
+finished reward-model run when it starts and says which (the core's rule, as on the command line). Presets
+(``resources/presets/*.yaml``) fill the editors. Beside the start button the run's memory estimate and the device's
+free memory (:mod:`workbench.fit`) follow the settings. Before a start the page checks the data and the models
+(:mod:`workbench.train_checks`); the run itself goes
 through the shared :class:`~ui.engine_client.RunManager`, so a run resumed from the Runs page shows here too.
 If the worker fails (an error, a crash, a kill, running out of memory) the reason and the log's tail appear in a
 banner, and the window goes on working.
@@ -41,6 +43,7 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import ModelConfig, config_class
 from workbench.errors import InputError, WorkbenchError
+from workbench.fit import estimate as fit_estimate
 from workbench.jobs.client import Outcome, live_runs
 from workbench.paths import BUNDLED_MODEL_REF
 from workbench.run_report import fmt_duration
@@ -139,6 +142,10 @@ class TrainPage(Page):
         self.problems = QLabel()
         self.problems.setWordWrap(True)
         self.problems.setTextFormat(Qt.TextFormat.RichText)
+        # the run's memory estimate beside the device's free memory (workbench.fit), updated with the settings
+        self.fit = QLabel()
+        self.fit.setObjectName("fit")
+        self.fit.setWordWrap(True)
 
         self.start_button = QPushButton("Start")
         self.start_button.setDefault(True)
@@ -225,6 +232,7 @@ class TrainPage(Page):
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.addLayout(buttons)
+        rl.addWidget(self.fit)
         rl.addWidget(self.problems)
         rl.addWidget(self.status)
         row = QHBoxLayout()
@@ -393,7 +401,19 @@ class TrainPage(Page):
             return [("error", str(e))]
         problems = [(p.level, p.message) for p in preflight(self.project, self.stage, cfg, counts=self.counts)]
         self._show_problems(problems)
+        self._show_fit(cfg)
         return problems
+
+    def _show_fit(self, cfg: ModelConfig) -> None:
+        est = fit_estimate(self.stage, cfg)
+        if est is None:
+            self.fit.setText("Memory: no estimate yet (the model's files are not on this machine before its first run).")
+            self.fit.setToolTip("")
+            self.fit.setStyleSheet("color: #555;")
+            return
+        self.fit.setText(est.describe())
+        self.fit.setToolTip(est.details())
+        self.fit.setStyleSheet({True: "color: #262;", False: "color: #b00; font-weight: bold;"}.get(est.fits, "color: #555;"))
 
     def _show_problems(self, problems: list[tuple[str, str]]) -> None:
         if not problems:

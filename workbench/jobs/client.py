@@ -2,7 +2,8 @@
 
 Qt-free, so the CLI uses it directly and the window wraps it in a QThread. One way to run a job:
 
-1. :meth:`JobClient.start` creates the run row (``project.create_run``), the run folder
+1. :meth:`JobClient.start` refuses a training run on an architecture the trainers cannot train
+   (:func:`workbench.model_files.model_refusal`, from its ``config.json``), then creates the run row (``project.create_run``), the run folder
    ``runs_dir(project)/<run_id>`` with ``config.yaml`` and ``job.json``, then spawns the worker in its own process
    session (so the run outlives whoever started it) with stderr going to ``stderr.log``.
 2. :meth:`RunHandle.events` yields :class:`~workbench.jobs.protocol.Event` records read from the worker's stdout
@@ -33,8 +34,10 @@ from typing import Any
 
 from ..configs import ModelConfig, config_class
 from ..errors import WorkbenchError
+from ..model_files import model_refusal
 from ..paths import runs_dir
 from ..store import Project, now_iso
+from ..train_checks import STAGES
 from . import protocol
 from .protocol import CONFIG_FILE, EVENTS_LOG, JOB_FILE, STDERR_LOG, Command, Event, EventType
 
@@ -411,6 +414,10 @@ class JobClient:
             raise WorkbenchError(f"a {stage} run needs a {expected.__name__}, not a {type(config).__name__}")
         # a config the worker would refuse on loading is refused here, before a run row or folder exists
         config.validate()
+        if stage in STAGES:
+            refusal = model_refusal(config.base_model)
+            if refusal:
+                raise WorkbenchError(f"base_model {config.base_model}: {refusal}")
         with Project.open(self.project_path) as project:
             run_id = project.create_run(
                 stage, config.to_dict(), name=config.name, base_model=config.base_model,

@@ -176,6 +176,9 @@ class PpoRun(TrainingRun):
         # self.lm stays None: every role runs in eval mode, where transformers never recomputes activations; the
         # update bounds its memory with backward_rows instead.
 
+    def family_model(self) -> torch.nn.Module:
+        return self.roles.transformer
+
     def new_snapshot(self, project: Project, note: str) -> int:
         return prompts_snapshot(project, note=note)
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ...logits import output_logits
 from ...pair_attention import pairs_attention
 from ...reward_model import HeadedModel
 from .packing import PackedGroups
@@ -221,7 +222,7 @@ class PpoRoles:
         """Logits [B, R, V] predicting each response token (positions P−1 … L−2), from role ``name`` (``None``: the
         bare base). Only the response positions go through the LM head: no [B, L, V] tensor is made."""
         hidden = self._hidden(name, sequences, attention_mask, bottom)[:, prompt_width - 1 : -1]
-        logits = self.transformer.get_output_embeddings()(hidden).float()
+        logits = output_logits(self.transformer, hidden)
         return logits / temperature if temperature not in (0.0, 1.0) else logits
 
     def logprobs(self, name: str | None, sequences: Tensor, attention_mask: Tensor, prompt_width: int,
@@ -270,7 +271,7 @@ class PpoRoles:
         zero past each row's response."""
         index, valid = packed.predicting_index(targets.shape[1])
         hidden = self.packed_hidden(name, packed, bottom)[index.to(targets.device)]
-        logits = self.transformer.get_output_embeddings()(hidden).float()
+        logits = output_logits(self.transformer, hidden)
         if temperature not in (0.0, 1.0):
             logits = logits / temperature
         lp, entropy = _token_logprobs(logits, targets, with_entropy)
