@@ -52,6 +52,8 @@ class ModelConfig:
                                    "recorded with adapter_from); or a named template shipped with the app (chatml, "
                                    "llama3, gemma), or the path of a Jinja file. Needed for a base model that has "
                                    "none; the template used is saved with the run's adapter and in every export.")
+    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one, so the window stays "
+                                 "fluid; the command line's jobs take every core).", min=1)
     seed: int = _f(42, "Random seed for data order, LoRA initialisation, dropout and sampling.")
     name: str = _f("", "A name for the run, shown in run lists.")
 
@@ -247,7 +249,6 @@ class BaseRunConfig(ModelConfig):
     log_every: int = _f(1, "Report training metrics every N optimizer steps.", min=1)
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
     num_processes: int = _f(1, "Processes to run under `accelerate launch` (1: a plain single process).", min=1)
-    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
 
 @dataclass
@@ -446,7 +447,6 @@ class ScoreConfig(ModelConfig):
     batch_size: int = _f(8, "Responses scored together.", min=1)
     max_length: int = _f(512, "Maximum tokens per conversation; longer ones lose their oldest turns first, never the "
                          "response.", min=8)
-    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
 
 EXPORT_FORMATS = ("hf", "gguf", "ollama")
@@ -478,7 +478,6 @@ class ExportConfig(ModelConfig):
     logit_tolerance: float | None = _f(None, "Largest next-token logit difference allowed between the GGUF read back "
                                        "and the merged model, as a fraction of the merged model's largest logit "
                                        "(none: 0.01 at f16, 0.05 at q8_0).", min=0.0)
-    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
 
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {
