@@ -172,6 +172,33 @@ def leave_one_out_advantages(reward: Tensor, group: Tensor, mask: Tensor) -> Ten
     return (reward - baseline).unsqueeze(1) * mask.to(reward.dtype)
 
 
+GROUP_STD_EPS = 1e-4  # as TRL's GRPO: keeps a group whose rewards all agree at advantage 0, not 0/0
+
+
+def group_normalized_advantages(reward: Tensor, group: Tensor, mask: Tensor, eps: float = GROUP_STD_EPS) -> Tensor:
+    """GRPO advantages: each response's sequence reward minus the mean reward of its prompt's group (itself
+    included), divided by the group's Bessel-corrected standard deviation plus ``eps``, on every one of its tokens.
+
+    reward: [B]; group: [B] long (every group needs at least two rows); mask: [B, T]. Returns [B, T], 0 on padding.
+
+        A_i = (r_i − mean_g) / (std_g + eps),   std_g = sqrt(Σ_{j in g} (r_j − mean_g)² / (k_g − 1))
+
+    Against leave-one-out the centring differs only by the factor k/(k−1) (r_i − mean_g = (k−1)/k · (r_i − mean of
+    the others)); the division puts every prompt's spread on one scale, so a prompt whose answers differ a little
+    weighs as much as one whose answers differ a lot.
+    """
+    reward = reward.float()
+    groups, inverse = torch.unique(group, return_inverse=True)
+    counts = torch.zeros(len(groups), dtype=reward.dtype, device=reward.device).index_add_(
+        0, inverse, torch.ones_like(reward))
+    if bool((counts < 2).any()):
+        raise ValueError("group-normalised advantages need at least two responses per prompt")
+    mean = torch.zeros_like(counts).index_add_(0, inverse, reward) / counts
+    centred = reward - mean[inverse]
+    var = torch.zeros_like(counts).index_add_(0, inverse, centred * centred) / (counts - 1)
+    return (centred / (var.sqrt()[inverse] + eps)).unsqueeze(1) * mask.to(reward.dtype)
+
+
 @dataclass
 class PolicyLossOutput:
     loss: Tensor

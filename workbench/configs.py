@@ -291,7 +291,9 @@ class SafetyConfig(BaseRunConfig):
 
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-ADVANTAGE_ESTIMATORS = ("gae", "rloo")
+ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo")
+# The estimators that compare the responses to one prompt (a group baseline, no value): at least two per prompt.
+GROUP_ESTIMATORS = ("rloo", "grpo")
 # The taxonomy's strength → margin table with YAML-friendly keys: 'none' stands for a judgment without a strength.
 STRENGTH_MARGINS: dict[str, float] = {("none" if k is None else k): v for k, v in DEFAULT_STRENGTH_MARGIN.items()}
 
@@ -358,7 +360,9 @@ class PpoConfig(BaseRunConfig):
     advantage_estimator: str = _f("gae", "gae: a learned value and GAE(gamma, lambda), classic PPO. rloo: each "
                                   "response's reward minus the mean reward of the other responses to its prompt "
                                   "(leave-one-out; needs samples_per_prompt >= 2; no value is trained), which "
-                                  "removes the prompt's share of the reward's spread.", choices=ADVANTAGE_ESTIMATORS)
+                                  "removes the prompt's share of the reward's spread. grpo: each response's reward "
+                                  "minus its prompt's mean, divided by the spread of that prompt's rewards (as "
+                                  "TRL's GRPO; samples_per_prompt >= 2, no value).", choices=ADVANTAGE_ESTIMATORS)
     ppo_epochs: int = _f(4, "Optimisation passes over each rollout.", min=1)
     backward_rows: int = _f(2, "At most this many sequences in one forward/backward of the update (a micro-batch is "
                             "split further; same gradients, less memory). 0: the whole micro-batch.", min=0)
@@ -378,9 +382,9 @@ class PpoConfig(BaseRunConfig):
     gamma: float = _f(1.0, "Discount.", min=0.0, max=1.0)
     lam: float = _f(0.95, "GAE lambda.", min=0.0, max=1.0)
     whiten_advantages: bool | None = _f(None, "Whiten advantages over each rollout (zero mean, unit spread). None: "
-                                       "yes with gae, no with rloo, whose leave-one-out advantages are centred "
-                                       "already; whitening them would blow the KL noise of a rollout whose rewards "
-                                       "all agree (a solved prompt) up to unit size.")
+                                       "yes with gae, no with rloo and grpo, whose advantages are centred per "
+                                       "prompt already; whitening them would blow the KL noise of a rollout whose "
+                                       "rewards all agree (a solved prompt) up to unit size.")
     max_new_tokens: int = _f(128, "Tokens generated per rollout response.", min=1)
     temperature: float = _f(1.0, "Sampling temperature of rollouts.", min=0.0)
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0)
@@ -392,9 +396,10 @@ class PpoConfig(BaseRunConfig):
 
     def validate(self, source: str | None = None) -> None:
         super().validate(source)
-        if self.advantage_estimator == "rloo" and self.samples_per_prompt < 2:
-            raise InputError("rloo compares responses to the same prompt, so it needs samples_per_prompt of at least "
-                             f"2, not {self.samples_per_prompt}", path=source, field="samples_per_prompt")
+        if self.advantage_estimator in GROUP_ESTIMATORS and self.samples_per_prompt < 2:
+            raise InputError(f"{self.advantage_estimator} compares responses to the same prompt, so it needs "
+                             f"samples_per_prompt of at least 2, not {self.samples_per_prompt}", path=source,
+                             field="samples_per_prompt")
 
 
 @dataclass

@@ -14,7 +14,9 @@
 4. **Advantages**: GAE (``engine.losses.gae``) over the value's estimates gives advantages and returns; or, with
    several responses per prompt and the ``rloo`` estimator, each response's KL-penalised sequence reward minus the
    mean of the other responses to its prompt (``engine.losses.leave_one_out_advantages``), on every one of its
-   tokens, with no value at all.
+   tokens, with no value at all; with ``grpo``, that reward minus its prompt's mean over the prompt's spread
+   (``engine.losses.group_normalized_advantages``). The KL penalty stays in the reward with every estimator (TRL's
+   GRPO puts it in the loss instead).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...losses import gae, leave_one_out_advantages
+from workbench.configs import ADVANTAGE_ESTIMATORS, GROUP_ESTIMATORS
+
+from ...losses import gae, group_normalized_advantages, leave_one_out_advantages
 from .experience import Experience
 from .packing import chunks_of_groups, pack_groups
 from .padding import pad_rows
@@ -176,10 +180,11 @@ class ExperienceMaker:
         samples_per_prompt: int = 1,
         advantage_estimator: str = "gae",
     ):
-        if advantage_estimator not in ("gae", "rloo"):
-            raise ValueError(f"advantage_estimator must be gae or rloo, not {advantage_estimator!r}")
-        if advantage_estimator == "rloo" and samples_per_prompt < 2:
-            raise ValueError("rloo needs at least two responses per prompt (samples_per_prompt >= 2)")
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {', '.join(ADVANTAGE_ESTIMATORS)}, not "
+                             f"{advantage_estimator!r}")
+        if advantage_estimator in GROUP_ESTIMATORS and samples_per_prompt < 2:
+            raise ValueError(f"{advantage_estimator} needs at least two responses per prompt (samples_per_prompt >= 2)")
         self.samples_per_prompt, self.advantage_estimator = samples_per_prompt, advantage_estimator
         self.roles, self.tokenizer, self.reward, self.cost = roles, tokenizer, reward, cost
         self.cost_weight = cost_weight
@@ -257,7 +262,7 @@ class ExperienceMaker:
             lps.append(lp)
             ents.append(ent)
             refs.append(roles.packed_logprobs(roles.reference, packed, targets[a:b], temp, bottom=bottom)[0])
-            if use_value:  # rloo's baseline is the other responses' reward: no value to compute
+            if use_value:  # rloo's and grpo's baselines are the other responses' rewards: no value to compute
                 vals.append(roles.packed_values(packed, R, bottom=bottom).float())
             if bottom is not None:
                 bottoms.append(packed.to_padded(bottom[0], P, R))
@@ -274,7 +279,8 @@ class ExperienceMaker:
             advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
         else:
             # the sequence's KL-penalised reward, which is what the per-token rewards add up to
-            advantages = leave_one_out_advantages(reward - kl_coef * kl, group, mask)
+            by_group = leave_one_out_advantages if self.advantage_estimator == "rloo" else group_normalized_advantages
+            advantages = by_group(reward - kl_coef * kl, group, mask)
             returns = advantages  # no value learns them
         lengths = mask.sum(1).clamp_min(1.0)
         exp = Experience(

@@ -3,11 +3,12 @@
 Flow: the prompts of a snapshot (:mod:`.data`) → base model loaded once → roles as named adapters (:mod:`.roles`)
 → reward (and optional safety cost) sources (:mod:`.rewards`) → per step, in the training skeleton's loop
 (:mod:`engine.trainers.base`): a rollout (:class:`~.experience_maker.ExperienceMaker`: ``samples_per_prompt``
-responses to each of ``rollout_batch_size`` prompts, advantages by GAE or leave-one-out), PPO epochs
-(:class:`~.trainer.PpoTrainer`, which steps the optimizer once per mini-batch), the KL controller's update; sample
-responses are stored in the project every ``sample_every`` steps (origin ``model``, adapter = this run's adapter
-folder, sampling parameters with the run id and step). The skeleton streams the metrics, checkpoints every
-``checkpoint_every`` steps and on cancel (the best by ``rollout/score_mean``) and writes the output.
+responses to each of ``rollout_batch_size`` prompts, advantages by GAE, leave-one-out or the group's mean and
+spread), PPO epochs (:class:`~.trainer.PpoTrainer`, which steps the optimizer once per mini-batch), the KL
+controller's update; sample responses are stored in the project every ``sample_every`` steps (origin ``model``,
+adapter = this run's adapter folder, sampling parameters with the run id and step). The skeleton streams the
+metrics, checkpoints every ``checkpoint_every`` steps and on cancel (the best by ``rollout/score_mean``) and writes
+the output.
 
 Checkpoints hold the policy adapter (``adapter/``, loadable by peft) and the value adapter and head (``value/``);
 the stage's own state is the sampling and shuffling generators (``extra.safetensors``), the KL coefficient and the
@@ -41,6 +42,10 @@ from .experience_maker import ExperienceMaker
 from .rewards import AdapterScorer, RewardSource, SeparateScorer, is_rule_spec, rule_from_spec
 from .roles import POLICY, REWARD, SAFETY, VALUE, PpoRoles
 from .trainer import PpoTrainer, make_kl_controller, rollout_metrics
+
+
+ESTIMATOR_NAMES = {"gae": "GAE on a learned value", "rloo": "leave-one-out (rloo)",
+                   "grpo": "the group's mean and spread (grpo)"}
 
 
 # ---------------------------------------------------------------------------------------------- reward sources
@@ -217,8 +222,8 @@ class PpoRun(TrainingRun):
         )
         self.warmup_steps = cfg.critic_warmup_steps if self.use_value else 0
         if cfg.critic_warmup_steps and not self.use_value:
-            self.ctx.log("critic_warmup_steps is ignored with advantage_estimator rloo: no value is trained",
-                         level="warning")
+            self.ctx.log(f"critic_warmup_steps is ignored with advantage_estimator {cfg.advantage_estimator}: no value "
+                         "is trained", level="warning")
         self.kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon, cfg.min_kl_coef)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -230,7 +235,7 @@ class PpoRun(TrainingRun):
         shared = self.roles.shared_depth
         return (f"PPO on {len(self.train_examples)} prompts of snapshot {self.snapshot_id}: {self.total_steps} steps of "
                 f"{cfg.rollout_batch_size} prompts{per_prompt}, advantages by "
-                f"{'GAE on a learned value' if self.use_value else 'leave-one-out (rloo)'}, "
+                f"{ESTIMATOR_NAMES[cfg.advantage_estimator]}, "
                 f"{sum(p.numel() for p in trained):,} trainable parameters "
                 f"({'policy + value' if self.use_value else 'policy'}), reference = "
                 f"{'adapter ' + str(self.reference_from) if self.reference_from else 'the bare base'}, reward = "

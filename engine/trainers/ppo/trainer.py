@@ -5,7 +5,7 @@ controller that sets β for the next rollout.
 A mini-batch is ``mini_batch_size`` sequences, processed as micro-batches of ``micro_batch_size`` whose losses are
 weighted by their share of the mini-batch's response tokens, so accumulation gives the token mean of the whole
 mini-batch (and a micro-batch is split again into chunks of at most ``backward_rows`` sequences, the same way, to
-bound the activation memory of one backward). With the rloo estimator no value is trained, and the value's
+bound the activation memory of one backward). With the rloo and grpo estimators no value is trained, and the value's
 forward and backward are skipped. Policy and value are separate adapters, so their losses add without
 interfering (and are backwarded one after the other); each role's gradient is clipped on its own (the value's is
 often much larger early on).
@@ -56,7 +56,7 @@ class PpoTrainer:
         # summation order) while the activation graph alive at once shrinks (SmolLM2, 8 x 128 tokens: the update's
         # peak RSS 4.5 GB with 8 rows at once, 1.8 GB with 2). 0: no further split.
         self.backward_rows = backward_rows
-        # False with the rloo estimator: its baseline is the other responses' reward, so no value is trained (or run)
+        # False with rloo and grpo: their baseline is the other responses' rewards, so no value is trained (or run)
         self.train_value = train_value
         self.policy_params = roles.parameters_of(POLICY)
         self.value_params = roles.parameters_of(VALUE)
