@@ -10,7 +10,8 @@ import torch
 
 from engine.losses import gae
 from engine.trainers.ppo.experience import Experience
-from engine.trainers.ppo.experience_maker import ExperienceMaker, RunningMoments, sample_responses
+from engine.trainers.ppo.experience_maker import ExperienceMaker, RunningMoments
+from engine.trainers.ppo.sampling import sample_responses
 from engine.trainers.ppo.trainer import make_kl_controller
 
 
@@ -129,6 +130,28 @@ def test_sampling_masks_after_eos_and_is_reproducible_from_the_generator(tiny_lm
         else:
             assert n == a.response_mask.shape[1]
     assert torch.equal(a.attention_mask[:, P:].float(), a.response_mask)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_logprobs_and_entropy_are_those_of_a_fresh_forward(tiny_lm, temperature):
+    """The sampler's per-token log-probabilities and entropies (cached decode, packed prefill) equal a plain forward
+    over the finished sequences, at the sampling temperature, to float rounding; 0 on padding."""
+    model, tok = tiny_lm
+    prompts = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61]]
+    s = sample_responses(model, prompts, max_new_tokens=10, eos_ids=list(range(3, 12)) + [tok.eos_token_id],
+                         pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(3), temperature=temperature,
+                         samples_per_prompt=2)
+    P = s.prompt_width
+    position_ids = (s.attention_mask.cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        logits = model(input_ids=s.sequences, attention_mask=s.attention_mask, position_ids=position_ids).logits
+    logp = torch.log_softmax(logits[:, P - 1 : -1].float() / temperature, dim=-1)
+    want = logp.gather(-1, s.sequences[:, P:].unsqueeze(-1)).squeeze(-1) * s.response_mask
+    entropy = -(logp.exp() * logp).sum(-1) * s.response_mask
+    assert s.response_mask.sum() > 12 and (s.response_mask == 0).any()
+    assert torch.allclose(s.logprobs, want, atol=1e-4), (s.logprobs - want).abs().max()
+    assert torch.allclose(s.entropy, entropy, atol=1e-4)
+    assert not s.logprobs[s.response_mask == 0].any() and not s.entropy[s.response_mask == 0].any()
 
 
 def test_experience_select_drops_prompt_columns_that_are_padding_in_every_selected_row():

@@ -1,13 +1,13 @@
 """Rollouts → :class:`~engine.trainers.ppo.experience.Experience`: sampling, scoring, reward shaping, GAE.
 
-1. **Sampling**: batched nucleus sampling from the policy (temperature, top-k, top-p) with a KV cache, drawing from
-   a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples exactly the same responses. With
-   several responses per prompt, each prompt is encoded once and its cache copied for its responses.
+1. **Sampling** (:mod:`.sampling`): the rollout's k × prompts rows in one batch, each prompt prefilled once
+   without padding, drawing from a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples
+   exactly the same responses; the policy's log-probability and entropy of every sampled token come with it.
 2. **Scoring**, in chunks of about ``forward_batch_size`` rows packed without padding, each prompt once for all its
-   responses (``engine.trainers.ppo.packing``): log-probabilities (and entropy) under the policy, log-probabilities under
-   the reference, values, the reward model's score of the whole response, and the safety cost. On SmolLM2 (8
-   prompts × 4 responses, prompts up to 128 tokens, 64 new tokens, 2 threads) this took a rollout from 29 s to
-   18 s (sampling 14.5 → 11 s, scoring 14.5 → 7 s).
+   responses (``engine.trainers.ppo.packing``): log-probabilities under the reference, values, the reward model's
+   score of the whole response, and the safety cost. On SmolLM2 (8 prompts × 4 responses, prompts up to 128
+   tokens, 64 new tokens, 2 threads) packing took a rollout from 29 s to 18 s (sampling 14.5 → 11 s, scoring 14.5
+   → 7 s); taking the policy's figures from the sampler saves one more pass of the policy.
 3. **Shaping**: the score is normalised by running moments (:class:`RunningMoments`) and clipped; the safety cost
    times its weight and a penalty for a response cut off before end-of-sequence are subtracted; the per-token
    reward is ``−β·(logπ − logπ_ref)`` with the sequence reward added at the last response token.
@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +35,9 @@ from workbench.configs import ADVANTAGE_ESTIMATORS, GROUP_ESTIMATORS
 from ...losses import gae, group_normalized_advantages, leave_one_out_advantages
 from .experience import Experience
 from .packing import chunks_of_groups, pack_groups
-from .padding import pad_rows
 from .rewards import RewardSource
-from .roles import POLICY, PpoRoles, position_ids_of
+from .sampling import Sampled, sample_responses
+from .roles import POLICY, PpoRoles
 
 Messages = list[dict[str, str]]
 
@@ -71,88 +72,6 @@ class RunningMoments:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
-
-
-@dataclass
-class Sampled:
-    sequences: Tensor  # [B, P + R]
-    attention_mask: Tensor  # [B, P + R]
-    response_mask: Tensor  # [B, R]
-    finished: Tensor  # [B] bool
-    prompt_width: int
-
-
-def _filter(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
-    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
-
-    logits = logits / temperature
-    if top_k > 0:
-        logits = TopKLogitsWarper(top_k=top_k)(None, logits)
-    if top_p < 1.0:
-        logits = TopPLogitsWarper(top_p=top_p)(None, logits)
-    return logits
-
-
-@torch.no_grad()
-def sample_responses(
-    model: torch.nn.Module,
-    prompts: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    eos_ids: Sequence[int],
-    pad_id: int,
-    generator: torch.Generator,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    samples_per_prompt: int = 1,
-) -> Sampled:
-    """Sample ``samples_per_prompt`` responses per prompt (token id lists) from ``model`` (a causal LM, adapter
-    already active); row ``r`` answers prompt ``r // samples_per_prompt``. Each prompt is encoded once and its KV
-    cache copied for its responses."""
-    device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    k = max(1, int(samples_per_prompt))
-    ids, mask = pad_rows(prompts, pad_id, left=True)
-    ids, mask = ids.to(device), mask.to(device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask), use_cache=True,
-                logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1].float()
-    if k > 1:
-        cache.batch_repeat_interleave(k)
-        logits, ids, mask = (t.repeat_interleave(k, dim=0) for t in (logits, ids, mask))
-    b = ids.shape[0]
-    eos = torch.tensor(list(eos_ids), device=device)
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
-    positions = mask.sum(1, keepdim=True) - 1
-    new_tokens, new_mask = [], []
-    for _ in range(max_new_tokens):
-        if temperature == 0:
-            token = logits.argmax(-1)
-        else:
-            probs = torch.softmax(_filter(logits, temperature, top_k, top_p), dim=-1)
-            gen_dev = generator.device
-            token = torch.multinomial(probs.to(gen_dev), 1, generator=generator).squeeze(-1).to(device)
-        live = ~done
-        token = torch.where(live, token, torch.full_like(token, pad_id))
-        new_tokens.append(token)
-        new_mask.append(live.long())
-        is_eos = torch.isin(token, eos) & live
-        finished |= is_eos
-        done |= is_eos
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, live.long().unsqueeze(1)], dim=1)
-        positions = positions + 1
-        out = model(input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1].float()
-    resp = torch.stack(new_tokens, dim=1)
-    rmask = torch.stack(new_mask, dim=1)
-    full_ids = torch.cat([ids, resp], dim=1)
-    full_mask = torch.cat([mask[:, :width], rmask], dim=1)
-    return Sampled(full_ids, full_mask, rmask.float(), finished, width)
 
 
 class ExperienceMaker:
@@ -193,6 +112,8 @@ class ExperienceMaker:
         self.gamma, self.lam = gamma, lam
         self.normalize_reward, self.reward_clip, self.missing_eos_penalty = normalize_reward, reward_clip, missing_eos_penalty
         self.moments = RunningMoments()
+        # seconds of the last rollout's sampling (decoding included) and scoring (every role's forward, the reward)
+        self.timings: dict[str, float] = {}
         if eos_ids is None:
             from ...generation import _eos_ids
 
@@ -240,6 +161,7 @@ class ExperienceMaker:
         prompt_ids = [unique_prompts[int(g)] for g in group]
         conversations = [conversations[int(g)] for g in group]
         use_value = self.advantage_estimator == "gae"
+        t0 = time.perf_counter()
         roles.hm.activate(POLICY)
         sampled = sample_responses(
             roles.transformer, unique_prompts, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids,
@@ -247,28 +169,27 @@ class ExperienceMaker:
             samples_per_prompt=k,
         )
         texts = self.decode(sampled)
+        t_sampled = time.perf_counter()
         P, mask = sampled.prompt_width, sampled.response_mask
         R = mask.shape[1]
         targets = sampled.sequences[:, P:]
         responses = [row[:n] for row, n in zip(targets.tolist(), mask.sum(1).long().tolist())]
         temp = self.temperature if self.temperature > 0 else 1.0
-        lps, refs, vals, ents, bottoms = [], [], [], [], []
-        # Scored packed (engine.trainers.ppo.packing): each prompt once for its k responses, and no padding.
+        refs, vals, bottoms = [], [], []
+        # Scored packed (engine.trainers.ppo.packing): each prompt once for its k responses, and no padding. The
+        # policy's own log-probabilities and entropy came with the samples.
         for a, b in chunks_of_groups(prompt_ids, self.forward_batch_size):
             packed = pack_groups(prompt_ids[a:b], responses[a:b], device=targets.device)
-            # the layers no role adapts run once for policy, reference and value (and are kept for the update)
+            # the layers no role adapts run once for reference and value (and are kept for the update)
             bottom = roles.packed_bottom(packed)
-            lp, ent = roles.packed_logprobs(POLICY, packed, targets[a:b], temp, with_entropy=True, bottom=bottom)
-            lps.append(lp)
-            ents.append(ent)
             refs.append(roles.packed_logprobs(roles.reference, packed, targets[a:b], temp, bottom=bottom)[0])
             if use_value:  # rloo's and grpo's baselines are the other responses' rewards: no value to compute
                 vals.append(roles.packed_values(packed, R, bottom=bottom).float())
             if bottom is not None:
                 bottoms.append(packed.to_padded(bottom[0], P, R))
-        logprobs, ref_logprobs = torch.cat(lps) * mask, torch.cat(refs) * mask
+        logprobs, ref_logprobs = sampled.logprobs * mask, torch.cat(refs) * mask
         values = torch.cat(vals) * mask if use_value else torch.zeros_like(mask)
-        entropy_tok = torch.cat(ents)
+        entropy_tok = sampled.entropy
         score = self.reward(conversations, texts).to(mask.device)
         cost = self.cost(conversations, texts).to(mask.device) if self.cost is not None else torch.zeros_like(score)
         reward = self.shape_rewards(score, cost, sampled.finished)
@@ -291,6 +212,7 @@ class ExperienceMaker:
             finished=sampled.finished, prompt_index=group, prompt_width=P,
             bottom=torch.cat(bottoms) if bottoms else None,
         )
+        self.timings = {"sample_s": t_sampled - t0, "score_s": time.perf_counter() - t_sampled}
         return exp, texts
 
     def state_dict(self) -> dict[str, Any]:

@@ -253,9 +253,11 @@ class PpoRun(TrainingRun):
         stats = self.ppo.step(exp, self.shuffle_gen, train_policy=self.step >= self.warmup_steps)
         kl_used = self.kl_ctl.value
         self.kl_ctl.update(float(exp.kl.mean()), exp.batch_size)
+        step_s = time.perf_counter() - t0
         metrics = {**rollout_metrics(exp, texts, kl_used), **stats, "train/loss": stats["ppo/loss"],
                    "perf/response_tokens_per_s": float(exp.response_mask.sum()) / max(t_roll, 1e-9),
-                   "perf/step_s": time.perf_counter() - t0, "perf/rollout_s": t_roll}
+                   "perf/step_s": step_s, "perf/rollout_s": t_roll, "perf/update_s": step_s - t_roll,
+                   **{f"perf/{k}": v for k, v in self.maker.timings.items()}}
         step = self.step + 1
         if self.cfg.sample_every and (step % self.cfg.sample_every == 0 or step == 1):
             store_samples(self.ctx, self.cfg, prompts, indices, texts, exp, step)
