@@ -138,8 +138,14 @@ def train_reward_model(project: str, workdir: Path, *, steps: int, threads: int,
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
+    """The last stdout line that is a JSON object (TRL prints its logs as Python dicts, which are not)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return {}
 
 
 def timed_command(cmd: list[str], *, timeout: float | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 from engine.losses import gae
 from engine.trainers.ppo.experience import Experience
 from engine.trainers.ppo.experience_maker import ExperienceMaker, RunningMoments
-from engine.trainers.ppo.sampling import sample_responses
+from engine.trainers.ppo.sampling import draw, sample_responses
 from engine.trainers.ppo.trainer import make_kl_controller
 
 
@@ -169,3 +169,13 @@ def test_experience_select_drops_prompt_columns_that_are_padding_in_every_select
     assert torch.equal(sub.attention_mask, torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
     whole = exp.select([0, 1, 2])
     assert whole.prompt_width == 3 and torch.equal(whole.sequences, exp.sequences[:, 1:])
+
+
+def test_draw_follows_the_distribution_never_picks_a_zero_and_repeats_with_the_generator():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(50_000, 1)
+    tokens = draw(probs, torch.Generator().manual_seed(7))
+    share = torch.bincount(tokens, minlength=6).double() / len(tokens)
+    assert share[[0, 2, 5]].sum() == 0
+    assert torch.allclose(share[[1, 3, 4]], torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), atol=0.01)
+    again = [draw(probs[:100], torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*again)

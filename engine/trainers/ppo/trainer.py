@@ -2,11 +2,12 @@
 whitening, the clipped policy and value losses (``engine.losses``), gradient clipping per role, and the KL
 controller that sets β for the next rollout.
 
-A mini-batch is ``mini_batch_size`` sequences, processed as micro-batches of ``micro_batch_size`` whose losses are
-weighted by their share of the mini-batch's response tokens, so accumulation gives the token mean of the whole
-mini-batch (and a micro-batch is split again into chunks of at most ``backward_rows`` sequences, the same way, to
-bound the activation memory of one backward). With the rloo and grpo estimators no value is trained, and the value's
-forward and backward are skipped. Policy and value are separate adapters, so their losses add without
+A mini-batch is ``mini_batch_size`` sequences, processed in chunks whose losses are weighted by their share of the
+mini-batch's response tokens, so accumulation gives the token mean of the whole mini-batch. A chunk is packed
+without padding, each prompt once for its responses in the chunk (``Experience.packed``; with k responses per
+prompt the padded layout ran each prompt k times), and holds at most the tokens of ``backward_rows`` padded
+sequences, which bounds the activation memory of one backward. With the rloo and grpo estimators no value is
+trained, and the value's forward and backward are skipped. Policy and value are separate adapters, so their losses add without
 interfering (and are backwarded one after the other); each role's gradient is clipped on its own (the value's is
 often much larger early on).
 """
@@ -76,13 +77,8 @@ class PpoTrainer:
             for start in range(0, B, self.mini_batch_size):
                 mini = perm[start : start + self.mini_batch_size]
                 tokens = float(exp.response_mask[mini].sum().clamp_min(1.0))
-                rows = min(self.micro_batch_size, self.backward_rows) if self.backward_rows > 0 else self.micro_batch_size
-                if rows < len(mini):
-                    # Chunks of similar length waste less on padding (Experience.select trims each chunk to its own
-                    # longest prompt and response); the sum of token-weighted chunk losses is the same in any grouping.
-                    mini = mini[torch.argsort(exp.attention_mask[mini].sum(1), stable=True)]
-                for m0 in range(0, len(mini), rows):
-                    micro = exp.select(mini[m0 : m0 + rows])
+                for chunk in self.chunks(exp, mini):
+                    micro = exp.select(chunk)
                     share = float(micro.response_mask.sum()) / tokens
                     stats = self._micro_step(micro, share, train_policy)
                     for k, v in stats.items():
@@ -103,17 +99,45 @@ class PpoTrainer:
         out["ppo/updates"] = float(n)
         return out
 
+    def chunks(self, exp: Experience, mini: torch.Tensor) -> list[torch.Tensor]:
+        """The mini-batch's rows in chunks of one forward and backward each. Rows of one prompt go next to each
+        other, so a chunk packed without padding holds each prompt once (``Experience.packed``); a chunk takes rows
+        while its packed tokens stay within ``backward_rows`` (at most ``micro_batch_size``; 0: ``micro_batch_size``)
+        padded rows of the rollout, prompt width + response width each: the most one backward of the padded layout
+        held. The token-weighted chunk losses add up to the mini-batch's loss in any grouping."""
+        mini = mini[torch.argsort(exp.prompt_index[mini], stable=True)]
+        rows = min(self.micro_batch_size, self.backward_rows) if self.backward_rows > 0 else self.micro_batch_size
+        budget = rows * (exp.prompt_width + exp.response_width)
+        prompt_len = exp.attention_mask[:, : exp.prompt_width].sum(1).tolist()
+        response_len = exp.response_length.tolist()
+        out: list[list[int]] = []
+        used, last_group = 0, None
+        for row in mini.tolist():
+            group = int(exp.prompt_index[row])
+            cost = response_len[row] + (prompt_len[row] if group != last_group else 0)
+            if out and used + cost > budget:
+                out.append([])
+                used, cost = 0, response_len[row] + prompt_len[row]
+            if not out:
+                out.append([])
+            out[-1].append(row)
+            used, last_group = used + cost, group
+        return [torch.tensor(c, dtype=torch.long) for c in out]
+
     def _micro_step(self, exp: Experience, weight: float, train_policy: bool = True) -> dict[str, float]:
-        roles, P = self.roles, exp.prompt_width
+        roles = self.roles
         mask = exp.response_mask
+        # Packed: each prompt once for its responses in this chunk, no padding (the forwards of the padded layout
+        # computed a prompt once per response, and every padding column)
+        packed, bottom = exp.packed()
+        targets = exp.sequences[:, exp.prompt_width :]
         # Policy and value are separate adapters (and heads), so d(pol + c·val) = d(pol) + c·d(val): two backward
         # passes give the same gradients as one on the sum, but only one role's graph (activations of a whole
         # backbone pass plus the [B, R, V] logits) is alive at a time, which halves the peak of the update.
         stats: dict[str, float] = {}
         loss = 0.0
         if train_policy:  # a critic warm-up step skips the policy's forward altogether
-            logprobs, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P, self.temperature,
-                                         bottom=exp.bottom)
+            logprobs, _ = roles.packed_logprobs(POLICY, packed, targets, self.temperature, bottom=bottom)
             pol = clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, mask, self.clip_range)
             (pol.loss * weight).backward()
             del logprobs
@@ -122,7 +146,7 @@ class PpoTrainer:
                      "ppo/approx_kl": float(pol.approx_kl)}
         if not self.train_value:
             return {**stats, "ppo/loss": loss}
-        values = roles.values(exp.sequences, exp.attention_mask, P, bottom=exp.bottom).float()
+        values = roles.packed_values(packed, exp.response_width, bottom=bottom).float()
         val = clipped_value_loss(values, exp.values, exp.returns, mask, self.value_clip)
         (self.value_coef * val.loss * weight).backward()
         return {**stats, "ppo/value_loss": float(val.loss.detach()),
