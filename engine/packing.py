@@ -172,7 +172,10 @@ def register_packed_attention() -> str:
 def packed_token_losses(model, batch: PackedBatch) -> torch.Tensor:
     """Cross-entropy (N,) of each trained token of a packed batch. ``model`` is a causal LM (a peft model or the
     bare transformers one) whose attention implementation is ``wb_packed``; logits are computed only at trained
-    positions, which skips most of the vocabulary projection on prompt tokens."""
+    positions, which skips most of the vocabulary projection on prompt tokens, and a few hundred rows at a time
+    with no [N, vocab] tensor kept for the backward (``engine.token_logprobs``)."""
+    from .token_logprobs import final_logit_softcap, token_logprobs
+
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = lm.get_decoder()(
         input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
@@ -180,5 +183,4 @@ def packed_token_losses(model, batch: PackedBatch) -> torch.Tensor:
         max_length_q=batch.max_len, max_length_k=batch.max_len,
     ).last_hidden_state
     h = hidden[0].index_select(0, batch.target_pos)
-    logits = lm.get_output_embeddings()(h).float()
-    return F.cross_entropy(logits, batch.target_ids, reduction="none")
+    return -token_logprobs(lm.get_output_embeddings(), h, batch.target_ids, softcap=final_logit_softcap(lm))

@@ -23,7 +23,8 @@ changes, so its log-probabilities of every pair are computed once, before traini
 Speed and memory: pairs are encoded as prompt + two continuations (``engine.rm_data``) and packed as the reward
 model packs them (:class:`DpoBatch`): one row without padding, each pair's prompt once, the ``wb_pairs`` attention
 (``engine.pair_attention``) letting each response see only the prompt and itself. Only the response positions go
-through the LM head, in checkpointed chunks (no [B, L, vocab] logits kept). Nothing in this layout needs a KV cache,
+through the LM head, a few hundred at a time, with no [tokens, vocab] logits kept for the backward
+(``engine.token_logprobs``). Nothing in this layout needs a KV cache,
 so gradient checkpointing (on by default, as for the reward model) works with it. Batches group pairs of similar
 length.
 
@@ -60,6 +61,7 @@ from ..losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
 from ..pair_attention import pairs_attention
 from ..reward_model import HeadedModel
 from ..rm_data import EncodedPair, encode_preference_pairs, margin_table
+from ..token_logprobs import final_logit_softcap, token_logprobs
 from ..training import GroupedOrder
 from .base import CancelledBeforeTraining, TrainingRun, check_adapter_folders
 
@@ -124,33 +126,6 @@ def collate_dpo(pairs: Sequence[EncodedPair]) -> DpoBatch:
 
 
 # ---------------------------------------------------------------------------------------------- log-probabilities
-# Response tokens whose [tokens, vocab] float logits are alive at once: the LM head and log-softmax run per chunk,
-# and under autograd each chunk is checkpointed (recomputed in the backward), so only the hidden states are kept.
-# With SmolLM2's 49k vocabulary, batch 8 pairs of ~500 response tokens each would otherwise keep about 1.6 GB of
-# logits per copy, several copies through the log-softmax's backward.
-HEAD_TOKENS = 1024
-
-
-def _token_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor) -> Tensor:
-    logits = lm_head(hidden).float()
-    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-
-def chunked_logprobs(lm_head: torch.nn.Module, hidden: Tensor, ids: Tensor, chunk: int = HEAD_TOKENS) -> Tensor:
-    """log p(ids[i] | ·) from the hidden states that predict them (``hidden`` [N, ..., H], ``ids`` [N, ...]),
-    ``chunk`` entries of the first dimension at a time."""
-    from torch.utils.checkpoint import checkpoint
-
-    parts = []
-    for s in range(0, hidden.shape[0], chunk):
-        h, t = hidden[s : s + chunk], ids[s : s + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
-            parts.append(checkpoint(_token_logprobs, lm_head, h, t, use_reentrant=False))
-        else:
-            parts.append(_token_logprobs(lm_head, h, t))
-    return torch.cat(parts)
-
-
 def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Summed log-probabilities of the chosen and rejected responses [B] each, and their token counts [B] each,
     under adapter ``name`` (``None``: the bare base).
@@ -172,7 +147,8 @@ def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[T
             hidden = run()
     else:
         hidden = run()
-    lp = chunked_logprobs(lm_head, hidden.index_select(0, batch.predictor), batch.target)
+    lp = token_logprobs(lm_head, hidden.index_select(0, batch.predictor), batch.target,
+                        softcap=final_logit_softcap(hm.transformer()))
     n = 2 * batch.size
     sums = torch.zeros(n, dtype=lp.dtype, device=lp.device).index_add(0, batch.sequence, lp)
     counts = torch.bincount(batch.sequence, minlength=n).to(lp.dtype)

@@ -350,27 +350,3 @@ def test_a_fresh_policy_scores_exactly_like_its_reference(tiny_model_dir):
     bumped[0] += 1.0
     res = preference_metrics(bumped, pol[1], *ref[:2], *pol[2:], torch.zeros(5), beta=0.1, loss_type="sigmoid")
     assert res["wins"] == 1 and res["ties"] == 4 and res["accuracy"] == pytest.approx(0.6)
-
-
-def test_chunked_checkpointed_head_gives_the_logprobs_and_gradients_of_the_whole_head():
-    from engine.trainers.dpo import chunked_logprobs
-
-    torch.manual_seed(0)
-    head = torch.nn.Linear(8, 50, bias=False)
-    hidden = torch.randn(5, 7, 8, requires_grad=True)
-    ids = torch.randint(0, 50, (5, 7))
-    weights = torch.randn(5, 7)
-
-    logits = head(hidden).float()
-    whole = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    (whole * weights).sum().backward()
-    g_hidden, g_head = hidden.grad.clone(), head.weight.grad.clone()
-    hidden.grad, head.weight.grad = None, None
-
-    chunked = chunked_logprobs(head, hidden, ids, chunk=2)  # chunks of 2, 2 and 1 rows, each checkpointed
-    (chunked * weights).sum().backward()
-    torch.testing.assert_close(chunked, whole)
-    torch.testing.assert_close(hidden.grad, g_hidden)
-    torch.testing.assert_close(head.weight.grad, g_head)
-    with torch.no_grad():
-        torch.testing.assert_close(chunked_logprobs(head, hidden, ids, chunk=3), whole)
