@@ -248,6 +248,9 @@ class BaseRunConfig(ModelConfig):
     eval_every: int = _f(0, "Evaluate every N optimizer steps (0: at each checkpoint and at the end).", min=0)
     log_every: int = _f(1, "Report training metrics every N optimizer steps.", min=1)
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
+    tokens_per_pass: int = _f(1024, "Most tokens in one forward and backward pass: a micro-batch holding more runs as "
+                              "several passes whose gradients add up to the very same step, with the activation "
+                              "memory of one pass (0: the whole micro-batch in one pass).", min=0)
     num_processes: int = _f(1, "Processes to run under `accelerate launch` (1: a plain single process).", min=1)
 
 
