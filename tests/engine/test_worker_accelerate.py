@@ -1,5 +1,5 @@
-"""SFT and the reward model under ``accelerate launch`` with 2 CPU processes give the losses (and eval metrics) of
-one process with the same global batch (gradient accumulation over the same pairs)."""
+"""Every training stage under ``accelerate launch`` with 2 CPU processes gives the losses (and eval metrics) of one
+process with the same global batch (gradient accumulation over the same examples); PPO's rollout is the same too."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from engine.reward_model import HEAD_FILE
 from engine.worker import run as run_worker
 from tests.engine.sft_helpers import add_demonstrations
 from tests.engine.test_rm_job import add_preferences
-from workbench.configs import RewardConfig, SftConfig
+from workbench.configs import DpoConfig, RewardConfig, SftConfig
 from workbench.jobs import JobClient
 from workbench.store import Project
 
@@ -79,3 +79,38 @@ def test_reward_model_two_cpu_processes_match_one_process_with_accumulation(tiny
         assert series(p, run_id, "eval/pairs")[-1] == 3
     out = handle.run_dir / "adapter"
     assert (out / "adapter_model.safetensors").is_file() and (out / HEAD_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_dpo_two_cpu_processes_match_one_process_with_accumulation(tiny_model_dir, project_path):
+    """DPO under accelerate: each process scores its share of the reference pass and of every evaluation, and the
+    sums give each process all of them; the losses, the eval metrics and the held-out accuracy equal one process's
+    with the same global batch."""
+    with Project.create(project_path) as p:
+        add_preferences(p, heldout=4)
+    common = dict(base_model=str(tiny_model_dir), batch_size=2, lr=5e-3, max_steps=4, checkpoint_every=2,
+                  eval_fraction=0.25, warmup_ratio=0.0, lora_r=4, lora_alpha=8, lora_dropout=0.0, max_length=96,
+                  num_threads=1, seed=3)
+    client = JobClient(project_path)
+    handle = client.start("dpo", DpoConfig(**common, num_processes=2))
+    events = list(handle.events())
+    assert handle.status == "done", events[-1]
+    assert any("2 process(es)" in e.data.get("message", "") for e in events if e.type.value == "log")
+    with Project.open(project_path) as p:
+        sid = p.get_run(handle.run_id)["snapshot_id"]
+
+    run_id, run_dir = client.prepare("dpo", DpoConfig(**common, grad_accum=2, snapshot_id=sid))
+    assert run_worker(run_dir, stdout=io.StringIO(), own_process=False) == 0
+
+    def series(p: Project, rid: int, key: str) -> list[float]:
+        return [v for _, _, v in p.metrics(rid, key)]
+
+    with Project.open(project_path) as p:
+        two, one = series(p, handle.run_id, "train/loss"), series(p, run_id, "train/loss")
+        assert len(two) == 4 and two == pytest.approx(one, rel=1e-4)
+        for key in ("rewards/accuracy", "eval/loss", "eval/accuracy", "heldout/accuracy", "heldout/ties",
+                    "heldout/margin"):
+            got, want = series(p, handle.run_id, key), series(p, run_id, key)
+            assert got and got == pytest.approx(want, rel=1e-4, abs=1e-6), key
+        assert series(p, run_id, "heldout/ties")[0] == series(p, run_id, "heldout/pairs")[0]  # step 0: all ties
+    assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()
