@@ -40,8 +40,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import env_for_children, timed_command, workbench_cli  # noqa: E402
 from bench.rl_common import (  # noqa: E402
-    SCORE_BIAS_NOTE, machine_load, ppo_config, prepare_prompts, steady, timed_command, train_reward_model,
+    SCORE_BIAS_NOTE, machine_load, ppo_config, prepare_prompts, steady, train_reward_model,
 )
 
 SPEED_TARGET, MEMORY_TARGET = 2.0, 0.5
@@ -55,16 +56,9 @@ def run_ours(args: argparse.Namespace, project: str, snapshot_id: int, reward_mo
                      max_new_tokens=args.max_new_tokens)
     path = work / f"ppo-{'rule' if reward_model.startswith('rule:') else 'model'}.yaml"
     cfg.save(path)
-    env_nice = os.environ.get("RLHF_WORKBENCH_WORKER_NICE")
-    os.environ["RLHF_WORKBENCH_WORKER_NICE"] = str(args.nice)
-    try:
-        result = timed_command([sys.executable, "-m", "workbench.cli", "train", "ppo", project, "--config", str(path),
-                                "--quiet"])
-    finally:
-        if env_nice is None:
-            os.environ.pop("RLHF_WORKBENCH_WORKER_NICE", None)
-        else:
-            os.environ["RLHF_WORKBENCH_WORKER_NICE"] = env_nice
+    env = env_for_children()
+    env["RLHF_WORKBENCH_WORKER_NICE"] = str(args.nice)
+    result = timed_command(workbench_cli("train", "ppo", project, "--config", str(path), "--quiet"), env=env)
     result["config"] = {k: v for k, v in cfg.to_dict().items() if k in (
         "advantage_estimator", "samples_per_prompt", "rollout_batch_size", "ppo_epochs", "max_new_tokens",
         "missing_eos_penalty", "lora_r", "batch_size", "max_steps", "kl_coef", "adaptive_kl", "normalize_reward",
@@ -101,13 +95,13 @@ def report(title: str, ours: dict[str, Any] | None, trl: dict[str, Any] | None) 
         s = steady(r["per_step"])
         r["steady"] = s
         print(f"  {name:4s} whole process {r['process_wall_s']:6.1f} s wall, {r.get('process_cpu_s', 0):6.1f} s CPU, "
-              f"peak RSS {r['peak_rss_mb']:6.0f} MB; {len(r['per_step'])} steps; steady step {s.get('step_s', 0):.2f} s "
+              f"peak RSS {r['process_peak_rss_mb']:6.0f} MB; {len(r['per_step'])} steps; steady step {s.get('step_s', 0):.2f} s "
               f"= sampling {s.get('sample_s', 0):.2f} + scoring {s.get('score_s', 0):.2f} + update "
               f"{s.get('update_s', 0):.2f}; reward per step {[round(x, 3) for x in r.get('rewards', [])]}")
     ok = lambda r: r is not None and "error" not in r  # noqa: E731
     if ok(ours) and ok(trl):
         speed = trl["process_wall_s"] / ours["process_wall_s"]
-        mem = ours["peak_rss_mb"] / trl["peak_rss_mb"]
+        mem = ours["process_peak_rss_mb"] / trl["process_peak_rss_mb"]
         steady_speed = trl["steady"]["step_s"] / ours["steady"]["step_s"] if ours["steady"].get("step_s") else 0.0
         out.update(speed_ratio=round(speed, 2), memory_ratio=round(mem, 2), steady_step_ratio=round(steady_speed, 2))
         line = (f"  whole process: ours {speed:.2f}x TRL's speed (target >= {SPEED_TARGET}x): "

@@ -10,8 +10,6 @@
   TRL loads as a reward function. Ours scores with the run's adapter on the shared base (how a user runs PPO on a
   project's reward model), TRL with the exported folder: the same function, up to the constant ``score_bias`` (see
   :data:`SCORE_BIAS_NOTE`).
-- :func:`timed_command`: a command under GNU ``time``: whole-process wall time, CPU time and the peak RSS of the
-  largest process it and its children ran (``%M``; Linux reports the largest single process, not a sum).
 - :func:`ppo_config`: our ``ppo`` run config with the settings the issue lists, matched with TRL's.
 """
 
@@ -22,15 +20,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-HH_FILE = "anthropic-hh-rlhf/helpful-base/test.jsonl.gz"
-GNU_TIME = "/usr/bin/time"
+from bench.common import HH_FILE, REPO, env_for_children, last_json, workbench_cli
 
 SCORE_BIAS_NOTE = (
     "The export keeps the reward head's bias in config.json as score_bias (transformers' score layer has no bias), and "
@@ -39,11 +34,6 @@ SCORE_BIAS_NOTE = (
     "mean_j r_j); the KL penalty does not involve it, TRL's optional advantage normalisation is shift-invariant too, "
     "and only its optional reward clipping (off by default) or the logged reward means would see b."
 )
-
-
-def env_for_children() -> dict[str, str]:
-    return dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-                TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=str(REPO))
 
 
 @dataclass
@@ -107,7 +97,6 @@ def train_reward_model(project: str, workdir: Path, *, steps: int, threads: int,
                        lora_top_layers: int | None = None) -> tuple[str, str, dict[str, Any]]:
     """(our reward adapter folder, its hf export folder, figures) — trained and exported through the command
     line, as a user would."""
-    workbench = [sys.executable, "-m", "workbench.cli"]
     cfg_path = workdir / "rm.yaml"
     from workbench.configs import RewardConfig
 
@@ -115,19 +104,19 @@ def train_reward_model(project: str, workdir: Path, *, steps: int, threads: int,
                  lora_top_layers=lora_top_layers, checkpoint_every=0, eval_fraction=0.1, num_threads=threads,
                  name="bench: reward model for RL").save(cfg_path)
     t0 = time.perf_counter()
-    out = subprocess.run([*workbench, "train", "rm", project, "--config", str(cfg_path), "--quiet"], cwd=REPO,
+    out = subprocess.run(workbench_cli("train", "rm", project, "--config", str(cfg_path), "--quiet"), cwd=REPO,
                          env=env_for_children(), capture_output=True, text=True)
-    summary = _last_json(out.stdout)
+    summary = last_json(out.stdout)
     if out.returncode != 0 or summary.get("status") != "done":
         raise SystemExit(f"reward model training failed: {summary.get('error') or out.stderr[-2000:]}")
     adapter = summary["output"]
     rm_s = time.perf_counter() - t0
     export = workdir / "rm-hf"
     shutil.rmtree(export, ignore_errors=True)
-    out = subprocess.run([*workbench, "export-model", adapter, str(export), "--format", "hf", "--dtype", "float32",
-                          "--threads", str(threads), "--quiet"], cwd=REPO, env=env_for_children(),
+    out = subprocess.run(workbench_cli("export-model", adapter, str(export), "--format", "hf", "--dtype", "float32",
+                                       "--threads", str(threads), "--quiet"), cwd=REPO, env=env_for_children(),
                          capture_output=True, text=True)
-    exported = _last_json(out.stdout)
+    exported = last_json(out.stdout)
     if out.returncode != 0 or exported.get("status") != "done":
         raise SystemExit(f"reward model export failed: {exported.get('error') or out.stderr[-2000:]}")
     config = json.loads((export / "config.json").read_text())
@@ -135,46 +124,6 @@ def train_reward_model(project: str, workdir: Path, *, steps: int, threads: int,
     return adapter, str(export), {"rm_steps": steps, "rm_train_s": round(rm_s, 1),
                                   "rm_eval_accuracy": metrics.get("eval/accuracy"),
                                   "score_bias": config.get("score_bias")}
-
-
-def _last_json(stdout: str) -> dict[str, Any]:
-    """The last stdout line that is a JSON object (TRL prints its logs as Python dicts, which are not)."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return {}
-
-
-def timed_command(cmd: list[str], *, timeout: float | None = None) -> dict[str, Any]:
-    """Run ``cmd`` under GNU time: (its last JSON stdout line, plus ``process_wall_s``, ``process_cpu_s`` and
-    ``peak_rss_mb`` of the largest process). Without GNU time, wall time only and the children's ``ru_maxrss``."""
-    import resource
-
-    env = env_for_children()
-    use_gnu = Path(GNU_TIME).is_file()
-    stats = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-time-{os.getpid()}-{time.monotonic_ns()}.txt"
-    full = [GNU_TIME, "-o", str(stats), "-f", "%e %U %S %M", *cmd] if use_gnu else cmd
-    t0 = time.perf_counter()
-    proc = subprocess.run(full, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - t0
-    result = _last_json(proc.stdout)
-    if proc.returncode != 0 or not result:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        result = {"error": f"{' '.join(cmd[:4])} … failed (exit code {proc.returncode})", "stderr_tail": tail,
-                  **result}
-    if use_gnu and stats.is_file():
-        last = stats.read_text().strip().splitlines()[-1].split()
-        stats.unlink()
-        result.update(process_wall_s=float(last[0]), process_cpu_s=round(float(last[1]) + float(last[2]), 1),
-                      peak_rss_mb=round(int(last[3]) / 1024, 1), measured_by="GNU time")
-    else:
-        result.update(process_wall_s=round(wall, 1),
-                      peak_rss_mb=round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-                      measured_by="wall clock and RUSAGE_CHILDREN")
-    return result
 
 
 def ppo_config(*, snapshot_id: int, reward_model: str, steps: int, threads: int, samples_per_prompt: int = 4,
