@@ -113,10 +113,22 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def summed_moments(x: Tensor, mask: Tensor, reduce) -> tuple[Tensor, Tensor]:
+    """Mean and Bessel-corrected variance of ``x`` over the masked cells of every process: the sums (count, Σx, Σx²,
+    in float64) go through ``reduce``, a sum over the processes of a distributed run."""
+    m = mask.to(torch.float64)
+    xd = x.to(torch.float64) * m
+    n, s1, s2 = reduce(torch.stack([m.sum(), xd.sum(), (xd * x.to(torch.float64)).sum()])).tolist()
+    mean = s1 / max(n, 1.0)
+    var = max(0.0, s2 / max(n, 1.0) - mean * mean) * (n / (n - 1) if n > 1 else 1.0)
+    return x.new_tensor(mean), x.new_tensor(var)
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce=None) -> Tensor:
     """Normalise ``x`` to unit variance over the masked cells (and zero mean unless ``shift_mean`` is False);
-    padding cells come back as 0."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    padding cells come back as 0. With ``reduce`` (a sum over processes) the moments are those of every process's
+    cells."""
+    mean, var = summed_moments(x, mask, reduce) if reduce is not None else (masked_mean(x, mask), masked_var(x, mask))
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
@@ -247,12 +259,16 @@ def clipped_value_loss(
     return ValueLossOutput(loss=loss, clip_frac=clip_frac)
 
 
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
-    """1 − Var(R − V)/Var(R) over the masked cells: 1 is a perfect value function, ≤ 0 no better than a constant."""
-    var_r = masked_var(returns, mask)
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor, reduce=None) -> float:
+    """1 − Var(R − V)/Var(R) over the masked cells (of every process, with ``reduce``): 1 is a perfect value
+    function, ≤ 0 no better than a constant."""
+    if reduce is not None:
+        var_r, var_d = summed_moments(returns, mask, reduce)[1], summed_moments(returns - values, mask, reduce)[1]
+    else:
+        var_r, var_d = masked_var(returns, mask), masked_var(returns - values, mask)
     if var_r <= 0:
         return float("nan")
-    return float(1.0 - masked_var(returns - values, mask) / var_r)
+    return float(1.0 - var_d / var_r)
 
 
 class FixedKLController:

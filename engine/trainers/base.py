@@ -256,7 +256,8 @@ class TrainingRun:
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
-        if self.accelerator is not None:
+        if self.accelerator is not None and self.module is not None:
+            # (a stage without a module, PPO, synchronises its gradients itself)
             self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
 
     def _resume(self) -> None:
@@ -442,6 +443,12 @@ class TrainingRun:
         totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=self.device)
         totals = self.accelerator.reduce(totals, reduction="sum")
         return dict(zip(sums, totals.tolist()))
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` added up over every process, on the tensor's own device (itself when there is one)."""
+        if self.world == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.device), reduction="sum").to(tensor.device)
 
     def sum_tensors(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Each tensor added up over every process (the same tensors when there is one), back on the CPU."""

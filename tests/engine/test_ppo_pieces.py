@@ -179,3 +179,26 @@ def test_draw_follows_the_distribution_never_picks_a_zero_and_repeats_with_the_g
     assert torch.allclose(share[[1, 3, 4]], torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), atol=0.01)
     again = [draw(probs[:100], torch.Generator().manual_seed(3)) for _ in range(2)]
     assert torch.equal(*again)
+
+
+def test_a_row_seeded_sample_does_not_depend_on_the_rows_beside_it(tiny_lm):
+    """Seeds per (prompt, sample): a prompt's responses are the same sampled alone or beside other prompts (as in
+    one process or split between two), and the seeds of different rows give different streams."""
+    from engine.trainers.ppo.sampling import row_seed
+
+    model, tok = tiny_lm
+    prompts = [[1, 40, 41, 42], [1, 50], [1, 60, 61, 62, 63]]
+    seeds = [row_seed(3, 7, p, j) for p in range(3) for j in range(2)]
+    kwargs = dict(max_new_tokens=8, eos_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, samples_per_prompt=2)
+    together = sample_responses(model, prompts, row_seeds=seeds, **kwargs)
+    first = sample_responses(model, prompts[:1], row_seeds=seeds[:2], **kwargs)
+    rest = sample_responses(model, prompts[1:], row_seeds=seeds[2:], **kwargs)
+    P = together.prompt_width
+
+    def responses(s):
+        return [row[s.prompt_width:][m.bool()].tolist() for row, m in zip(s.sequences, s.response_mask)]
+
+    assert responses(together) == responses(first) + responses(rest)
+    assert torch.allclose(together.logprobs[:2, : first.logprobs.shape[1]], first.logprobs, atol=1e-5)
+    assert responses(together)[0] != responses(together)[1]  # two samples of one prompt differ
+    assert len(set(seeds)) == 6 and P == 5

@@ -114,3 +114,51 @@ def test_dpo_two_cpu_processes_match_one_process_with_accumulation(tiny_model_di
             assert got and got == pytest.approx(want, rel=1e-4, abs=1e-6), key
         assert series(p, run_id, "heldout/ties")[0] == series(p, run_id, "heldout/pairs")[0]  # step 0: all ties
     assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator, per_prompt", [("rloo", 2), ("gae", 1)])
+def test_ppo_two_cpu_processes_sample_and_train_as_one_process(tiny_model_dir, tmp_path, estimator, per_prompt):
+    """PPO under accelerate: each process samples its half of a step's prompts with seeds per (prompt, sample), so
+    the two-process rollout is the one-process rollout; the reward normaliser, the whitening, the token weights and
+    the summed gradients see the whole rollout, so the first update's loss is one process's at the same global
+    batch."""
+    from workbench.configs import PpoConfig
+
+    def project(name: str):
+        path = tmp_path / name
+        with Project.create(path) as p:
+            for i in range(8):
+                p.add_prompt([{"role": "user", "content": f"Say something, number {i}."}], source="test")
+        return path
+
+    rows = 4 * per_prompt  # 4 prompts a step: 2 per process
+    common = dict(base_model=str(tiny_model_dir), reward_model="rule:contains:e", lora_r=4, lora_alpha=8,
+                  lora_dropout=0.0, lr=1e-2, warmup_ratio=0.0, rollout_batch_size=4, samples_per_prompt=per_prompt,
+                  advantage_estimator=estimator, ppo_epochs=1, max_new_tokens=6, max_length=64, max_steps=2,
+                  checkpoint_every=0, sample_every=1, samples_per_store=rows // 2, seed=4, num_threads=1,
+                  batch_size=rows // 2)
+    two_path, one_path = project("two.wbp"), project("one.wbp")
+    handle = JobClient(two_path).start("ppo", PpoConfig(**common, num_processes=2))
+    events = list(handle.events())
+    assert handle.status == "done", events[-1]
+    assert any("2 process(es)" in e.data.get("message", "") for e in events if e.type.value == "log")
+    run_id, run_dir = JobClient(one_path).prepare("ppo", PpoConfig(**common, grad_accum=2))
+    assert run_worker(run_dir, stdout=io.StringIO(), own_process=False) == 0
+
+    def first_step(path, rid):
+        with Project.open(path) as p:
+            metrics = {k: v for s, k, v in p.metrics(rid) if s == 1}
+            stored = [(r.prompt_id, r.content) for r in p.responses(source=f"ppo run {rid}")
+                      if r.sampling["ppo_step"] == 1]
+        return metrics, stored
+
+    (two, two_stored), (one, one_stored) = first_step(two_path, handle.run_id), first_step(one_path, run_id)
+    # the main process stores the first responses of its share, which are the single process's first responses
+    assert two_stored and two_stored == one_stored
+    for key in ("rollout/score_mean", "rollout/score_std", "rollout/kl", "rollout/response_length",
+                "rollout/entropy", "train/loss", "ppo/policy_loss", "ppo/grad_norm_policy", "train/tokens"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
+    if estimator == "gae":
+        assert two["ppo/value_loss"] == pytest.approx(one["ppo/value_loss"], rel=1e-4, abs=1e-6)
+    assert (handle.run_dir / "adapter" / "adapter_model.safetensors").is_file()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from .sampling import Sampled, sample_responses
 from .roles import POLICY, PpoRoles
 
 Messages = list[dict[str, str]]
+Reduce = Callable[[Tensor], Tensor]  # a tensor summed over every process of a distributed run
 
 
 class RunningMoments:
@@ -48,12 +49,17 @@ class RunningMoments:
     def __init__(self) -> None:
         self.mean, self.var, self.count = 0.0, 1.0, 0.0
 
-    def update(self, x: Tensor) -> None:
+    def update(self, x: Tensor, reduce: Reduce | None = None) -> None:
+        """Take in the scores ``x``; with ``reduce`` (a sum over processes), every process's scores."""
         x = x.double()
-        n = float(x.numel())
+        sums = torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum(), (x * x).sum()])
+        if reduce is not None:
+            sums = reduce(sums)
+        n, s1, s2 = (float(v) for v in sums)
         if n == 0:
             return
-        b_mean, b_var = float(x.mean()), float(x.var(unbiased=False))
+        b_mean = s1 / n
+        b_var = max(0.0, s2 / n - b_mean * b_mean)
         total = self.count + n
         delta = b_mean - self.mean
         if self.count == 0:
@@ -129,11 +135,12 @@ class ExperienceMaker:
             texts.append(self.tokenizer.decode(kept, skip_special_tokens=True).strip())
         return texts
 
-    def shape_rewards(self, score: Tensor, cost: Tensor, finished: Tensor) -> Tensor:
-        """Sequence reward [B]: normalised and clipped score, minus weighted cost and the missing-EOS penalty."""
+    def shape_rewards(self, score: Tensor, cost: Tensor, finished: Tensor, reduce: Reduce | None = None) -> Tensor:
+        """Sequence reward [B]: normalised and clipped score, minus weighted cost and the missing-EOS penalty (the
+        running moments take in every process's scores with ``reduce``)."""
         r = score.float()
         if self.normalize_reward:
-            self.moments.update(r)
+            self.moments.update(r, reduce)
             r = (r - self.moments.mean) / max(self.moments.std, 1e-3)
         if self.reward_clip > 0:
             r = r.clamp(-self.reward_clip, self.reward_clip)
@@ -152,9 +159,13 @@ class ExperienceMaker:
     # ------------------------------------------------------------------ the whole rollout
     @torch.no_grad()
     def make(self, prompt_ids: Sequence[Sequence[int]], conversations: Sequence[Messages], kl_coef: float,
-             generator: torch.Generator) -> tuple[Experience, list[str]]:
+             generator: torch.Generator | None = None, *, row_seeds: Sequence[int] | None = None,
+             reduce: Reduce | None = None) -> tuple[Experience, list[str]]:
         """One rollout: ``samples_per_prompt`` responses to each prompt, the copies of a prompt next to each other
-        (row ``r`` answers prompt ``r // samples_per_prompt``, which ``Experience.prompt_index`` records)."""
+        (row ``r`` answers prompt ``r // samples_per_prompt``, which ``Experience.prompt_index`` records), sampled
+        from ``generator`` or with a seed per row (``row_seeds``). Several processes each make their share of a
+        rollout: ``reduce`` sums over them what must see the whole rollout (the reward normaliser's moments); the
+        advantages of rloo and grpo are per prompt, and a prompt's responses are all in one process."""
         roles, k = self.roles, self.samples_per_prompt
         group = torch.arange(len(prompt_ids)).repeat_interleave(k)
         unique_prompts = list(prompt_ids)
@@ -166,7 +177,7 @@ class ExperienceMaker:
         sampled = sample_responses(
             roles.transformer, unique_prompts, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids,
             pad_id=self.pad_id, generator=generator, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-            samples_per_prompt=k,
+            samples_per_prompt=k, row_seeds=row_seeds,
         )
         texts = self.decode(sampled)
         t_sampled = time.perf_counter()
@@ -192,7 +203,7 @@ class ExperienceMaker:
         entropy_tok = sampled.entropy
         score = self.reward(conversations, texts).to(mask.device)
         cost = self.cost(conversations, texts).to(mask.device) if self.cost is not None else torch.zeros_like(score)
-        reward = self.shape_rewards(score, cost, sampled.finished)
+        reward = self.shape_rewards(score, cost, sampled.finished, reduce)
         rewards = self.token_rewards(reward, logprobs, ref_logprobs, mask, kl_coef)
         kl = ((logprobs - ref_logprobs) * mask).sum(1)
         group = group.to(mask.device)

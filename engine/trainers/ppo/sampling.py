@@ -25,6 +25,7 @@ entropy, and would prefill every copy of a prompt.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -132,13 +133,30 @@ def _prefill(model: torch.nn.Module, prompts: Sequence[Sequence[int]], device: t
     return out.past_key_values, out.logits[0].float(), spans
 
 
-def draw(probs: Tensor, generator: torch.Generator) -> Tensor:
+def draw(probs: Tensor, generator: torch.Generator | None = None, uniform: Tensor | None = None) -> Tensor:
     """One token per row of ``probs`` [b, V] (rows summing to about 1): the first whose cumulative probability exceeds
-    a uniform draw from ``generator`` (inverse transform sampling; ``torch.multinomial`` takes about 30 times longer
-    on a 49k vocabulary). The sums run in float64, so no token of positive probability is out of reach."""
+    a uniform draw (``uniform`` [b] in [0, 1), else drawn from ``generator``): inverse transform sampling, where
+    ``torch.multinomial`` takes about 30 times longer on a 49k vocabulary. The sums run in float64, so no token of
+    positive probability is out of reach."""
     cdf = probs.double().cumsum(-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=generator.device)
-    return torch.searchsorted(cdf, u.to(cdf.device) * cdf[:, -1:], right=True).clamp_max(probs.shape[-1] - 1).squeeze(-1)
+    if uniform is None:
+        uniform = torch.rand(probs.shape[0], generator=generator, dtype=torch.float64, device=generator.device)
+    u = uniform.to(cdf.device, torch.float64).unsqueeze(-1)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_max(probs.shape[-1] - 1).squeeze(-1)
+
+
+def row_seed(seed: int, step: int, position: int, sample: int) -> int:
+    """The seed of one rollout row: the run's seed, the PPO step, the prompt's position in the step's rollout and
+    the sample's number among that prompt's responses (a hash, so nearby values give unrelated streams)."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{position}:{sample}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def row_uniforms(seeds: Sequence[int], steps: int) -> Tensor:
+    """[len(seeds), steps] float64 uniforms, row r from its own generator seeded with ``seeds[r]``: a row's draws do
+    not depend on which other rows share its batch (or its process)."""
+    return torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+                        for s in seeds])
 
 
 @torch.no_grad()
@@ -149,15 +167,18 @@ def sample_responses(
     max_new_tokens: int,
     eos_ids: Sequence[int],
     pad_id: int,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     samples_per_prompt: int = 1,
+    row_seeds: Sequence[int] | None = None,
 ) -> Sampled:
     """Sample ``samples_per_prompt`` responses per prompt (token id lists) from ``model`` (a causal LM, adapter
-    already active); row ``r`` answers prompt ``r // samples_per_prompt``. Temperature 0 is greedy (its
-    log-probabilities and entropy are then those at temperature 1)."""
+    already active); row ``r`` answers prompt ``r // samples_per_prompt``. The draws come from ``generator``, or with
+    ``row_seeds`` (one per row) from a generator per row (:func:`row_uniforms`), so that a row samples the same
+    response whichever rows it is batched with. Temperature 0 is greedy (its log-probabilities and entropy are then
+    those at temperature 1)."""
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     k = max(1, int(samples_per_prompt))
@@ -171,6 +192,11 @@ def sample_responses(
     if k > 1:
         logits, ids, mask = (t.repeat_interleave(k, dim=0) for t in (logits, ids, mask))
     b = ids.shape[0]
+    if row_seeds is not None and len(row_seeds) != b:
+        raise ValueError(f"{len(row_seeds)} row seeds for {b} rows")
+    if row_seeds is None and generator is None and temperature != 0:
+        raise ValueError("sampling needs a generator or row seeds")
+    uniforms = row_uniforms(row_seeds, max_new_tokens) if row_seeds is not None and temperature != 0 else None
     scale = temperature if temperature > 0 else 1.0
     eos = torch.tensor(list(eos_ids), device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -186,7 +212,7 @@ def sample_responses(
             token = logits.argmax(-1)
         else:
             probs = logp.exp() if top_k <= 0 and top_p >= 1.0 else torch.softmax(_filter(scaled, top_k, top_p), -1)
-            token = draw(probs, generator)
+            token = draw(probs, generator, None if uniforms is None else uniforms[:, step])
         live = ~done
         token = torch.where(live, token, torch.full_like(token, pad_id))
         token_logprobs.append(logp.gather(-1, token.unsqueeze(-1)).squeeze(-1) * live)

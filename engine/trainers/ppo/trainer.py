@@ -14,7 +14,9 @@ often much larger early on).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -47,6 +49,7 @@ class PpoTrainer:
         whiten_advantages: bool = True,
         backward_rows: int = 2,
         train_value: bool = True,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.roles, self.optimizer = roles, optimizer
         self.ppo_epochs, self.mini_batch_size, self.micro_batch_size = ppo_epochs, mini_batch_size, micro_batch_size
@@ -61,6 +64,10 @@ class PpoTrainer:
         self.train_value = train_value
         self.policy_params = roles.parameters_of(POLICY)
         self.value_params = roles.parameters_of(VALUE)
+        # Several processes (each with its share of the rollout): a sum over them. The advantages are whitened with
+        # every process's moments, each loss is weighted by its share of the whole mini-batch's tokens, and the
+        # gradients are summed before clipping, so an update is the one a single process would make.
+        self.reduce = reduce
 
     def step(self, exp: Experience, generator: torch.Generator, train_policy: bool = True) -> dict[str, float]:
         """PPO epochs over ``exp``; returns averaged metrics (``ppo/…``). ``generator`` shuffles the mini-batches.
@@ -68,7 +75,7 @@ class PpoTrainer:
         gradient, so the optimizer leaves it as it is (and the step reports no policy metrics)."""
         mask = exp.response_mask
         if self.whiten_advantages:
-            exp.advantages = whiten(exp.advantages, mask)
+            exp.advantages = whiten(exp.advantages, mask, reduce=self.reduce)
         sums: dict[str, float] = defaultdict(float)
         n = 0
         B = exp.batch_size
@@ -76,13 +83,16 @@ class PpoTrainer:
             perm = torch.randperm(B, generator=generator)
             for start in range(0, B, self.mini_batch_size):
                 mini = perm[start : start + self.mini_batch_size]
-                tokens = float(exp.response_mask[mini].sum().clamp_min(1.0))
+                tokens = exp.response_mask[mini].sum().double()
+                tokens = float((self.reduce(tokens) if self.reduce is not None else tokens).clamp_min(1.0))
                 for chunk in self.chunks(exp, mini):
                     micro = exp.select(chunk)
                     share = float(micro.response_mask.sum()) / tokens
                     stats = self._micro_step(micro, share, train_policy)
                     for k, v in stats.items():
                         sums[k] += v * share
+                if self.reduce is not None:
+                    self._sum_gradients()
                 max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
                 sums["ppo/grad_norm_policy"] += float(torch.nn.utils.clip_grad_norm_(self.policy_params, max_norm))
                 if self.train_value:
@@ -93,11 +103,28 @@ class PpoTrainer:
         # once per PPO step rather than per update: a PPO step (rollout + ppo_epochs x mini-batch updates) already
         # spans several optimizer steps, which keeps the refault cost after a trim small (see RELEASE_EVERY)
         release_free_memory()
+        if self.reduce is not None:
+            # the token-weighted losses are each process's part of the whole's; the gradient norms are already shared
+            shared = sorted(k for k in sums if not k.startswith("ppo/grad_norm"))
+            totals = self.reduce(torch.tensor([sums[k] for k in shared], dtype=torch.float64)).tolist()
+            sums.update(zip(shared, totals))
         out = {k: v / max(1, n) for k, v in sums.items()}
         if self.train_value:
-            out["ppo/explained_variance"] = explained_variance(exp.values, exp.returns, mask)
+            out["ppo/explained_variance"] = explained_variance(exp.values, exp.returns, mask, reduce=self.reduce)
         out["ppo/updates"] = float(n)
         return out
+
+    def _sum_gradients(self) -> None:
+        """Every trained parameter's gradient summed over the processes (one flat buffer, one collective call)."""
+        params = [p for p in self.policy_params + self.value_params if p.grad is not None]
+        if not params:
+            return
+        flat = self.reduce(torch.cat([p.grad.reshape(-1) for p in params]))
+        offset = 0
+        for p in params:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
 
     def chunks(self, exp: Experience, mini: torch.Tensor) -> list[torch.Tensor]:
         """The mini-batch's rows in chunks of one forward and backward each. Rows of one prompt go next to each
@@ -154,31 +181,42 @@ class PpoTrainer:
                 "ppo/value_clip_frac": float(val.clip_frac)}
 
 
-def rollout_metrics(exp: Experience, texts: list[str], kl_coef: float) -> dict[str, float]:
-    """What a rollout looked like: reward, cost, KL, entropy, length (``rollout/…``)."""
-    lengths = exp.response_length.float()
-    return {
-        "rollout/score_mean": float(exp.score.mean()),
-        "rollout/score_std": float(exp.score.std()) if exp.batch_size > 1 else 0.0,
-        "rollout/reward_mean": float(exp.reward.mean()),
-        "rollout/reward_std": float(exp.reward.std()) if exp.batch_size > 1 else 0.0,
-        "rollout/cost_mean": float(exp.cost.mean()),
-        "rollout/kl": float(exp.kl.mean()),
-        "rollout/kl_coef": float(kl_coef),
-        "rollout/entropy": float(exp.entropy.mean()),
-        "rollout/response_length": float(lengths.mean()),
-        "rollout/truncated_frac": float((~exp.finished).float().mean()),
-        "rollout/empty_frac": float(sum(1 for t in texts if not t.strip()) / max(1, len(texts))),
-        **_within_prompt_spread(exp),
+def rollout_metrics(exp: Experience, texts: list[str], kl_coef: float,
+                    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """What a rollout looked like: reward, cost, KL, entropy, length (``rollout/…``); with ``reduce`` (a sum over
+    processes) the rollout of every process. Spreads are Bessel-corrected standard deviations."""
+    rows = {
+        "score": exp.score.double(), "reward": exp.reward.double(), "cost": exp.cost.double(), "kl": exp.kl.double(),
+        "entropy": exp.entropy.double(), "response_length": exp.response_length.double(),
+        "truncated_frac": (~exp.finished).double(),
+        "empty_frac": torch.tensor([0.0 if t.strip() else 1.0 for t in texts], dtype=torch.float64),
     }
+    # With several responses per prompt: the score's spread among the responses to one prompt (what a group
+    # baseline leaves for the policy to learn from, against rollout/score_std over the rollout), averaged over
+    # prompts. A prompt's responses are always in one process.
+    groups = [exp.score[exp.prompt_index == g].double() for g in torch.unique(exp.prompt_index)]
+    groups = [g for g in groups if g.numel() > 1]
+    names = list(rows)
+    sums = torch.stack([torch.tensor(float(exp.batch_size), dtype=torch.float64),
+                        *[v.sum() for v in rows.values()],
+                        (rows["score"] ** 2).sum(), (rows["reward"] ** 2).sum(),
+                        torch.tensor(float(len(groups)), dtype=torch.float64),
+                        torch.stack([g.std() for g in groups]).sum() if groups else torch.zeros((), dtype=torch.float64)])
+    if reduce is not None:
+        sums = reduce(sums)
+    n, *totals = sums.tolist()
+    means = dict(zip(names, totals[: len(names)]))
+    score_sq, reward_sq, n_groups, group_std = totals[len(names):]
 
+    def spread(total: float, squares: float) -> float:
+        return math.sqrt(max(0.0, squares - total * total / n) / (n - 1)) if n > 1 else 0.0
 
-def _within_prompt_spread(exp: Experience) -> dict[str, float]:
-    """With several responses per prompt: the score's mean spread among the responses to one prompt (what a
-    leave-one-out baseline leaves for the policy to learn from, against ``rollout/score_std`` over the rollout)."""
-    groups = torch.unique(exp.prompt_index)
-    if len(groups) == exp.batch_size:
-        return {}
-    stds = [exp.score[exp.prompt_index == g].std() for g in groups if int((exp.prompt_index == g).sum()) > 1]
-    return {"rollout/score_std_within_prompt": float(torch.stack(stds).mean())} if stds else {}
-
+    out = {f"rollout/{k}": v / n for k, v in means.items() if k not in ("score", "reward", "cost")}
+    out.update({
+        "rollout/score_mean": means["score"] / n, "rollout/score_std": spread(means["score"], score_sq),
+        "rollout/reward_mean": means["reward"] / n, "rollout/reward_std": spread(means["reward"], reward_sq),
+        "rollout/cost_mean": means["cost"] / n, "rollout/kl_coef": float(kl_coef),
+    })
+    if n_groups:
+        out["rollout/score_std_within_prompt"] = group_std / n_groups
+    return out
