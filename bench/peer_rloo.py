@@ -10,15 +10,15 @@ default to bf16), k responses per prompt (``num_generations``), prompts per opti
 (``per_device_train_batch_size`` = prompts × k, one optimizer step per generation batch, ``num_iterations`` 1),
 response length (``max_completion_length``), sampling (temperature 1, top-p 1, top-k 0: TRL's defaults), LoRA (r,
 our alpha 32 and dropout 0, all linear layers), the KL coefficient ``beta`` (fixed in TRL), the learning rate, torch
-threads and niceness. The prompt file is read in order (``shuffle_dataset`` off): the orchestrator writes it in the
-order our job draws its prompts, so step s of both sides answers the same prompts. Everything else is TRL's default
+threads and niceness. The prompt file is read in order (``shuffle_dataset`` off, unless ``--shuffle``): the speed
+benchmark writes it in the order our job draws its prompts, so step s of both sides answers the same prompts. Everything else is TRL's default
 (gradient checkpointing on, no advantage normalisation, no reward clipping).
 
 Timing: the trainer's own methods are wrapped. ``sample`` is ``_generate`` (tokenising, sampling and decoding the
 completions); ``score`` is the rest of ``_generate_and_score_completions`` (policy and reference log-probabilities,
 the reward, advantages); ``update`` the rest of the optimizer step (the loss's forward and backward, the optimizer).
-``--minutes`` stops training after that much time (a callback ends the run at the next step boundary), for the
-quality benchmark; ``--save`` then writes the adapter there. Prints one JSON line: per-step phases, wall and
+``--minutes`` stops training that long after the process started (a callback ends the run at the next step
+boundary), for the quality benchmark; ``--save`` then writes the adapter there. Prints one JSON line: per-step phases, wall and
 process time, the reward per step, peak RSS.
 """
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beta", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
+    ap.add_argument("--shuffle", action="store_true", help="shuffle the prompts (default: read them in file order)")
     ap.add_argument("--save", help="write the trained adapter into this folder")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--nice", type=int, default=10)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RLOOConfig(
         output_dir=out_dir, per_device_train_batch_size=args.prompts_per_step * k, gradient_accumulation_steps=1,
         num_generations=k, max_completion_length=args.max_new_tokens, max_steps=args.steps, learning_rate=args.lr,
-        beta=args.beta, num_iterations=1, temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=False, seed=args.seed,
+        beta=args.beta, num_iterations=1, temperature=1.0, top_p=1.0, top_k=0, shuffle_dataset=args.shuffle, seed=args.seed,
         bf16=False, fp16=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=1,
         disable_tqdm=True, model_init_kwargs={"dtype": torch.float32},
     )
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     current: dict[str, float] = {}
     marks: list[float] = []
     rewards: list[float] = []
-    deadline = time.perf_counter() + args.minutes * 60 if args.minutes else None
+    deadline = started + args.minutes * 60 if args.minutes else None  # from the process's start, loading included
 
     class Marks(TrainerCallback):
         def on_train_begin(self, *_a, **_k):

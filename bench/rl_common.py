@@ -46,10 +46,10 @@ class PromptData:
     heldout: list[list[dict[str, str]]]  # the held-out prompts' messages (quality benchmark)
 
 
-def prepare_prompts(workdir: Path, n_train: int, *, rows: int | None = None, heldout: int = 0, seed: int = 42,
+def prepare_prompts(workdir: Path, n_train: int | None, *, rows: int | None = None, heldout: int = 0, seed: int = 42,
                     draws: int = 0) -> PromptData:
     """A project of HH helpful-base rows: ``n_train`` training prompts (the first by id, once ``heldout`` prompts
-    drawn at random are set to the held-out split) frozen as a prompts snapshot, and their JSONL for TRL.
+    drawn at random are set to the held-out split; None: all of them) frozen as a prompts snapshot, and their JSONL for TRL.
     ``draws``: how many prompts our job takes in its first epoch (steps × prompts per step); TRL's file starts with
     them, in that order."""
     import random
@@ -61,7 +61,7 @@ def prepare_prompts(workdir: Path, n_train: int, *, rows: int | None = None, hel
     from workbench.store import Project
 
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = rows or max(2 * (n_train + heldout), 64)
+    rows = rows or max(2 * ((n_train or 0) + heldout), 64)
     raw = workdir / "hh.jsonl"
     with gzip.open(real_data_dir() / HH_FILE, "rt", encoding="utf-8") as src, open(raw, "w", encoding="utf-8") as dst:
         for i, line in enumerate(src):
@@ -76,11 +76,11 @@ def prepare_prompts(workdir: Path, n_train: int, *, rows: int | None = None, hel
         for pid in held:
             project.set_split(pid, "heldout")
         train = project.prompt_ids(split="train")[:n_train]
-        if len(train) < n_train:
+        if n_train is not None and len(train) < n_train:
             raise SystemExit(f"only {len(train)} training prompts in the first {rows} HH rows; {n_train} are needed")
         # Exactly these prompts for RL (the other training prompts' comparisons remain for the reward model).
         sid = project.create_snapshot(SNAPSHOT_KIND, {"prompt": train}, options={"split": "train"},
-                                      note=f"bench: the first {n_train} training prompts")
+                                      note=f"bench: the first {len(train)} training prompts")
         prompts = [msgs for _, msgs in snapshot_prompts(project, sid)]
         held_msgs = [project.get_prompt(pid).messages for pid in held]
     # Within one epoch our data order is a permutation: its first ``draws`` prompts, then the others.
