@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   "--snapshot", str(data.pref_snapshot)])
     if args.only in (None, "trl"):
         trl = run_side("bench.bench_dpo_speed", [*common, "--side", "trl", "--data", data.pref_jsonl])
-    print_report("DPO: ours vs TRL DPOTrainer", args, data, ours, trl, speed_target=1.3,
+    print_report("DPO: ours vs TRL DPOTrainer", args, data, ours, trl, tokens_target=1.3,
                  data_note=f"{data.pairs} HH-RLHF pairs that fit max length (one epoch)")
     return 0
 

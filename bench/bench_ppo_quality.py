@@ -213,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="PPO steps at the start that train only the value (counted in the time budget)")
     ap.add_argument("--samples-per-prompt", type=int, default=1,
                     help="responses sampled per prompt in a rollout (a rollout holds --rollout x this)")
-    ap.add_argument("--advantage", choices=("gae", "rloo"), default="gae",
-                    help="advantage estimator: gae (a learned value) or rloo (leave-one-out over the responses to "
-                         "the same prompt; needs --samples-per-prompt >= 2)")
+    ap.add_argument("--advantage", choices=("gae", "rloo", "grpo"), default="gae",
+                    help="advantage estimator: gae (a learned value), rloo (leave-one-out over the responses to "
+                         "the same prompt) or grpo (the prompt's mean and spread); rloo and grpo need "
+                         "--samples-per-prompt >= 2")
     ap.add_argument("--whiten", choices=("auto", "on", "off"), default="auto",
-                    help="whiten advantages over each rollout (auto: the product's default, yes with gae, no with rloo)")
+                    help="whiten advantages over each rollout (auto: the product's default, yes with gae, no with "
+                         "rloo and grpo)")
     ap.add_argument("--min-kl-coef", type=float, default=0.0,
                     help="floor of the adaptive KL coefficient (0: none, the product's default)")
     ap.add_argument("--raw-reward", action="store_true",

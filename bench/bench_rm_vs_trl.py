@@ -1,20 +1,22 @@
-"""Reward-model throughput and peak memory: our ``rm`` job against TRL's ``RewardTrainer`` on the same pairs.
+"""Reward-model speed and peak memory, whole process: ``workbench train rm`` against TRL's ``RewardTrainer``, each
+in a fresh process, on the same pairs for one epoch.
 
-Each side runs in a fresh process, so each peak resident memory (``ru_maxrss``) is that side's own.
+    python -m bench.bench_rm_vs_trl [--steps 10] [--warmup 2] [--quick] [--only ours|trl]
+                                    [--ours-set KEY=VALUE ...] [--keep] [--json]
 
-    .venv/bin/python -m bench.bench_rm_vs_trl [--steps 10] [--warmup 2] [--quick] [--json]
+Setting: the bundled SmolLM2-135M-Instruct, LoRA r=16 on all linear layers (plus a scalar head on each side),
+batch 8 pairs, max length 512, fp32 on the CPU, one epoch of batch × (warm-up + timed steps) pairs (96 by default),
+TRL with its default settings except what must match (``bench.peer_trl``). Data: HH-RLHF helpful-base test rows
+imported with our importer; the first pairs whose chosen and rejected conversations both fit max length (TRL drops
+longer pairs, we would truncate them: only pairs that fit give both sides the same examples), exported as
+``trl-preference`` JSONL. TRL trains on that file; our side imports the same file into a fresh project (``workbench
+import --format trl``) and runs ``workbench train rm PROJECT --epochs 1 --batch-size 8 --max-length 512 --lora-r 16``
+with a config file for the rest (fp32 on the CPU, no evaluation split, no checkpoints, threads).
 
-Setting (issue 4, Performance): the bundled SmolLM2-135M-Instruct, LoRA r=16 on all linear layers (plus a scalar
-head on each side), batch 8 pairs, max length 512, fp32 on the CPU, TRL with its default settings except what must
-match. Data: HH-RLHF helpful-base test rows imported with our importer; the first pairs whose chosen and rejected
-conversations both fit max length (TRL drops longer pairs, we would truncate them: only pairs that fit give both
-sides the same examples) are frozen into a preference snapshot, exported as ``trl-preference`` JSONL for TRL, and
-our job trains on the snapshot (``bench.common.prepare_hh``). One epoch: batch × (warm-up + timed steps) pairs.
-Tokens: real tokens of both conversations of each pair (the prompt counted twice, as TRL's ``num_tokens`` counts
-it), no padding, over the timed steps.
-
-Targets: our tokens/s at least 1.5× TRL's; our peak resident memory no higher than TRL's. Prints the machine line,
-each side's tokens/s, peak RSS and wall time, and the ratios; the exit code is 0 whatever the outcome (a report).
+Figures (``bench.common``): each side's whole-process wall time, CPU time and peak RSS (GNU ``time``; ours: the
+largest process, the worker), and the steady tokens/s after the warm-up steps (real tokens of both conversations of
+each pair, the prompt counted twice as TRL's ``num_tokens`` counts it). Targets: whole-process speed at least 2.5×
+TRL's, peak RSS at most 0.5× TRL's. The exit code is 0 whatever the outcome (a report).
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import add_common_options, prepare_hh, print_report, resolve_quick, rows_needed, run_side  # noqa: E402
+from bench.common import (  # noqa: E402
+    add_common_options, import_for_ours, ours_settings, prepare_hh, print_report, resolve_quick, rows_needed,
+    run_ours_cli, run_side,
+)
 
-SPEED_TARGET = 1.5
+SPEED_TARGET, MEMORY_TARGET = 2.5, 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
+    from workbench.configs import RewardConfig
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_options(ap)
     args = ap.parse_args(argv)
@@ -45,15 +52,18 @@ def main(argv: list[str] | None = None) -> int:
                   "--max-length", str(args.max_length), "--lora-r", str(args.lora_r), "--threads", str(args.threads)]
         ours = trl = None
         if args.only != "trl":
-            ours = run_side("bench.ours_job", ["rm", "--project", data.project, "--snapshot", str(data.pref_snapshot),
-                                               *shared])
+            project = import_for_ours(work, data.pref_jsonl, "ours-rm")
+            cfg = RewardConfig(device="cpu", dtype="float32", quantize="none", eval_fraction=0.0, checkpoint_every=0,
+                               log_every=1, num_threads=args.threads, name="bench vs TRL", **ours_settings(args))
+            ours = run_ours_cli("rm", project, cfg, work, args, nice=args.nice)
         if args.only != "ours":
             trl = run_side("bench.peer_trl", ["rm", "--data", data.pref_jsonl, "--nice", str(args.nice),
                                               "--gradient-checkpointing", args.trl_gradient_checkpointing, *shared])
         note = (f"{data.pairs} HH helpful-base pairs (the first {data.pairs} within {args.max_length} tokens; "
-                f"{data.pairs_too_long} longer ones skipped), one epoch per side")
+                f"{data.pairs_too_long} longer ones skipped), one epoch per side"
+                + (f"; ours with {ours_settings(args)}" if args.ours_set else ""))
         print_report("Reward model: ours vs TRL RewardTrainer", args, data, ours, trl, speed_target=SPEED_TARGET,
-                     data_note=note)
+                     memory_target=MEMORY_TARGET, data_note=note)
         if args.keep:
             print(f"scratch folder kept: {work}")
     finally:

@@ -22,17 +22,30 @@ def text_config(model: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
-def cap_logits(logits: torch.Tensor, config: Any) -> torch.Tensor:
-    """``logits`` (float) after the model's own final transformation (none for most families)."""
-    scale = getattr(config, "logit_scale", None)  # Cohere
-    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
-        logits = logits * scale
+def head_transform(model: Any) -> dict[str, Any]:
+    """The model's final logit transformation as ``scale`` (multiplies the projection: Cohere's ``logit_scale``
+    divided by Granite's ``logits_scaling``) and ``softcap`` (Gemma 2 and 3: ``c·tanh(x / c)``, or None): the
+    keyword arguments of :func:`engine.token_logprobs.token_logprobs`. ``model``: a model or its config."""
+    config = getattr(model, "config", model)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    scale = 1.0
+    multiplier = getattr(config, "logit_scale", None)  # Cohere
+    if isinstance(multiplier, (int, float)) and not isinstance(multiplier, bool):
+        scale *= float(multiplier)
     divisor = getattr(config, "logits_scaling", None)  # Granite
     if isinstance(divisor, (int, float)) and not isinstance(divisor, bool) and divisor:
-        logits = logits / divisor
+        scale /= float(divisor)
     cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2 and 3
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    return {"scale": scale, "softcap": float(cap) if cap else None}
+
+
+def cap_logits(logits: torch.Tensor, config: Any) -> torch.Tensor:
+    """``logits`` (float) after the model's own final transformation (none for most families)."""
+    t = head_transform(config)
+    if t["scale"] != 1.0:
+        logits = logits * t["scale"]
+    if t["softcap"]:
+        logits = torch.tanh(logits / t["softcap"]) * t["softcap"]
     return logits
 
 

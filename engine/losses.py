@@ -113,10 +113,22 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def summed_moments(x: Tensor, mask: Tensor, reduce) -> tuple[Tensor, Tensor]:
+    """Mean and Bessel-corrected variance of ``x`` over the masked cells of every process: the sums (count, Σx, Σx²,
+    in float64) go through ``reduce``, a sum over the processes of a distributed run."""
+    m = mask.to(torch.float64)
+    xd = x.to(torch.float64) * m
+    n, s1, s2 = reduce(torch.stack([m.sum(), xd.sum(), (xd * x.to(torch.float64)).sum()])).tolist()
+    mean = s1 / max(n, 1.0)
+    var = max(0.0, s2 / max(n, 1.0) - mean * mean) * (n / (n - 1) if n > 1 else 1.0)
+    return x.new_tensor(mean), x.new_tensor(var)
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce=None) -> Tensor:
     """Normalise ``x`` to unit variance over the masked cells (and zero mean unless ``shift_mean`` is False);
-    padding cells come back as 0."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    padding cells come back as 0. With ``reduce`` (a sum over processes) the moments are those of every process's
+    cells."""
+    mean, var = summed_moments(x, mask, reduce) if reduce is not None else (masked_mean(x, mask), masked_var(x, mask))
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
@@ -172,6 +184,33 @@ def leave_one_out_advantages(reward: Tensor, group: Tensor, mask: Tensor) -> Ten
     return (reward - baseline).unsqueeze(1) * mask.to(reward.dtype)
 
 
+GROUP_STD_EPS = 1e-4  # as TRL's GRPO: keeps a group whose rewards all agree at advantage 0, not 0/0
+
+
+def group_normalized_advantages(reward: Tensor, group: Tensor, mask: Tensor, eps: float = GROUP_STD_EPS) -> Tensor:
+    """GRPO advantages: each response's sequence reward minus the mean reward of its prompt's group (itself
+    included), divided by the group's Bessel-corrected standard deviation plus ``eps``, on every one of its tokens.
+
+    reward: [B]; group: [B] long (every group needs at least two rows); mask: [B, T]. Returns [B, T], 0 on padding.
+
+        A_i = (r_i − mean_g) / (std_g + eps),   std_g = sqrt(Σ_{j in g} (r_j − mean_g)² / (k_g − 1))
+
+    Against leave-one-out the centring differs only by the factor k/(k−1) (r_i − mean_g = (k−1)/k · (r_i − mean of
+    the others)); the division puts every prompt's spread on one scale, so a prompt whose answers differ a little
+    weighs as much as one whose answers differ a lot.
+    """
+    reward = reward.float()
+    groups, inverse = torch.unique(group, return_inverse=True)
+    counts = torch.zeros(len(groups), dtype=reward.dtype, device=reward.device).index_add_(
+        0, inverse, torch.ones_like(reward))
+    if bool((counts < 2).any()):
+        raise ValueError("group-normalised advantages need at least two responses per prompt")
+    mean = torch.zeros_like(counts).index_add_(0, inverse, reward) / counts
+    centred = reward - mean[inverse]
+    var = torch.zeros_like(counts).index_add_(0, inverse, centred * centred) / (counts - 1)
+    return (centred / (var.sqrt()[inverse] + eps)).unsqueeze(1) * mask.to(reward.dtype)
+
+
 @dataclass
 class PolicyLossOutput:
     loss: Tensor
@@ -220,12 +259,16 @@ def clipped_value_loss(
     return ValueLossOutput(loss=loss, clip_frac=clip_frac)
 
 
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
-    """1 − Var(R − V)/Var(R) over the masked cells: 1 is a perfect value function, ≤ 0 no better than a constant."""
-    var_r = masked_var(returns, mask)
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor, reduce=None) -> float:
+    """1 − Var(R − V)/Var(R) over the masked cells (of every process, with ``reduce``): 1 is a perfect value
+    function, ≤ 0 no better than a constant."""
+    if reduce is not None:
+        var_r, var_d = summed_moments(returns, mask, reduce)[1], summed_moments(returns - values, mask, reduce)[1]
+    else:
+        var_r, var_d = masked_var(returns, mask), masked_var(returns - values, mask)
     if var_r <= 0:
         return float("nan")
-    return float(1.0 - masked_var(returns - values, mask) / var_r)
+    return float(1.0 - var_d / var_r)
 
 
 class FixedKLController:

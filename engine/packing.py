@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .attention_spans import check_attention_arguments, model_attention, span_attention
-from .logits import output_logits
+from .logits import head_transform
+from .token_logprobs import token_logprobs
 
 ATTN_IMPLEMENTATION = "wb_packed"
 
@@ -176,8 +176,9 @@ def register_packed_attention() -> str:
 def packed_token_losses(model, batch: PackedBatch) -> torch.Tensor:
     """Cross-entropy (N,) of each trained token of a packed batch. ``model`` is a causal LM (a peft model or the
     bare transformers one) whose attention implementation is ``wb_packed``; logits are computed only at trained
-    positions, which skips most of the vocabulary projection on prompt tokens, and as the model computes them (its final
-    logit soft-cap included: :func:`engine.logits.output_logits`)."""
+    positions, which skips most of the vocabulary projection on prompt tokens, a few hundred rows at a time with no
+    [N, vocab] tensor kept for the backward (``engine.token_logprobs``), and as the model computes them (its final
+    logit transformation included: :func:`engine.logits.head_transform`)."""
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = lm.get_decoder()(
         input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
@@ -185,4 +186,4 @@ def packed_token_losses(model, batch: PackedBatch) -> torch.Tensor:
         max_length_q=batch.max_len, max_length_k=batch.max_len,
     ).last_hidden_state
     h = hidden[0].index_select(0, batch.target_pos)
-    return F.cross_entropy(output_logits(lm, h), batch.target_ids, reduction="none")
+    return -token_logprobs(lm.get_output_embeddings(), h, batch.target_ids, **head_transform(lm))

@@ -41,7 +41,9 @@ def worker_nice() -> int:
         return 10
 
 
-def _lower_priority(num_threads: int | None, world_size: int = 1) -> None:
+def _lower_priority(num_threads: int | None, world_size: int = 1) -> int:
+    """Lower the worker's priority and set torch's thread count (the config's, else the cores but one, shared by
+    the processes of a distributed run); returns the thread count."""
     nice = worker_nice()
     try:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
@@ -59,6 +61,7 @@ def _lower_priority(num_threads: int | None, world_size: int = 1) -> None:
     cores = os.cpu_count() or 1
     # Leave one core to the window; several processes share the rest.
     torch.set_num_threads(num_threads or max(1, (cores - 1) // max(1, world_size)))
+    return torch.get_num_threads()
 
 
 def _listen(ctx: JobContext, stream: Any) -> None:
@@ -110,15 +113,15 @@ def _run(run_dir: Path, *, resume: bool, stdout: Any, own_process: bool) -> int:
     if ctx.is_main and own_process:
         threading.Thread(target=_listen, args=(ctx, sys.stdin), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: ctx.request_cancel())
-    if own_process:
-        _lower_priority(getattr(config, "num_threads", None), world)
+    threads = _lower_priority(config.num_threads, world) if own_process else None
 
     started = time.time()
     project = ctx.project()
     if project is not None and ctx.run_id is not None:
         # The process group (the worker's own session, or the accelerate launcher's): what a client signals.
         project.update_run(ctx.run_id, status="running", pid=os.getpgrp(), started_at=now_iso(), error=None)
-    ctx.status("running", f"{stage} run {ctx.run_id} started" + (" (resuming)" if resume else ""))
+    ctx.status("running", f"{stage} run {ctx.run_id} started" + (" (resuming)" if resume else ""),
+               **({"threads": threads} if threads else {}))
     try:
         with run_chat_template(config) as template:
             if template is not None:

@@ -190,7 +190,7 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The config a parsed ``train``/``generate``/``eval`` command line asks for (``--config`` file, then flags)."""
     stage, overrides = args.overrides(args)
     cfg = load_config(stage, args.config, **overrides)
-    if getattr(cfg, "num_threads", 0) is None:
+    if cfg.num_threads is None:
         # Headless there is no window to keep a core free for: use them all (runs started from the window
         # leave one free). --threads or num_threads in the config file say otherwise.
         cfg = dataclasses.replace(cfg, num_threads=os.cpu_count() or 1)

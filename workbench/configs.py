@@ -52,6 +52,8 @@ class ModelConfig:
                                    "recorded with adapter_from); or a named template shipped with the app (chatml, "
                                    "llama3, gemma), or the path of a Jinja file. Needed for a base model that has "
                                    "none; the template used is saved with the run's adapter and in every export.")
+    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one, so the window stays "
+                                 "fluid; the command line's jobs take every core).", min=1)
     seed: int = _f(42, "Random seed for data order, LoRA initialisation, dropout and sampling.")
     name: str = _f("", "A name for the run, shown in run lists.")
 
@@ -246,8 +248,10 @@ class BaseRunConfig(ModelConfig):
     eval_every: int = _f(0, "Evaluate every N optimizer steps (0: at each checkpoint and at the end).", min=0)
     log_every: int = _f(1, "Report training metrics every N optimizer steps.", min=1)
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
+    tokens_per_pass: int = _f(1024, "Most tokens in one forward and backward pass: a micro-batch holding more runs as "
+                              "several passes whose gradients add up to the very same step, with the activation "
+                              "memory of one pass (0: the whole micro-batch in one pass).", min=0)
     num_processes: int = _f(1, "Processes to run under `accelerate launch` (1: a plain single process).", min=1)
-    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
 
 @dataclass
@@ -290,7 +294,9 @@ class SafetyConfig(BaseRunConfig):
 
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-ADVANTAGE_ESTIMATORS = ("gae", "rloo")
+ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo")
+# The estimators that compare the responses to one prompt (a group baseline, no value): at least two per prompt.
+GROUP_ESTIMATORS = ("rloo", "grpo")
 # The taxonomy's strength → margin table with YAML-friendly keys: 'none' stands for a judgment without a strength.
 STRENGTH_MARGINS: dict[str, float] = {("none" if k is None else k): v for k, v in DEFAULT_STRENGTH_MARGIN.items()}
 
@@ -357,7 +363,9 @@ class PpoConfig(BaseRunConfig):
     advantage_estimator: str = _f("gae", "gae: a learned value and GAE(gamma, lambda), classic PPO. rloo: each "
                                   "response's reward minus the mean reward of the other responses to its prompt "
                                   "(leave-one-out; needs samples_per_prompt >= 2; no value is trained), which "
-                                  "removes the prompt's share of the reward's spread.", choices=ADVANTAGE_ESTIMATORS)
+                                  "removes the prompt's share of the reward's spread. grpo: each response's reward "
+                                  "minus its prompt's mean, divided by the spread of that prompt's rewards (as "
+                                  "TRL's GRPO; samples_per_prompt >= 2, no value).", choices=ADVANTAGE_ESTIMATORS)
     ppo_epochs: int = _f(4, "Optimisation passes over each rollout.", min=1)
     backward_rows: int = _f(2, "At most this many sequences in one forward/backward of the update (a micro-batch is "
                             "split further; same gradients, less memory). 0: the whole micro-batch.", min=0)
@@ -377,9 +385,9 @@ class PpoConfig(BaseRunConfig):
     gamma: float = _f(1.0, "Discount.", min=0.0, max=1.0)
     lam: float = _f(0.95, "GAE lambda.", min=0.0, max=1.0)
     whiten_advantages: bool | None = _f(None, "Whiten advantages over each rollout (zero mean, unit spread). None: "
-                                       "yes with gae, no with rloo, whose leave-one-out advantages are centred "
-                                       "already; whitening them would blow the KL noise of a rollout whose rewards "
-                                       "all agree (a solved prompt) up to unit size.")
+                                       "yes with gae, no with rloo and grpo, whose advantages are centred per "
+                                       "prompt already; whitening them would blow the KL noise of a rollout whose "
+                                       "rewards all agree (a solved prompt) up to unit size.")
     max_new_tokens: int = _f(128, "Tokens generated per rollout response.", min=1)
     temperature: float = _f(1.0, "Sampling temperature of rollouts.", min=0.0)
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.", min=0.0, max=1.0)
@@ -391,9 +399,10 @@ class PpoConfig(BaseRunConfig):
 
     def validate(self, source: str | None = None) -> None:
         super().validate(source)
-        if self.advantage_estimator == "rloo" and self.samples_per_prompt < 2:
-            raise InputError("rloo compares responses to the same prompt, so it needs samples_per_prompt of at least "
-                             f"2, not {self.samples_per_prompt}", path=source, field="samples_per_prompt")
+        if self.advantage_estimator in GROUP_ESTIMATORS and self.samples_per_prompt < 2:
+            raise InputError(f"{self.advantage_estimator} compares responses to the same prompt, so it needs "
+                             f"samples_per_prompt of at least 2, not {self.samples_per_prompt}", path=source,
+                             field="samples_per_prompt")
 
 
 @dataclass
@@ -452,7 +461,6 @@ class ScoreConfig(ModelConfig):
     batch_size: int = _f(8, "Responses scored together.", min=1)
     max_length: int = _f(512, "Maximum tokens per conversation; longer ones lose their oldest turns first, never the "
                          "response.", min=8)
-    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
     def validate(self, source: str | None = None) -> None:
         super().validate(source)
@@ -492,7 +500,6 @@ class ExportConfig(ModelConfig):
     logit_tolerance: float | None = _f(None, "Largest next-token logit difference allowed between the GGUF read back "
                                        "and the merged model, as a fraction of the merged model's largest logit "
                                        "(none: 0.01 at f16, 0.05 at q8_0).", min=0.0)
-    num_threads: int | None = _f(None, "CPU threads for torch (none: all cores but one).", min=1)
 
 
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {

@@ -281,7 +281,8 @@ class TrainingRun:
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
-        if self.accelerator is not None:
+        if self.accelerator is not None and self.module is not None:
+            # (a stage without a module, PPO, synchronises its gradients itself)
             self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
 
     def _resume(self) -> None:
@@ -429,18 +430,38 @@ class TrainingRun:
     # ================================================================== for the stages
     def micro_batches(self, indices: Sequence[int]) -> Iterator[tuple[list[int], Any]]:
         """This process's micro-batches of a step's indices (``batch_size`` each, ``grad_accum`` of them, the
-        processes interleaved), each with the context its forward and backward run in: gradients are synchronised
-        across processes on the last micro-batch only."""
+        processes interleaved), each split into passes of at most ``tokens_per_pass`` tokens
+        (:meth:`example_tokens`), each with the context its forward and backward run in: gradients are synchronised
+        across processes on the last pass only. The stages weight each pass's loss by its share of the step, so
+        the passes add up to the gradient of the whole step however they are cut."""
         bs, accum = self.cfg.batch_size, self.cfg.grad_accum
+        passes: list[list[int]] = []
         for m in range(accum):
             lo = (m * self.world + self.rank) * bs
             micro = list(indices[lo:lo + bs])
-            if not micro:
-                continue
-            last = m == accum - 1
+            if micro:
+                passes.extend(self._split_by_tokens(micro))
+        for j, part in enumerate(passes):
+            last = j == len(passes) - 1
             sync = (contextlib.nullcontext() if last or self.accelerator is None
                     else self.accelerator.no_sync(self.module))
-            yield micro, sync
+            yield part, sync
+
+    def _split_by_tokens(self, micro: list[int]) -> list[list[int]]:
+        """``micro`` in consecutive runs of at most ``tokens_per_pass`` tokens (an example longer than that alone)."""
+        budget = self.cfg.tokens_per_pass
+        if not budget:
+            return [micro]
+        out: list[list[int]] = []
+        used = 0
+        for i in micro:
+            n = self.example_tokens(self.train_examples[i])
+            if not out or used + n > budget:
+                out.append([])
+                used = 0
+            out[-1].append(i)
+            used += n
+        return out
 
     def backward(self, loss: torch.Tensor) -> None:
         if self.accelerator is not None:
@@ -455,6 +476,18 @@ class TrainingRun:
         totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=self.device)
         totals = self.accelerator.reduce(totals, reduction="sum")
         return dict(zip(sums, totals.tolist()))
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` added up over every process, on the tensor's own device (itself when there is one)."""
+        if self.world == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.device), reduction="sum").to(tensor.device)
+
+    def sum_tensors(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each tensor added up over every process (the same tensors when there is one), back on the CPU."""
+        if self.world == 1:
+            return tensors
+        return tuple(self.accelerator.reduce(t.to(self.device), reduction="sum").cpu() for t in tensors)
 
     def wait(self) -> None:
         """Every process waits here for the others (a no-op in one process)."""
@@ -492,6 +525,10 @@ class TrainingRun:
     def load_data(self, project: Project, snapshot_id: int) -> tuple[list[Any], list[int]]:
         """The snapshot's encoded examples and, in parallel, the prompt id of each (for the split by prompt)."""
         raise NotImplementedError
+
+    def example_tokens(self, example: Any) -> int:
+        """Tokens one training example puts through the model in a pass (for ``tokens_per_pass``)."""
+        return len(example.ids)
 
     def examples_per_step(self) -> int:
         return self.cfg.batch_size * self.cfg.grad_accum * self.world

@@ -23,7 +23,8 @@ changes, so its log-probabilities of every pair are computed once, before traini
 Speed and memory: pairs are encoded as prompt + two continuations (``engine.rm_data``) and packed as the reward
 model packs them (:class:`DpoBatch`): one row without padding, each pair's prompt once, the ``wb_pairs`` attention
 (``engine.pair_attention``) letting each response see only the prompt and itself. Only the response positions go
-through the LM head, in checkpointed chunks (no [B, L, vocab] logits kept). Nothing in this layout needs a KV cache,
+through the LM head, a few hundred at a time, with no [tokens, vocab] logits kept for the backward
+(``engine.token_logprobs``). Nothing in this layout needs a KV cache,
 so gradient checkpointing (on by default, as for the reward model) works with it. Batches group pairs of similar
 length.
 
@@ -48,7 +49,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from workbench.configs import DpoConfig
 from workbench.evaluation import wilson_interval
@@ -56,11 +57,12 @@ from workbench.store import Project
 
 from ..jobs import JobError, JobResult
 from ..jobs.context import JobContext
-from ..logits import output_logits
+from ..logits import head_transform
 from ..losses import DEFAULT_MARGINS, DPOOutput, dpo_loss
 from ..pair_attention import pairs_attention
 from ..reward_model import HeadedModel
 from ..rm_data import EncodedPair, encode_preference_pairs, margin_table
+from ..token_logprobs import token_logprobs
 from ..training import GroupedOrder
 from .base import CancelledBeforeTraining, TrainingRun, check_adapter_folders
 
@@ -125,34 +127,6 @@ def collate_dpo(pairs: Sequence[EncodedPair]) -> DpoBatch:
 
 
 # ---------------------------------------------------------------------------------------------- log-probabilities
-# Response tokens whose [tokens, vocab] float logits are alive at once: the LM head and log-softmax run per chunk,
-# and under autograd each chunk is checkpointed (recomputed in the backward), so only the hidden states are kept.
-# With SmolLM2's 49k vocabulary, batch 8 pairs of ~500 response tokens each would otherwise keep about 1.6 GB of
-# logits per copy, several copies through the log-softmax's backward.
-HEAD_TOKENS = 1024
-
-
-def _token_logprobs(lm: torch.nn.Module, hidden: Tensor, ids: Tensor) -> Tensor:
-    logits = output_logits(lm, hidden)
-    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-
-def chunked_logprobs(lm: torch.nn.Module, hidden: Tensor, ids: Tensor, chunk: int = HEAD_TOKENS) -> Tensor:
-    """log p(ids[i] | ·) from the hidden states that predict them (``hidden`` [N, ..., H], ``ids`` [N, ...]),
-    ``chunk`` entries of the first dimension at a time; ``lm`` is the causal LM whose output layer (and final logit
-    transformation, :func:`engine.logits.output_logits`) makes the logits."""
-    from torch.utils.checkpoint import checkpoint
-
-    parts = []
-    for s in range(0, hidden.shape[0], chunk):
-        h, t = hidden[s : s + chunk], ids[s : s + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
-            parts.append(checkpoint(_token_logprobs, lm, h, t, use_reentrant=False))
-        else:
-            parts.append(_token_logprobs(lm, h, t))
-    return torch.cat(parts)
-
-
 def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Summed log-probabilities of the chosen and rejected responses [B] each, and their token counts [B] each,
     under adapter ``name`` (``None``: the bare base).
@@ -160,6 +134,7 @@ def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[T
     With gradient checkpointing the backward recomputes the forward, so it must run inside
     ``pairs_attention(hm.transformer())`` too (the training loop does this)."""
     body = hm.backbone()
+    lm_head = hm.transformer().get_output_embeddings()
 
     def run() -> Tensor:
         with pairs_attention(hm.transformer()):
@@ -173,7 +148,8 @@ def pair_logprobs(hm: HeadedModel, name: str | None, batch: DpoBatch) -> tuple[T
             hidden = run()
     else:
         hidden = run()
-    lp = chunked_logprobs(hm.transformer(), hidden.index_select(0, batch.predictor), batch.target)
+    lp = token_logprobs(lm_head, hidden.index_select(0, batch.predictor), batch.target,
+                        **head_transform(hm.transformer()))
     n = 2 * batch.size
     sums = torch.zeros(n, dtype=lp.dtype, device=lp.device).index_add(0, batch.sequence, lp)
     counts = torch.bincount(batch.sequence, minlength=n).to(lp.dtype)
@@ -196,6 +172,18 @@ def preference_loss(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tensor, 
     return dpo_loss(pc, pr, rc, rr, beta=beta, loss_type="sigmoid", margin=margin, label_smoothing=label_smoothing)
 
 
+class PolicyPairLogprobs(nn.Module):
+    """The policy's :func:`pair_logprobs` as a module, so that ``accelerator.prepare`` (DDP) wraps the training
+    forward and synchronises the gradients of several processes."""
+
+    def __init__(self, hm: HeadedModel):
+        super().__init__()
+        self.hm = hm
+
+    def forward(self, batch: DpoBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return pair_logprobs(self.hm, POLICY, batch)
+
+
 # ---------------------------------------------------------------------------------------------- data
 def encode_pairs(project: Project, snapshot_id: int, tokenizer: Any, cfg: DpoConfig,
                  log: Callable[[str], object] | None = None) -> tuple[list[EncodedPair], Any]:
@@ -211,14 +199,15 @@ class ReferencePassProgress:
     first step) and raises :class:`~engine.trainers.base.CancelledBeforeTraining` when the run is cancelled
     meanwhile."""
 
-    def __init__(self, ctx: JobContext, total: int, every_s: float = 30.0):
-        self.ctx, self.total, self.every_s = ctx, total, every_s
+    def __init__(self, ctx: JobContext, total: int, accelerator: Any = None, every_s: float = 30.0):
+        self.ctx, self.total, self.every_s, self.accelerator = ctx, total, every_s, accelerator
         self.done = 0
         self.t0 = self.last = time.perf_counter()
 
     def __call__(self, pairs_scored: int) -> None:
+        """After each round of batches (every process calls it together: the cancel check is shared)."""
         self.done += pairs_scored
-        if self.ctx.should_stop():
+        if self.ctx.should_stop(self.accelerator):
             raise CancelledBeforeTraining(
                 f"cancelled during the reference pass ({self.done:,} of {self.total:,} pairs scored), before the "
                 "first training step: there is no checkpoint to resume")
@@ -232,41 +221,47 @@ class ReferencePassProgress:
 
 
 @torch.no_grad()
-def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[EncodedPair], batch_size: int,
-                       device: torch.device, on_batch: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
-    """Summed reference log-probabilities of every pair's chosen and rejected continuation, [N] each.
-    ``on_batch(n)`` is called after each batch of ``n`` pairs."""
-    rc, rr = torch.zeros(len(pairs)), torch.zeros(len(pairs))
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        batch = collate_dpo([pairs[i] for i in idx]).to(device)
-        c, r, _, _ = pair_logprobs(hm, reference, batch)
-        rc[idx], rr[idx] = c.float().cpu(), r.float().cpu()
+def _score_chunks(hm: HeadedModel, name: str | None, pairs: Sequence[EncodedPair], chunks: list[list[int]],
+                  device: torch.device, on_batch: Callable[[int], None] | None, rank: int, world: int
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Summed log-probabilities of chosen and rejected and their token counts, [N] each, of the pairs in this
+    process's chunks (chunk j is process ``j % world``'s; the other rows stay 0, for a sum over processes). Every
+    process goes through the same number of rounds and calls ``on_batch(n)`` once per round (n: the pairs it scored,
+    maybe 0), so a cancel check there is collective."""
+    out = [torch.zeros(len(pairs)) for _ in range(4)]
+    for r in range(0, len(chunks), world):
+        j = r + rank
+        idx = chunks[j] if j < len(chunks) else []
+        if idx:
+            batch = collate_dpo([pairs[i] for i in idx]).to(device)
+            for acc, t in zip(out, pair_logprobs(hm, name, batch)):
+                acc[idx] = t.float().cpu()
         if on_batch is not None:
             on_batch(len(idx))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def reference_logprobs(hm: HeadedModel, reference: str | None, pairs: list[EncodedPair], batch_size: int,
+                       device: torch.device, on_batch: Callable[[int], None] | None = None, *, rank: int = 0,
+                       world: int = 1) -> tuple[Tensor, Tensor]:
+    """Summed reference log-probabilities of every pair's chosen and rejected continuation, [N] each, in batches of
+    pairs of similar length (this process's share of them: see :func:`_score_chunks`)."""
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    rc, rr, _, _ = _score_chunks(hm, reference, pairs, chunks, device, on_batch, rank, world)
     return rc, rr
 
 
 # ---------------------------------------------------------------------------------------------- held-out pairs
-@torch.no_grad()
 def score_pairs(hm: HeadedModel, name: str | None, pairs: Sequence[EncodedPair], batch_size: int,
-                device: torch.device, on_batch: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                device: torch.device, on_batch: Callable[[int], None] | None = None, *, rank: int = 0,
+                world: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Summed log-probabilities of chosen and rejected and their token counts, [N] each, under adapter ``name``
-    (``None``: the bare base), in consecutive chunks of ``batch_size``: the policy and its reference scored with
-    the same chunks run the same computations, so they agree exactly while the policy is the reference.
-    ``on_batch(n)`` is called after each chunk of ``n`` pairs."""
-    outs: list[list[Tensor]] = [[], [], [], []]
-    for s in range(0, len(pairs), batch_size):
-        chunk = pairs[s : s + batch_size]
-        batch = collate_dpo(chunk).to(device)
-        for acc, t in zip(outs, pair_logprobs(hm, name, batch)):
-            acc.append(t.float().cpu())
-        if on_batch is not None:
-            on_batch(len(chunk))
-    if not pairs:
-        return tuple(torch.zeros(0) for _ in range(4))  # type: ignore[return-value]
-    return tuple(torch.cat(t) for t in outs)  # type: ignore[return-value]
+    (``None``: the bare base), in consecutive chunks of ``batch_size`` (this process's share of them: see
+    :func:`_score_chunks`): the policy and its reference scored with the same chunks run the same computations, so
+    they agree exactly while the policy is the reference."""
+    chunks = [list(range(s, min(s + batch_size, len(pairs)))) for s in range(0, len(pairs), batch_size)]
+    return _score_chunks(hm, name, pairs, chunks, device, on_batch, rank, world)
 
 
 def preference_metrics(pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor, nc: Tensor, nr: Tensor, margin: Tensor, *,
@@ -365,7 +360,6 @@ class DpoRun(TrainingRun):
     snapshot_unit = "judged preference pair(s)"
     hint = "judge more comparisons"
     snapshot_kind = "preference"
-    distributed = False
     card_title = "DPO adapter"
     card_tag = "dpo"
 
@@ -401,8 +395,9 @@ class DpoRun(TrainingRun):
             self.hm.load_adapter(REFERENCE, reference_from, trainable=False)
         self.lm = self.hm.transformer()
         # Training mode: transformers checkpoints layers only there. Dropout is the model's own (none in SmolLM2) and
-        # the LoRA dropout, which is 0 unless asked; evaluations switch to eval mode and back.
-        self.module = self.hm
+        # the LoRA dropout, which is 0 unless asked; evaluations switch to eval mode and back. The policy's training
+        # forward goes through ``module`` (wrapped for several processes by the accelerator).
+        self.module = PolicyPairLogprobs(self.hm)
 
     def new_snapshot(self, project: Project, note: str) -> int:
         from workbench.training_data import preference_snapshot
@@ -414,6 +409,9 @@ class DpoRun(TrainingRun):
 
         return sum(1 for p in preference_pairs(project, snapshot_id) if not p.tie)
 
+    def example_tokens(self, example: EncodedPair) -> int:
+        return len(example.prompt_ids) + len(example.chosen_ids) + len(example.rejected_ids)  # packed: prompt once
+
     def load_data(self, project: Project, snapshot_id: int) -> tuple[list[EncodedPair], list[int]]:
         pairs, _ = encode_pairs(project, snapshot_id, self.tokenizer, self.cfg, log=self.ctx.log)
         return pairs, [p.prompt_id for p in pairs]
@@ -423,27 +421,34 @@ class DpoRun(TrainingRun):
 
     def prepare(self) -> None:
         """The held-out pairs, then the reference's log-probabilities of every pair, computed once."""
-        cfg, ctx, project = self.cfg, self.ctx, self.ctx.project()
-        assert project is not None
+        cfg, ctx = self.cfg, self.ctx
         held_file = ctx.run_dir / HELDOUT_FILE
-        if held_file.is_file():  # a resumed run scores the held-out pairs it started with
-            text = held_file.read_text().strip()
-            self.held_sid = int(text) if text else None
-        else:
-            self.held_sid = heldout_snapshot(project, f"dpo run {ctx.run_id}: held-out evaluation")
-            held_file.write_text("" if self.held_sid is None else str(self.held_sid))
+        # the main process freezes the held-out snapshot (a resumed run keeps the one it started with); every
+        # process reads its id back
+        if ctx.is_main and not held_file.is_file():
+            sid = heldout_snapshot(ctx.project(), f"dpo run {ctx.run_id}: held-out evaluation")
+            held_file.write_text("" if sid is None else str(sid))
+        self.wait()
+        text = held_file.read_text().strip()
+        self.held_sid = int(text) if text else None
         t_ref = time.perf_counter()
         self.hm.eval()
         if self.held_sid is not None:
-            self.held = heldout_pairs(project, self.held_sid, self.tokenizer, cfg)
+            with Project.open(ctx.project_path, migrate=False) as project:
+                self.held = heldout_pairs(project, self.held_sid, self.tokenizer, cfg)
         self.held_margin = torch.tensor([p.margin for p in self.held], dtype=torch.float32)
-        progress = ReferencePassProgress(ctx, len(self.train_examples) + len(self.eval_examples) + len(self.held))
-        ref, bs, device = self.reference, cfg.batch_size, self.device
+        progress = ReferencePassProgress(ctx, len(self.train_examples) + len(self.eval_examples) + len(self.held),
+                                         self.accelerator)
+        ref, bs, device, share = self.reference, cfg.batch_size, self.device, {"rank": self.rank, "world": self.world}
         try:
-            self.ref_c, self.ref_r = reference_logprobs(self.hm, ref, self.train_examples, bs, device, progress)
-            self.eval_ref = (reference_logprobs(self.hm, ref, self.eval_examples, bs, device, progress)
+            # each process scores its share of the batches; the sums over processes give every process all of them
+            self.ref_c, self.ref_r = self.sum_tensors(
+                *reference_logprobs(self.hm, ref, self.train_examples, bs, device, progress, **share))
+            self.eval_ref = (self.sum_tensors(*reference_logprobs(self.hm, ref, self.eval_examples, bs, device,
+                                                                  progress, **share))
                              if self.eval_examples else None)
-            self.held_ref = score_pairs(self.hm, ref, self.held, bs, device, progress) if self.held else None
+            self.held_ref = (self.sum_tensors(*score_pairs(self.hm, ref, self.held, bs, device, progress, **share))
+                             if self.held else None)
         finally:
             self.ref_seconds = time.perf_counter() - t_ref
         # The policy starts as the reference: a fresh adapter (LoRA B = 0) on the base the reference is, or the
@@ -467,9 +472,10 @@ class DpoRun(TrainingRun):
                          f"{len(self.held)} pairs of snapshot {self.held_sid} ({int(start['heldout/ties'])} ties, "
                          "counted as half)")
 
-    def loss(self, batch: DpoBatch, rc: Tensor, rr: Tensor) -> DPOOutput:
-        """The configured loss of the policy on ``batch`` against the reference's log-probabilities ``rc``/``rr``."""
-        pc, pr, nc, nr = pair_logprobs(self.hm, POLICY, batch)
+    def loss(self, batch: DpoBatch, rc: Tensor, rr: Tensor, *, training: bool = False) -> DPOOutput:
+        """The configured loss of the policy on ``batch`` against the reference's log-probabilities ``rc``/``rr``
+        (``training``: through ``module``, which synchronises the gradients of several processes)."""
+        pc, pr, nc, nr = self.module(batch) if training else pair_logprobs(self.hm, POLICY, batch)
         return preference_loss(pc, pr, rc.to(self.device), rr.to(self.device), nc, nr, beta=self.cfg.beta,
                                loss_type=self.cfg.loss_type, margin=batch.margin,
                                label_smoothing=self.cfg.label_smoothing)
@@ -480,8 +486,9 @@ class DpoRun(TrainingRun):
             batch = collate_dpo([self.train_examples[i] for i in idx]).to(self.device)
             # the backward recomputes checkpointed layers, which need the pair attention again
             with sync, pairs_attention(self.hm.transformer()):
-                out = self.loss(batch, self.ref_c[idx], self.ref_r[idx])
-                self.backward(out.losses.sum() / len(indices))
+                out = self.loss(batch, self.ref_c[idx], self.ref_r[idx], training=True)
+                # several processes: the accelerator averages their gradients, so each weighs its pairs by world
+                self.backward(out.losses.sum() * self.world / len(indices))
             add_preference_sums(sums, out)
             sums["pairs"] += len(idx)
             sums["tokens"] += batch.n_tokens
@@ -511,10 +518,11 @@ class DpoRun(TrainingRun):
         self.hm.eval()
         bs, evals = self.cfg.batch_size, self.eval_examples
         sums = dict.fromkeys(PREFERENCE_SUMS, 0.0)
-        for s in range(0, len(evals), bs):
+        for s in range(self.rank * bs, len(evals), bs * self.world):  # this process's share of the batches
             chunk = evals[s : s + bs]
             add_preference_sums(sums, self.loss(collate_dpo(chunk).to(self.device), self.eval_ref[0][s : s + len(chunk)],
                                                 self.eval_ref[1][s : s + len(chunk)]))
+        sums = self.sum_over_processes(sums)
         return {f"eval/{k}": v / len(evals) for k, v in sums.items()}
 
     def evaluate_heldout(self, at_start: bool = False) -> dict[str, float]:
@@ -522,7 +530,8 @@ class DpoRun(TrainingRun):
         assert self.held_ref is not None
         self.hm.eval()
         pol = (self.held_ref if at_start and self.starts_as_reference
-               else score_pairs(self.hm, POLICY, self.held, self.cfg.batch_size, self.device))
+               else self.sum_tensors(*score_pairs(self.hm, POLICY, self.held, self.cfg.batch_size, self.device,
+                                                  rank=self.rank, world=self.world)))
         res = preference_metrics(pol[0], pol[1], self.held_ref[0], self.held_ref[1], pol[2], pol[3], self.held_margin,
                                  beta=self.cfg.beta, loss_type=self.cfg.loss_type,
                                  label_smoothing=self.cfg.label_smoothing)

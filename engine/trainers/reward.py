@@ -145,6 +145,9 @@ class RewardRun(TrainingRun):
 
         return len(preference_pairs(project, snapshot_id, margins=margin_table(self.cfg.margins)))
 
+    def example_tokens(self, example: EncodedPair) -> int:
+        return len(example.prompt_ids) + len(example.chosen_ids) + len(example.rejected_ids)  # packed: prompt once
+
     def load_data(self, project: Project, snapshot_id: int) -> tuple[list[EncodedPair], list[int]]:
         pairs, _ = encode_pairs(project, snapshot_id, self.tokenizer, self.cfg, log=self.ctx.log)
         return pairs, [p.prompt_id for p in pairs]

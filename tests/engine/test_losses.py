@@ -16,6 +16,7 @@ from engine.losses import (
     dpo_loss,
     explained_variance,
     gae,
+    group_normalized_advantages,
     leave_one_out_advantages,
     masked_bce_with_logits,
     pairwise_accuracy,
@@ -135,6 +136,25 @@ def test_leave_one_out_advantages_worked_example():
     assert float(per_row[group == 0].sum()) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="at least two responses per prompt"):
         leave_one_out_advantages(t([1.0, 2.0, 3.0]), torch.tensor([0, 0, 1]), t([[1], [1], [1]]))
+
+
+def test_group_normalized_advantages_worked_example():
+    # prompt 0: rewards 1, 2, 6 -> mean 3, deviations -2, -1, 3, Bessel variance (4 + 1 + 9) / 2 = 7, std √7;
+    # prompt 1: rewards 5, -1 -> mean 2, deviations 3, -3, variance 18, std √18; prompt 2: 4, 4 -> all 0 (no 0/0).
+    reward = t([1.0, 5.0, 2.0, -1.0, 6.0, 4.0, 4.0])
+    group = torch.tensor([0, 1, 0, 1, 0, 2, 2])
+    mask = t([[1, 1], [1, 0], [1, 1], [1, 1], [1, 0], [1, 1], [1, 0]])
+    adv = group_normalized_advantages(reward, group, mask)
+    s0, s1 = 7 ** 0.5 + 1e-4, 18 ** 0.5 + 1e-4
+    expected = [[-2 / s0, -2 / s0], [3 / s1, 0.0], [-1 / s0, -1 / s0], [-3 / s1, -3 / s1], [3 / s0, 0.0],
+                [0.0, 0.0], [0.0, 0.0]]
+    assert torch.allclose(adv, t(expected), atol=1e-6), adv
+    assert adv[0, 0].item() == pytest.approx(-0.755901, abs=1e-5)
+    # a shift or a positive scale of every reward of a group changes nothing (up to the eps)
+    shifted = group_normalized_advantages(3.0 * reward + 10.0, group, mask)
+    assert torch.allclose(shifted, adv, atol=1e-4)
+    with pytest.raises(ValueError, match="at least two responses per prompt"):
+        group_normalized_advantages(t([1.0, 2.0, 3.0]), torch.tensor([0, 0, 1]), t([[1], [1], [1]]))
 
 
 def test_whiten_over_mask():

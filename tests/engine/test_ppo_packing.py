@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig
 
 from engine.pair_attention import pairs_attention
-from engine.trainers.ppo.experience_maker import sample_responses
+from engine.trainers.ppo.sampling import sample_responses
 from engine.trainers.ppo.packing import chunks_of_groups, pack_groups
 from engine.trainers.ppo.padding import pad_rows
 from engine.trainers.ppo.rewards import AdapterScorer
@@ -153,7 +153,7 @@ def test_sampling_k_responses_encodes_each_prompt_once_and_matches_repeated_prom
                                   **kwargs)
     finally:
         hook.remove()
-    assert calls[0] == (2, 4)  # the prefill saw each prompt once
+    assert calls[0] == (1, 6)  # the prefill saw each prompt once, packed without padding
     assert all(c == (6, 1) for c in calls[1:])
     repeated = sample_responses(model, [p for p in prompts for _ in range(3)],
                                 generator=torch.Generator().manual_seed(5), **kwargs)

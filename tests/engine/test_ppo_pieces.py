@@ -10,7 +10,8 @@ import torch
 
 from engine.losses import gae
 from engine.trainers.ppo.experience import Experience
-from engine.trainers.ppo.experience_maker import ExperienceMaker, RunningMoments, sample_responses
+from engine.trainers.ppo.experience_maker import ExperienceMaker, RunningMoments
+from engine.trainers.ppo.sampling import draw, sample_responses
 from engine.trainers.ppo.trainer import make_kl_controller
 
 
@@ -131,6 +132,28 @@ def test_sampling_masks_after_eos_and_is_reproducible_from_the_generator(tiny_lm
     assert torch.equal(a.attention_mask[:, P:].float(), a.response_mask)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_logprobs_and_entropy_are_those_of_a_fresh_forward(tiny_lm, temperature):
+    """The sampler's per-token log-probabilities and entropies (cached decode, packed prefill) equal a plain forward
+    over the finished sequences, at the sampling temperature, to float rounding; 0 on padding."""
+    model, tok = tiny_lm
+    prompts = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61]]
+    s = sample_responses(model, prompts, max_new_tokens=10, eos_ids=list(range(3, 12)) + [tok.eos_token_id],
+                         pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(3), temperature=temperature,
+                         samples_per_prompt=2)
+    P = s.prompt_width
+    position_ids = (s.attention_mask.cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        logits = model(input_ids=s.sequences, attention_mask=s.attention_mask, position_ids=position_ids).logits
+    logp = torch.log_softmax(logits[:, P - 1 : -1].float() / temperature, dim=-1)
+    want = logp.gather(-1, s.sequences[:, P:].unsqueeze(-1)).squeeze(-1) * s.response_mask
+    entropy = -(logp.exp() * logp).sum(-1) * s.response_mask
+    assert s.response_mask.sum() > 12 and (s.response_mask == 0).any()
+    assert torch.allclose(s.logprobs, want, atol=1e-4), (s.logprobs - want).abs().max()
+    assert torch.allclose(s.entropy, entropy, atol=1e-4)
+    assert not s.logprobs[s.response_mask == 0].any() and not s.entropy[s.response_mask == 0].any()
+
+
 def test_experience_select_drops_prompt_columns_that_are_padding_in_every_selected_row():
     exp = _exp(P=4)
     # left-padded prompts: row 0 has 3 real prompt tokens, rows 1 and 2 have 1 and 2
@@ -146,3 +169,36 @@ def test_experience_select_drops_prompt_columns_that_are_padding_in_every_select
     assert torch.equal(sub.attention_mask, torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]))
     whole = exp.select([0, 1, 2])
     assert whole.prompt_width == 3 and torch.equal(whole.sequences, exp.sequences[:, 1:])
+
+
+def test_draw_follows_the_distribution_never_picks_a_zero_and_repeats_with_the_generator():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(50_000, 1)
+    tokens = draw(probs, torch.Generator().manual_seed(7))
+    share = torch.bincount(tokens, minlength=6).double() / len(tokens)
+    assert share[[0, 2, 5]].sum() == 0
+    assert torch.allclose(share[[1, 3, 4]], torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), atol=0.01)
+    again = [draw(probs[:100], torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*again)
+
+
+def test_a_row_seeded_sample_does_not_depend_on_the_rows_beside_it(tiny_lm):
+    """Seeds per (prompt, sample): a prompt's responses are the same sampled alone or beside other prompts (as in
+    one process or split between two), and the seeds of different rows give different streams."""
+    from engine.trainers.ppo.sampling import row_seed
+
+    model, tok = tiny_lm
+    prompts = [[1, 40, 41, 42], [1, 50], [1, 60, 61, 62, 63]]
+    seeds = [row_seed(3, 7, p, j) for p in range(3) for j in range(2)]
+    kwargs = dict(max_new_tokens=8, eos_ids=[tok.eos_token_id], pad_id=tok.pad_token_id, samples_per_prompt=2)
+    together = sample_responses(model, prompts, row_seeds=seeds, **kwargs)
+    first = sample_responses(model, prompts[:1], row_seeds=seeds[:2], **kwargs)
+    rest = sample_responses(model, prompts[1:], row_seeds=seeds[2:], **kwargs)
+    P = together.prompt_width
+
+    def responses(s):
+        return [row[s.prompt_width:][m.bool()].tolist() for row, m in zip(s.sequences, s.response_mask)]
+
+    assert responses(together) == responses(first) + responses(rest)
+    assert torch.allclose(together.logprobs[:2, : first.logprobs.shape[1]], first.logprobs, atol=1e-5)
+    assert responses(together)[0] != responses(together)[1]  # two samples of one prompt differ
+    assert len(set(seeds)) == 6 and P == 5

@@ -68,7 +68,8 @@ def test_ppo_steps_change_policy_and_value_only(tiny_model_dir, tmp_path):
                      policy_from=start, reference_from=start, seed=1)
     before = _split(roles)
     assert before["base"] and before[POLICY] and before[REFERENCE] and before[VALUE]
-    # The policy starts as the reference: same weights, so the KL of the first rollout is exactly 0.
+    # The policy starts as the reference: same weights, so the KL of the first rollout is 0 (to the float rounding
+    # between the sampler's cached decode, where the policy's log-probabilities come from, and a full forward).
     assert _digest({k.replace(POLICY, "x"): v for k, v in before[POLICY].items()}) == \
         _digest({k.replace(REFERENCE, "x"): v for k, v in before[REFERENCE].items()})
 
@@ -79,7 +80,7 @@ def test_ppo_steps_change_policy_and_value_only(tiny_model_dir, tmp_path):
     ids = [encode_prompt(tok, c, 32) for c in convs]
     g = torch.Generator().manual_seed(0)
     exp, _ = maker.make(ids, convs, 0.1, g)
-    assert torch.equal(exp.kl, torch.zeros(4))
+    assert torch.allclose(exp.kl, torch.zeros(4), atol=1e-4)
     for _ in range(2):
         trainer.step(exp, g)
         exp, _ = maker.make(ids, convs, 0.1, g)

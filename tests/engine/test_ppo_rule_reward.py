@@ -1,5 +1,5 @@
 """PPO learns a rule-based reward on a tiny model within a few dozen steps while the KL stays bounded, with either
-advantage estimator.
+advantage estimator (gae, rloo, grpo).
 
 Reward: +1 when the response contains the letter "e" (about one response in eight at the start). LoRA also on the
 LM head, so the tiny random model's near-uniform output can move quickly; responses are 6 tokens.
@@ -28,9 +28,9 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-# 16 responses a rollout either way: 16 prompts once each with a learned value (GAE), or 4 prompts 4 times each
-# with the leave-one-out baseline (rloo)
-@pytest.mark.parametrize("estimator, prompts, per_prompt", [("gae", 16, 1), ("rloo", 4, 4)])
+# 16 responses a rollout every way: 16 prompts once each with a learned value (GAE), or 4 prompts 4 times each
+# with the leave-one-out baseline (rloo) or the group's mean and spread (grpo)
+@pytest.mark.parametrize("estimator, prompts, per_prompt", [("gae", 16, 1), ("rloo", 4, 4), ("grpo", 4, 4)])
 def test_policy_learns_a_rule_reward_with_bounded_kl(tiny_model_dir, project_path, estimator, prompts, per_prompt):
     with Project.create(project_path) as p:
         for i in range(16):

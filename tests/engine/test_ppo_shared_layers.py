@@ -147,6 +147,26 @@ def test_rloo_rollout_samples_each_prompt_k_times_and_trains_the_policy_only(tin
     assert "ppo/policy_loss" in stats and "ppo/value_loss" not in stats and "ppo/explained_variance" not in stats
 
 
+def test_grpo_rollout_centres_and_scales_each_prompts_rewards(tiny_model_dir):
+    roles, tok = _roles(tiny_model_dir, top_only=True)
+    maker = ExperienceMaker(roles, tok, contains_rule("e"), max_new_tokens=6, forward_batch_size=4,
+                            samples_per_prompt=3, advantage_estimator="grpo", normalize_reward=False,
+                            missing_eos_penalty=0.5)
+    convs = [[{"role": "user", "content": "Hi" + " there" * i}] for i in range(2)]
+    beta = 0.1
+    exp, _ = maker.make([encode_prompt(tok, c, 32) for c in convs], convs, beta, torch.Generator().manual_seed(0))
+    # each row's advantage: (its KL-penalised reward − its prompt's mean) / (the prompt's Bessel std + 1e-4)
+    seq_reward = (exp.reward - beta * exp.kl).double()
+    for row in range(6):
+        group = seq_reward[exp.prompt_index == exp.prompt_index[row]]
+        expected = float((seq_reward[row] - group.mean()) / (group.std(unbiased=True) + 1e-4))
+        n = int(exp.response_mask[row].sum())
+        assert torch.allclose(exp.advantages[row, :n].double(), torch.full((n,), expected, dtype=torch.float64),
+                              atol=1e-5), row
+        assert not exp.advantages[row, n:].any()
+    assert not exp.values.any()
+
+
 def test_rloo_needs_two_responses_per_prompt(tiny_model_dir):
     roles, tok = _roles(tiny_model_dir, top_only=True)
     with pytest.raises(ValueError, match="two responses per prompt"):

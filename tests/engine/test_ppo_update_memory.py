@@ -94,3 +94,43 @@ def test_chunks_sorted_and_trimmed_give_the_gradient_of_one_whole_micro_batch(ti
     assert sum(float(g.abs().sum()) for g in whole) > 0
     for a, b in zip(chunked, whole):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_update_with_k_responses_per_prompt_gives_the_padded_gradient(tiny_model_dir):
+    """k responses per prompt: the update packs each prompt once for the responses of a chunk, within the token
+    budget of backward_rows padded rows, and the step's gradient is that of the padded forward over every row."""
+    roles, tok = _roles(tiny_model_dir)
+    texts = ["hi", "a much longer prompt about many many things, and then some more", "tell me"]
+    prompts = [tok.encode(t) for t in texts]
+    convs = [[{"role": "user", "content": t}] for t in texts]
+    maker = ExperienceMaker(roles, tok, contains_rule("e"), max_new_tokens=6, forward_batch_size=6,
+                            samples_per_prompt=3, advantage_estimator="rloo")
+    exp, _ = maker.make(prompts, convs, 0.05, torch.Generator().manual_seed(0))
+    params = roles.parameters_of(POLICY)
+    trainer = PpoTrainer(roles, _GradRecorder(params), ppo_epochs=1, mini_batch_size=9, micro_batch_size=9,
+                         whiten_advantages=False, backward_rows=2, max_grad_norm=0.0, train_value=False)
+    shuffled = torch.tensor([4, 0, 8, 2, 6, 1, 5, 3, 7])
+    chunks = trainer.chunks(exp, shuffled)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(9))
+    budget = 2 * (exp.prompt_width + exp.response_width)
+    plen = exp.attention_mask[:, : exp.prompt_width].sum(1)
+    for c in chunks:
+        packed, _ = exp.select(c).packed()
+        assert packed.input_ids.shape[1] <= budget or len(c) == 1
+        # rows of one prompt are adjacent, so the packed row holds each prompt once
+        groups = exp.prompt_index[c].tolist()
+        assert groups == sorted(groups)
+        assert packed.input_ids.shape[1] == int(exp.response_length[c].sum()) + sum(
+            int(plen[c[groups.index(g)]]) for g in set(groups))
+    assert len(chunks) < 9  # some chunk shares a prompt between responses
+
+    trainer.step(exp, torch.Generator().manual_seed(1))
+    packed_grads = trainer.optimizer.seen[0]
+    for p in params:
+        p.grad = None
+    P, mask = exp.prompt_width, exp.response_mask
+    lp, _ = roles.logprobs(POLICY, exp.sequences, exp.attention_mask, P)
+    clipped_policy_loss(lp, exp.logprobs, exp.advantages, mask, trainer.clip_range).loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in params) > 0
+    for a, p in zip(packed_grads, params):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)

@@ -120,3 +120,16 @@ def test_run_outlives_its_client_and_is_reattached_while_running(tiny_model_dir,
     assert first.process.wait(timeout=60) == 0
     with Project.open(demo_project) as p:
         assert p.get_run(first.run_id)["status"] == "done"
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_every_job_takes_its_thread_count_from_the_config(tiny_model_dir, demo_project, threads):
+    """num_threads belongs to every job's config (here a generation job, not a trainer); none leaves a core free."""
+    from workbench.configs import GenerateConfig
+
+    handle = JobClient(demo_project).start("generate", GenerateConfig(
+        base_model=str(tiny_model_dir), device="cpu", n_per_prompt=1, max_new_tokens=2, num_threads=threads))
+    events = list(handle.events())
+    assert handle.status == "done", events[-1]
+    running = next(e for e in events if e.type.value == "status" and e.data.get("state") == "running")
+    assert running.data["threads"] == (threads or max(1, (os.cpu_count() or 1) - 1))

@@ -51,6 +51,10 @@ def test_ppo_estimator_and_optional_whitening_have_drop_downs(page):
     whiten, estimator = form.editors["whiten_advantages"], form.editors["advantage_estimator"]
     assert isinstance(whiten, QComboBox) and isinstance(estimator, QComboBox)
     assert whiten.currentText() == "auto" and form.raw_values()["whiten_advantages"] is None
+    assert [estimator.itemText(i) for i in range(estimator.count())] == ["gae", "rloo", "grpo"]
+    estimator.setCurrentText("grpo")
+    form.editors["samples_per_prompt"].setValue(2)
+    assert form.config().advantage_estimator == "grpo"
     estimator.setCurrentText("rloo")
     form.editors["samples_per_prompt"].setValue(4)
     whiten.setCurrentText("no")

@@ -91,6 +91,10 @@ def test_ppo_flags_land_in_the_config(tmp_path):
     assert (cfg.advantage_estimator, cfg.samples_per_prompt) == ("rloo", 4)
     with pytest.raises(InputError, match="samples_per_prompt of at least 2"):
         _config_of(["train", "ppo", "p.rlhf", "--advantage", "rloo"])
+    cfg = _config_of(["train", "ppo", "p.rlhf", "--advantage", "grpo", "--samples-per-prompt", "2"])
+    assert (cfg.advantage_estimator, cfg.samples_per_prompt) == ("grpo", 2)
+    with pytest.raises(InputError, match="grpo compares responses"):
+        _config_of(["train", "ppo", "p.rlhf", "--advantage", "grpo"])
 
 
 def test_dpo_flags_land_in_the_config(capsys):

@@ -477,9 +477,12 @@ def spawn_worker(python: str, run_dir: Path, *, resume: bool = False, num_proces
     if num_processes > 1:
         # accelerate's multi-process launcher (torch elastic); on a machine without CUDA it runs CPU processes
         # that talk over gloo (accelerate's MULTI_CPU), which ACCELERATE_USE_CPU selects.
+        # Port 0: accelerate picks a free port for the processes' rendezvous. Its default, 29500, is one port for
+        # the whole machine, so two distributed runs starting together (two test suites, a run beside a benchmark)
+        # could both find it free and then collide.
         cmd = [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                str(num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "engine.worker", str(run_dir)]
+               "--main_process_port", "0", "-m", "engine.worker", str(run_dir)]
         if _cpu_only():
             env["ACCELERATE_USE_CPU"] = "true"
     else:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from .packing import PackedGroups, pack_groups
+
 
 @dataclass
 class Experience:
@@ -76,6 +78,17 @@ class Experience:
             out[f.name] = v
         out["prompt_width"] = P - skip
         return Experience(**out)
+
+    def packed(self) -> tuple[PackedGroups, Tensor | None]:
+        """The rows packed without padding, each run of consecutive rows with the same prompt sharing it
+        (``engine.trainers.ppo.packing``), and ``bottom`` in that layout ([1, T, H], or None)."""
+        P = self.prompt_width
+        prompt_len = self.attention_mask[:, :P].sum(1).tolist()
+        response_len = self.response_length.tolist()
+        rows = self.sequences.tolist()
+        packed = pack_groups([r[P - n : P] for r, n in zip(rows, prompt_len)],
+                             [r[P : P + n] for r, n in zip(rows, response_len)], device=self.sequences.device)
+        return packed, (packed.from_padded(self.bottom, P) if self.bottom is not None else None)
 
     def to(self, device: torch.device | str) -> "Experience":
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)

@@ -1,40 +1,46 @@
 """Rollouts → :class:`~engine.trainers.ppo.experience.Experience`: sampling, scoring, reward shaping, GAE.
 
-1. **Sampling**: batched nucleus sampling from the policy (temperature, top-k, top-p) with a KV cache, drawing from
-   a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples exactly the same responses. With
-   several responses per prompt, each prompt is encoded once and its cache copied for its responses.
+1. **Sampling** (:mod:`.sampling`): the rollout's k × prompts rows in one batch, each prompt prefilled once
+   without padding, drawing from a ``torch.Generator`` the job owns and checkpoints, so a resumed run samples
+   exactly the same responses; the policy's log-probability and entropy of every sampled token come with it.
 2. **Scoring**, in chunks of about ``forward_batch_size`` rows packed without padding, each prompt once for all its
-   responses (``engine.trainers.ppo.packing``): log-probabilities (and entropy) under the policy, log-probabilities under
-   the reference, values, the reward model's score of the whole response, and the safety cost. On SmolLM2 (8
-   prompts × 4 responses, prompts up to 128 tokens, 64 new tokens, 2 threads) this took a rollout from 29 s to
-   18 s (sampling 14.5 → 11 s, scoring 14.5 → 7 s).
+   responses (``engine.trainers.ppo.packing``): log-probabilities under the reference, values, the reward model's
+   score of the whole response, and the safety cost. On SmolLM2 (8 prompts × 4 responses, prompts up to 128
+   tokens, 64 new tokens, 2 threads) packing took a rollout from 29 s to 18 s (sampling 14.5 → 11 s, scoring 14.5
+   → 7 s); taking the policy's figures from the sampler saves one more pass of the policy.
 3. **Shaping**: the score is normalised by running moments (:class:`RunningMoments`) and clipped; the safety cost
    times its weight and a penalty for a response cut off before end-of-sequence are subtracted; the per-token
    reward is ``−β·(logπ − logπ_ref)`` with the sequence reward added at the last response token.
 4. **Advantages**: GAE (``engine.losses.gae``) over the value's estimates gives advantages and returns; or, with
    several responses per prompt and the ``rloo`` estimator, each response's KL-penalised sequence reward minus the
    mean of the other responses to its prompt (``engine.losses.leave_one_out_advantages``), on every one of its
-   tokens, with no value at all.
+   tokens, with no value at all; with ``grpo``, that reward minus its prompt's mean over the prompt's spread
+   (``engine.losses.group_normalized_advantages``). The KL penalty stays in the reward with every estimator (TRL's
+   GRPO puts it in the loss instead).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ...losses import gae, leave_one_out_advantages
+from workbench.configs import ADVANTAGE_ESTIMATORS, GROUP_ESTIMATORS
+
+from ...losses import gae, group_normalized_advantages, leave_one_out_advantages
 from .experience import Experience
 from .packing import chunks_of_groups, pack_groups
-from .padding import pad_rows
 from .rewards import RewardSource
-from .roles import POLICY, PpoRoles, position_ids_of
+from .sampling import Sampled, sample_responses
+from .roles import POLICY, PpoRoles
 
 Messages = list[dict[str, str]]
+Reduce = Callable[[Tensor], Tensor]  # a tensor summed over every process of a distributed run
 
 
 class RunningMoments:
@@ -43,12 +49,17 @@ class RunningMoments:
     def __init__(self) -> None:
         self.mean, self.var, self.count = 0.0, 1.0, 0.0
 
-    def update(self, x: Tensor) -> None:
+    def update(self, x: Tensor, reduce: Reduce | None = None) -> None:
+        """Take in the scores ``x``; with ``reduce`` (a sum over processes), every process's scores."""
         x = x.double()
-        n = float(x.numel())
+        sums = torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum(), (x * x).sum()])
+        if reduce is not None:
+            sums = reduce(sums)
+        n, s1, s2 = (float(v) for v in sums)
         if n == 0:
             return
-        b_mean, b_var = float(x.mean()), float(x.var(unbiased=False))
+        b_mean = s1 / n
+        b_var = max(0.0, s2 / n - b_mean * b_mean)
         total = self.count + n
         delta = b_mean - self.mean
         if self.count == 0:
@@ -67,88 +78,6 @@ class RunningMoments:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
-
-
-@dataclass
-class Sampled:
-    sequences: Tensor  # [B, P + R]
-    attention_mask: Tensor  # [B, P + R]
-    response_mask: Tensor  # [B, R]
-    finished: Tensor  # [B] bool
-    prompt_width: int
-
-
-def _filter(logits: Tensor, temperature: float, top_k: int, top_p: float) -> Tensor:
-    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
-
-    logits = logits / temperature
-    if top_k > 0:
-        logits = TopKLogitsWarper(top_k=top_k)(None, logits)
-    if top_p < 1.0:
-        logits = TopPLogitsWarper(top_p=top_p)(None, logits)
-    return logits
-
-
-@torch.no_grad()
-def sample_responses(
-    model: torch.nn.Module,
-    prompts: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    eos_ids: Sequence[int],
-    pad_id: int,
-    generator: torch.Generator,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    samples_per_prompt: int = 1,
-) -> Sampled:
-    """Sample ``samples_per_prompt`` responses per prompt (token id lists) from ``model`` (a causal LM, adapter
-    already active); row ``r`` answers prompt ``r // samples_per_prompt``. Each prompt is encoded once and its KV
-    cache copied for its responses."""
-    device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    k = max(1, int(samples_per_prompt))
-    ids, mask = pad_rows(prompts, pad_id, left=True)
-    ids, mask = ids.to(device), mask.to(device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask), use_cache=True,
-                logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1].float()
-    if k > 1:
-        cache.batch_repeat_interleave(k)
-        logits, ids, mask = (t.repeat_interleave(k, dim=0) for t in (logits, ids, mask))
-    b = ids.shape[0]
-    eos = torch.tensor(list(eos_ids), device=device)
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
-    positions = mask.sum(1, keepdim=True) - 1
-    new_tokens, new_mask = [], []
-    for _ in range(max_new_tokens):
-        if temperature == 0:
-            token = logits.argmax(-1)
-        else:
-            probs = torch.softmax(_filter(logits, temperature, top_k, top_p), dim=-1)
-            gen_dev = generator.device
-            token = torch.multinomial(probs.to(gen_dev), 1, generator=generator).squeeze(-1).to(device)
-        live = ~done
-        token = torch.where(live, token, torch.full_like(token, pad_id))
-        new_tokens.append(token)
-        new_mask.append(live.long())
-        is_eos = torch.isin(token, eos) & live
-        finished |= is_eos
-        done |= is_eos
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, live.long().unsqueeze(1)], dim=1)
-        positions = positions + 1
-        out = model(input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1].float()
-    resp = torch.stack(new_tokens, dim=1)
-    rmask = torch.stack(new_mask, dim=1)
-    full_ids = torch.cat([ids, resp], dim=1)
-    full_mask = torch.cat([mask[:, :width], rmask], dim=1)
-    return Sampled(full_ids, full_mask, rmask.float(), finished, width)
 
 
 class ExperienceMaker:
@@ -176,10 +105,11 @@ class ExperienceMaker:
         samples_per_prompt: int = 1,
         advantage_estimator: str = "gae",
     ):
-        if advantage_estimator not in ("gae", "rloo"):
-            raise ValueError(f"advantage_estimator must be gae or rloo, not {advantage_estimator!r}")
-        if advantage_estimator == "rloo" and samples_per_prompt < 2:
-            raise ValueError("rloo needs at least two responses per prompt (samples_per_prompt >= 2)")
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {', '.join(ADVANTAGE_ESTIMATORS)}, not "
+                             f"{advantage_estimator!r}")
+        if advantage_estimator in GROUP_ESTIMATORS and samples_per_prompt < 2:
+            raise ValueError(f"{advantage_estimator} needs at least two responses per prompt (samples_per_prompt >= 2)")
         self.samples_per_prompt, self.advantage_estimator = samples_per_prompt, advantage_estimator
         self.roles, self.tokenizer, self.reward, self.cost = roles, tokenizer, reward, cost
         self.cost_weight = cost_weight
@@ -188,6 +118,8 @@ class ExperienceMaker:
         self.gamma, self.lam = gamma, lam
         self.normalize_reward, self.reward_clip, self.missing_eos_penalty = normalize_reward, reward_clip, missing_eos_penalty
         self.moments = RunningMoments()
+        # seconds of the last rollout's sampling (decoding included) and scoring (every role's forward, the reward)
+        self.timings: dict[str, float] = {}
         if eos_ids is None:
             from ...generation import _eos_ids
 
@@ -203,11 +135,12 @@ class ExperienceMaker:
             texts.append(self.tokenizer.decode(kept, skip_special_tokens=True).strip())
         return texts
 
-    def shape_rewards(self, score: Tensor, cost: Tensor, finished: Tensor) -> Tensor:
-        """Sequence reward [B]: normalised and clipped score, minus weighted cost and the missing-EOS penalty."""
+    def shape_rewards(self, score: Tensor, cost: Tensor, finished: Tensor, reduce: Reduce | None = None) -> Tensor:
+        """Sequence reward [B]: normalised and clipped score, minus weighted cost and the missing-EOS penalty (the
+        running moments take in every process's scores with ``reduce``)."""
         r = score.float()
         if self.normalize_reward:
-            self.moments.update(r)
+            self.moments.update(r, reduce)
             r = (r - self.moments.mean) / max(self.moments.std, 1e-3)
         if self.reward_clip > 0:
             r = r.clamp(-self.reward_clip, self.reward_clip)
@@ -226,47 +159,51 @@ class ExperienceMaker:
     # ------------------------------------------------------------------ the whole rollout
     @torch.no_grad()
     def make(self, prompt_ids: Sequence[Sequence[int]], conversations: Sequence[Messages], kl_coef: float,
-             generator: torch.Generator) -> tuple[Experience, list[str]]:
+             generator: torch.Generator | None = None, *, row_seeds: Sequence[int] | None = None,
+             reduce: Reduce | None = None) -> tuple[Experience, list[str]]:
         """One rollout: ``samples_per_prompt`` responses to each prompt, the copies of a prompt next to each other
-        (row ``r`` answers prompt ``r // samples_per_prompt``, which ``Experience.prompt_index`` records)."""
+        (row ``r`` answers prompt ``r // samples_per_prompt``, which ``Experience.prompt_index`` records), sampled
+        from ``generator`` or with a seed per row (``row_seeds``). Several processes each make their share of a
+        rollout: ``reduce`` sums over them what must see the whole rollout (the reward normaliser's moments); the
+        advantages of rloo and grpo are per prompt, and a prompt's responses are all in one process."""
         roles, k = self.roles, self.samples_per_prompt
         group = torch.arange(len(prompt_ids)).repeat_interleave(k)
         unique_prompts = list(prompt_ids)
         prompt_ids = [unique_prompts[int(g)] for g in group]
         conversations = [conversations[int(g)] for g in group]
         use_value = self.advantage_estimator == "gae"
+        t0 = time.perf_counter()
         roles.hm.activate(POLICY)
         sampled = sample_responses(
             roles.transformer, unique_prompts, max_new_tokens=self.max_new_tokens, eos_ids=self.eos_ids,
             pad_id=self.pad_id, generator=generator, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-            samples_per_prompt=k,
+            samples_per_prompt=k, row_seeds=row_seeds,
         )
         texts = self.decode(sampled)
+        t_sampled = time.perf_counter()
         P, mask = sampled.prompt_width, sampled.response_mask
         R = mask.shape[1]
         targets = sampled.sequences[:, P:]
         responses = [row[:n] for row, n in zip(targets.tolist(), mask.sum(1).long().tolist())]
         temp = self.temperature if self.temperature > 0 else 1.0
-        lps, refs, vals, ents, bottoms = [], [], [], [], []
-        # Scored packed (engine.trainers.ppo.packing): each prompt once for its k responses, and no padding.
+        refs, vals, bottoms = [], [], []
+        # Scored packed (engine.trainers.ppo.packing): each prompt once for its k responses, and no padding. The
+        # policy's own log-probabilities and entropy came with the samples.
         for a, b in chunks_of_groups(prompt_ids, self.forward_batch_size):
             packed = pack_groups(prompt_ids[a:b], responses[a:b], device=targets.device)
-            # the layers no role adapts run once for policy, reference and value (and are kept for the update)
+            # the layers no role adapts run once for reference and value (and are kept for the update)
             bottom = roles.packed_bottom(packed)
-            lp, ent = roles.packed_logprobs(POLICY, packed, targets[a:b], temp, with_entropy=True, bottom=bottom)
-            lps.append(lp)
-            ents.append(ent)
             refs.append(roles.packed_logprobs(roles.reference, packed, targets[a:b], temp, bottom=bottom)[0])
-            if use_value:  # rloo's baseline is the other responses' reward: no value to compute
+            if use_value:  # rloo's and grpo's baselines are the other responses' rewards: no value to compute
                 vals.append(roles.packed_values(packed, R, bottom=bottom).float())
             if bottom is not None:
                 bottoms.append(packed.to_padded(bottom[0], P, R))
-        logprobs, ref_logprobs = torch.cat(lps) * mask, torch.cat(refs) * mask
+        logprobs, ref_logprobs = sampled.logprobs * mask, torch.cat(refs) * mask
         values = torch.cat(vals) * mask if use_value else torch.zeros_like(mask)
-        entropy_tok = torch.cat(ents)
+        entropy_tok = sampled.entropy
         score = self.reward(conversations, texts).to(mask.device)
         cost = self.cost(conversations, texts).to(mask.device) if self.cost is not None else torch.zeros_like(score)
-        reward = self.shape_rewards(score, cost, sampled.finished)
+        reward = self.shape_rewards(score, cost, sampled.finished, reduce)
         rewards = self.token_rewards(reward, logprobs, ref_logprobs, mask, kl_coef)
         kl = ((logprobs - ref_logprobs) * mask).sum(1)
         group = group.to(mask.device)
@@ -274,7 +211,8 @@ class ExperienceMaker:
             advantages, returns = gae(rewards, values, mask, self.gamma, self.lam)
         else:
             # the sequence's KL-penalised reward, which is what the per-token rewards add up to
-            advantages = leave_one_out_advantages(reward - kl_coef * kl, group, mask)
+            by_group = leave_one_out_advantages if self.advantage_estimator == "rloo" else group_normalized_advantages
+            advantages = by_group(reward - kl_coef * kl, group, mask)
             returns = advantages  # no value learns them
         lengths = mask.sum(1).clamp_min(1.0)
         exp = Experience(
@@ -285,6 +223,7 @@ class ExperienceMaker:
             finished=sampled.finished, prompt_index=group, prompt_width=P,
             bottom=torch.cat(bottoms) if bottoms else None,
         )
+        self.timings = {"sample_s": t_sampled - t0, "score_s": time.perf_counter() - t_sampled}
         return exp, texts
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,16 +3,25 @@
 Flow: the prompts of a snapshot (:mod:`.data`) → base model loaded once → roles as named adapters (:mod:`.roles`)
 → reward (and optional safety cost) sources (:mod:`.rewards`) → per step, in the training skeleton's loop
 (:mod:`engine.trainers.base`): a rollout (:class:`~.experience_maker.ExperienceMaker`: ``samples_per_prompt``
-responses to each of ``rollout_batch_size`` prompts, advantages by GAE or leave-one-out), PPO epochs
-(:class:`~.trainer.PpoTrainer`, which steps the optimizer once per mini-batch), the KL controller's update; sample
-responses are stored in the project every ``sample_every`` steps (origin ``model``, adapter = this run's adapter
-folder, sampling parameters with the run id and step). The skeleton streams the metrics, checkpoints every
-``checkpoint_every`` steps and on cancel (the best by ``rollout/score_mean``) and writes the output.
+responses to each of ``rollout_batch_size`` prompts, advantages by GAE, leave-one-out or the group's mean and
+spread), PPO epochs (:class:`~.trainer.PpoTrainer`, which steps the optimizer once per mini-batch), the KL
+controller's update; sample responses are stored in the project every ``sample_every`` steps (origin ``model``,
+adapter = this run's adapter folder, sampling parameters with the run id and step). The skeleton streams the
+metrics, checkpoints every ``checkpoint_every`` steps and on cancel (the best by ``rollout/score_mean``) and writes
+the output.
 
 Checkpoints hold the policy adapter (``adapter/``, loadable by peft) and the value adapter and head (``value/``);
-the stage's own state is the sampling and shuffling generators (``extra.safetensors``), the KL coefficient and the
-reward normaliser's moments: a resumed run samples the same responses and computes the same losses as an
-uninterrupted one (on CPU, bit for bit: tests/engine/test_ppo_job.py).
+the stage's own state is the mini-batch shuffling generator (``extra.safetensors``), the KL coefficient and the
+reward normaliser's moments, and the samples are drawn from generators seeded per rollout row from the run's seed
+and the step: a resumed run samples the same responses and computes the same losses as an uninterrupted one (on
+CPU, bit for bit: tests/engine/test_ppo_job.py).
+
+Several processes (``accelerate launch``, ``num_processes``): each samples, scores and trains on its consecutive
+share of a step's prompts (``rollout_batch_size`` must divide among them); a prompt's responses stay in one
+process, so rloo's and grpo's advantages are those of the whole rollout, and what needs every row (the reward
+normaliser, whitening, each mini-batch's token count, the summed gradients, the KL controller, the metrics) is
+summed over the processes. With one mini-batch per PPO epoch a step's update is the one a single process makes;
+with several, each process draws its mini-batches from its own rows.
 
 Output: ``RUN_DIR/adapter`` (the policy; ``PeftModel.from_pretrained`` loads it) with a model card and the run's
 config, and ``RUN_DIR/value`` (value adapter + head).
@@ -40,7 +49,12 @@ from .experience import Experience
 from .experience_maker import ExperienceMaker
 from .rewards import AdapterScorer, RewardSource, SeparateScorer, is_rule_spec, rule_from_spec
 from .roles import POLICY, REWARD, SAFETY, VALUE, PpoRoles
+from .sampling import row_seed
 from .trainer import PpoTrainer, make_kl_controller, rollout_metrics
+
+
+ESTIMATOR_NAMES = {"gae": "GAE on a learned value", "rloo": "leave-one-out (rloo)",
+                   "grpo": "the group's mean and spread (grpo)"}
 
 
 # ---------------------------------------------------------------------------------------------- reward sources
@@ -112,7 +126,6 @@ class PpoRun(TrainingRun):
     unit = "prompt"
     snapshot_unit = "training prompt(s)"
     hint = "import or write prompts first"
-    distributed = False
     holds_out = False  # held-out prompts never enter a prompts snapshot; the rollouts are the measure
     best_metric = "rollout/score_mean"
     higher_is_better = True
@@ -125,6 +138,9 @@ class PpoRun(TrainingRun):
 
     def check_inputs(self) -> None:
         cfg = self.cfg
+        if cfg.rollout_batch_size % self.ctx.world_size:
+            raise JobError(f"rollout_batch_size {cfg.rollout_batch_size} does not divide among {self.ctx.world_size} "
+                           "processes: each process samples the same number of prompts; make it a multiple")
         if not cfg.reward_model:
             raise JobError("PPO needs a reward model: set reward_model to a reward-model run's adapter folder "
                            "(or rule:contains:WORD for a rule-based reward)")
@@ -217,14 +233,17 @@ class PpoRun(TrainingRun):
             value_coef=cfg.value_coef, max_grad_norm=cfg.max_grad_norm, temperature=cfg.temperature,
             whiten_advantages=self.use_value if cfg.whiten_advantages is None else cfg.whiten_advantages,
             backward_rows=cfg.backward_rows, train_value=self.use_value,
+            reduce=self.reduce_sum if self.world > 1 else None,
         )
         self.warmup_steps = cfg.critic_warmup_steps if self.use_value else 0
         if cfg.critic_warmup_steps and not self.use_value:
-            self.ctx.log("critic_warmup_steps is ignored with advantage_estimator rloo: no value is trained",
-                         level="warning")
+            self.ctx.log(f"critic_warmup_steps is ignored with advantage_estimator {cfg.advantage_estimator}: no value "
+                         "is trained", level="warning")
         self.kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon, cfg.min_kl_coef)
-        self.sample_gen = torch.Generator().manual_seed(cfg.seed)
-        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        # Sampling draws from a generator per rollout row, seeded from (seed, step, prompt position, sample): a
+        # resumed run, or several processes sharing the rollout, sample exactly what one uninterrupted process would.
+        # Each process shuffles its own rows into mini-batches.
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1 + self.rank)
 
     def describe(self) -> str:
         cfg = self.cfg
@@ -233,31 +252,44 @@ class PpoRun(TrainingRun):
         shared = self.roles.shared_depth
         return (f"PPO on {len(self.train_examples)} prompts of snapshot {self.snapshot_id}: {self.total_steps} steps of "
                 f"{cfg.rollout_batch_size} prompts{per_prompt}, advantages by "
-                f"{'GAE on a learned value' if self.use_value else 'leave-one-out (rloo)'}, "
+                f"{ESTIMATOR_NAMES[cfg.advantage_estimator]}, "
                 f"{sum(p.numel() for p in trained):,} trainable parameters "
                 f"({'policy + value' if self.use_value else 'policy'}), reference = "
                 f"{'adapter ' + str(self.reference_from) if self.reference_from else 'the bare base'}, reward = "
                 f"{cfg.reward_model}{', safety cost from ' + str(cfg.safety_model) if cfg.safety_model else ''}"
-                f"{f', the bottom {shared} layers run once for policy, reference and value' if shared else ''}")
+                f"{f', the bottom {shared} layers run once for policy, reference and value' if shared else ''}, "
+                f"{self.world} process(es)")
 
     def train_step(self, indices: list[int]) -> tuple[dict[str, Any], int]:
-        """A rollout of the prompts ``indices`` and its PPO epochs (several optimizer steps)."""
+        """A rollout of the prompts ``indices`` and its PPO epochs (several optimizer steps). With several processes
+        each samples and trains on its consecutive share of the prompts; what needs the whole rollout (the reward
+        normaliser, whitening, the mini-batches' token counts, the gradients, the KL controller, the metrics) is
+        summed over them."""
         t0 = time.perf_counter()
-        prompts = self.train_examples
-        exp, texts = self.maker.make([prompts[i][2] for i in indices], [prompts[i][1] for i in indices],
-                                     self.kl_ctl.value, self.sample_gen)
+        cfg, prompts, reduce = self.cfg, self.train_examples, (self.reduce_sum if self.world > 1 else None)
+        n = len(indices) // self.world
+        first = self.rank * n
+        mine = indices[first : first + n]
+        seeds = [row_seed(cfg.seed, self.step, first + p, j) for p in range(n) for j in range(cfg.samples_per_prompt)]
+        exp, texts = self.maker.make([prompts[i][2] for i in mine], [prompts[i][1] for i in mine],
+                                     self.kl_ctl.value, row_seeds=seeds, reduce=reduce)
         t_roll = time.perf_counter() - t0
         # critic warm-up: the first steps fit the value to the returns before the policy follows its advantages
         stats = self.ppo.step(exp, self.shuffle_gen, train_policy=self.step >= self.warmup_steps)
         kl_used = self.kl_ctl.value
-        self.kl_ctl.update(float(exp.kl.mean()), exp.batch_size)
-        metrics = {**rollout_metrics(exp, texts, kl_used), **stats, "train/loss": stats["ppo/loss"],
+        kl_sum = self.reduce_sum(torch.stack([exp.kl.double().sum(), torch.tensor(float(exp.batch_size),
+                                                                                  dtype=torch.float64)]))
+        self.kl_ctl.update(float(kl_sum[0] / kl_sum[1]), int(kl_sum[1]))
+        step_s = time.perf_counter() - t0
+        tokens = int(self.reduce_sum(exp.attention_mask.sum().double()))
+        metrics = {**rollout_metrics(exp, texts, kl_used, reduce), **stats, "train/loss": stats["ppo/loss"],
                    "perf/response_tokens_per_s": float(exp.response_mask.sum()) / max(t_roll, 1e-9),
-                   "perf/step_s": time.perf_counter() - t0, "perf/rollout_s": t_roll}
+                   "perf/step_s": step_s, "perf/rollout_s": t_roll, "perf/update_s": step_s - t_roll,
+                   **{f"perf/{k}": v for k, v in self.maker.timings.items()}}
         step = self.step + 1
-        if self.cfg.sample_every and (step % self.cfg.sample_every == 0 or step == 1):
-            store_samples(self.ctx, self.cfg, prompts, indices, texts, exp, step)
-        return metrics, int(exp.attention_mask.sum())
+        if cfg.sample_every and (step % cfg.sample_every == 0 or step == 1):
+            store_samples(self.ctx, cfg, prompts, mine, texts, exp, step)  # the main process's share
+        return metrics, tokens
 
     def progress_extras(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"reward": round(metrics["rollout/score_mean"], 4), "kl": round(metrics["rollout/kl"], 4)}
@@ -273,10 +305,9 @@ class PpoRun(TrainingRun):
 
     def extra_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return ({"kl_ctl": self.kl_ctl.state_dict(), "maker": self.maker.state_dict()},
-                {"sample_rng": self.sample_gen.get_state(), "shuffle_rng": self.shuffle_gen.get_state()})
+                {"shuffle_rng": self.shuffle_gen.get_state()})
 
     def restore_extra_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        self.sample_gen.set_state(tensors["sample_rng"])
         self.shuffle_gen.set_state(tensors["shuffle_rng"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.maker.load_state_dict(state["maker"])

@@ -64,6 +64,19 @@ class PackedGroups:
         return out
 
 
+    def from_padded(self, padded: Tensor, prompt_width: int) -> Tensor:
+        """The inverse of :meth:`to_padded`: a [N, prompt_width + width, …] tensor in the packed layout [1, T, …]
+        (each group's prompt taken from its first row)."""
+        out = padded.new_zeros((1, int(self.input_ids.shape[1]), *padded.shape[2:]))
+        seen: set[int] = set()
+        for i, ((p0, p1), (r0, r1)) in enumerate(zip(self.prompt_spans, self.response_spans)):
+            if p0 not in seen:
+                seen.add(p0)
+                out[0, p0:p1] = padded[i, prompt_width - (p1 - p0) : prompt_width]
+            out[0, r0:r1] = padded[i, prompt_width : prompt_width + (r1 - r0)]
+        return out
+
+
 def pack_groups(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
                 device: torch.device | str = "cpu") -> PackedGroups:
     """Rows (prompt ids, response ids) packed into one row; consecutive rows with the same prompt share it."""

@@ -43,8 +43,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ...logits import output_logits
+from ...logits import head_transform, output_logits
 from ...pair_attention import pairs_attention
+from ...token_logprobs import token_logprobs
 from ...reward_model import HeadedModel
 from .packing import PackedGroups
 
@@ -268,8 +269,16 @@ class PpoRoles:
     def packed_logprobs(self, name: str | None, packed: PackedGroups, targets: Tensor, temperature: float = 1.0,
                         with_entropy: bool = False, bottom: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(log-probabilities [N, R] of ``targets`` [N, R], the rows' response tokens; entropy [N, R] or None);
-        zero past each row's response."""
+        zero past each row's response. Without entropy only the response positions go through the LM head, a few
+        hundred at a time, and no [tokens, vocab] logits are kept for the backward (``engine.token_logprobs``)."""
         index, valid = packed.predicting_index(targets.shape[1])
+        if not with_entropy:
+            hidden = self.packed_hidden(name, packed, bottom)
+            flat = valid.flatten().to(targets.device)
+            lp = token_logprobs(self.transformer.get_output_embeddings(), hidden[index.flatten().to(targets.device)[flat]],
+                                targets.flatten()[flat], temperature=temperature, **head_transform(self.transformer))
+            rows = torch.nonzero(flat).squeeze(1)
+            return lp.new_zeros(flat.shape[0]).index_put((rows,), lp).view(targets.shape), None
         hidden = self.packed_hidden(name, packed, bottom)[index.to(targets.device)]
         logits = output_logits(self.transformer, hidden)
         if temperature not in (0.0, 1.0):
