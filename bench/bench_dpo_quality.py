@@ -1,5 +1,5 @@
 """DPO quality on the bundled SmolLM2: does DPO on the preferences of the PPO quality benchmark raise the held-out
-preference accuracy (implicit reward) above 0.6? (Issue 5, Quality; a benchmark for the lead to run, not a test.)
+preference accuracy (implicit reward) above 0.6? (A benchmark to run alone, not a test.)
 
     python -m bench.bench_dpo_quality [--rows 2400] [--heldout 400] [--minutes 30] [--eval-every 40]
                                       [--lr 1e-4] [--beta 0.1] [--batch-size 8] [--max-length 512]

@@ -2,7 +2,7 @@
 
 Both runs sample the same responses (our sampler is batch-independent: each row has its own seeded generator),
 so they generate the same tokens and the figures compare like with like. Tokens are counted without padding, up
-to and including each response's end-of-sequence token. Target (issue 4): batched at least 3x one-at-a-time.
+to and including each response's end-of-sequence token. Target: batched at least 3x one-at-a-time.
 
     python bench/bench_generation.py [--prompts 16] [--batch-size 16] [--max-new-tokens 64] [--json]
 """

@@ -16,7 +16,7 @@ length: no end-of-sequence token can stop them), LoRA r on all linear layers:
   (The reward adapter is written beforehand by a separate process, ``--side rm``.)
 - ``sft``: our SFT step (``engine.trainers.sft``: packed batch, LoRA) on batch-size examples of prompt + response tokens.
 
-Targets (issue 5): ours ≤ 0.35 × four, ours ≤ 1.3 × sft.
+Targets: ours ≤ 0.35 × four, ours ≤ 1.3 × sft.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """PPO quality on the bundled SmolLM2: against a reward model trained on the project, does PPO raise the mean reward
 of responses to held-out prompts by at least one standard deviation while the KL to the reference stays under 6
-nats per response, within 60 minutes of PPO on this CPU? (Issue 5; a benchmark for the lead to run, not a test.)
+nats per response, within 60 minutes of PPO on this CPU? (A benchmark to run alone, not a test.)
 
     python -m bench.bench_ppo_quality [--rows 1200] [--heldout 64] [--rm-steps 300] [--rm-lr 5e-4] [--ppo-minutes 60]
                                       [--reward-model DIR] [--max-steps N --min-lr-ratio R] [--eval-passes K] [--json]

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_rm_quality.py [--minutes 30] [--heldout 400] [--max-length 256] [--out DIR]
 
-Setting (issue 4, Quality): every HH-RLHF file in ``../shared/data/real`` (harmless-base, helpful-base,
+Setting: every HH-RLHF file in the real-data folder (``bench.real_data``) (harmless-base, helpful-base,
 helpful-online, helpful-rejection-sampled; ~8.5k pairs) imported with our importer into a scratch project; 400
 pairs held out **by prompt** (their prompts get split ``heldout``, so no held-out conversation is trained on);
 the bundled SmolLM2-135M-Instruct, LoRA r=16 on all linear layers + a scalar head (engine.trainers.reward's model), fp32,

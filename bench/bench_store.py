@@ -1,4 +1,4 @@
-"""Issue 2's store figures: HH-RLHF import time, open + stats, next-item fetch p99, judge-and-commit p99,
+"""The project file's figures: HH-RLHF import time, open + stats, next-item fetch p99, judge-and-commit p99,
 and exporting 100k pairs as TRL JSONL, on a synthetic project of 1,000,000 comparisons.
 
     .venv/bin/python -m bench.bench_store [--comparisons N]

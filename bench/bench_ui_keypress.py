@@ -1,4 +1,4 @@
-"""Issue 3's key-press figure: from a verdict key press on the Compare page to the next item painted, on a
+"""The desk's key-press figure: from a verdict key press on the Compare page to the next item painted, on a
 synthetic project of 1,000,000 comparisons (a copy of bench/synthetic's file; the cached one stays untouched).
 
     .venv/bin/python -m bench.bench_ui_keypress [--comparisons N] [--presses 500]

@@ -1,4 +1,4 @@
-"""Issue 3's cold-start figure: from launching ``python -m ui PROJECT`` to an interactive window (the project
+"""The window's cold-start figure: from launching ``python -m ui PROJECT`` to an interactive window (the project
 open, the last page shown, the event loop running), measured from outside the process.
 
     .venv/bin/python -m bench.bench_ui_startup [--runs 7] [--project P]

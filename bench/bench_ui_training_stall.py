@@ -1,4 +1,4 @@
-"""Issue 6's figure: while an SFT run streams metrics into the Train page, the UI event loop never stalls more than
+"""The training desk's figure: while an SFT run streams metrics into the Train page, the UI event loop never stalls more than
 16 ms at p99.
 
     .venv/bin/python -m bench.bench_ui_training_stall [--model tiny|bundled|PATH] [--steps 300]

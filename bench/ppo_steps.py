@@ -1,5 +1,5 @@
 """Every step of a PPO run as a table, read from a project's metric table: the companion of ``bench_ppo_quality``
-for watching a run live and for the "every step" part of its records in ``docs/benchmarks/``.
+for watching a run live.
 
     python -m bench.ppo_steps PROJECT.wbp [--run ID] [--every 10]
 

@@ -255,9 +255,7 @@ def check_fit(stage: str, cfg: ModelConfig, *, dry_run: bool, force: bool) -> in
     if force:
         print(f"warning: {est.describe()} Starting anyway (--force).", file=sys.stderr)
         return None
-    ideas = "; ".join(", ".join(f"{k}: {v}" for k, v in s["set"].items()) + f" (about {s['estimate_mb'] / 1024:.1f} GB)"
-                      for s in est.suggestions)
-    message = (f"{est.describe()} Settings that would fit: {ideas or 'none found'}. Add --force to start it anyway.")
+    message = f"{est.refusal()} Add --force to start it anyway."
     print(f"error: {message}", file=sys.stderr)
     print(_failed(message, fit=est.to_dict()))
     return FIT_EXIT_CODE

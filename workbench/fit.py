@@ -253,6 +253,12 @@ class FitEstimate:
                       for s in self.suggestions]
         return "\n".join(lines)
 
+    def refusal(self) -> str:
+        """Why a run that does not fit is refused, with the settings that would fit (the CLI and the window)."""
+        ideas = "; ".join(", ".join(f"{k}: {v}" for k, v in s["set"].items()) + f" (about {s['estimate_mb'] / 1024:.1f} GB)"
+                          for s in self.suggestions)
+        return f"{self.describe()} Settings that would fit: {ideas or 'none found'}."
+
     def describe(self) -> str:
         """One line: estimate, free memory, verdict."""
         need = f"needs about {self.estimate_mb / 1024:.1f} GB"

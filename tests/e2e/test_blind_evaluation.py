@@ -1,9 +1,7 @@
 """A blind evaluation round end to end on the tiny model: the Evaluation page has the engine generate from two
 models (the base and base + adapter) on held-out prompts through the core's round pipeline, the pairs reach the
 Compare page blind as evaluation items, the expert judges them with key presses, and the win rate with its interval
-appears; the eval items never enter a training snapshot. Also the Playground through a real worker.
-
-The round needs the engine's ``generate`` job (issue 4): the test says so and skips while this engine has none."""
+appears; the eval items never enter a training snapshot. Also the Playground through a real worker."""
 
 from __future__ import annotations
 
@@ -17,15 +15,6 @@ from workbench.training_data import preference_snapshot
 pytestmark = pytest.mark.timeout(900)
 
 
-def _needs_generate_job():
-    from engine.jobs import JobError, get_job
-
-    try:
-        get_job("generate")
-    except JobError:
-        pytest.skip("the engine has no 'generate' job yet (issue 4)")
-
-
 @pytest.fixture(scope="module")
 def adapter_dir(tiny_model_dir, tmp_path_factory):
     """A LoRA adapter on the tiny model whose answers differ from the base's."""
@@ -35,7 +24,6 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 
 
 def test_blind_round_from_generation_to_win_rate(qtbot, session, tiny_model_dir, adapter_dir, training_project_path):
-    _needs_generate_job()
     from ui.pages.evaluation import EvaluationPage
     from ui.pages.compare import ComparePage
 

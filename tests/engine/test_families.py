@@ -194,6 +194,31 @@ def test_ppo_packed_groups_equal_the_models_own_forward(family_dirs, arch):
         torch.testing.assert_close(packed[i, : len(lp)], lp, atol=1e-4, rtol=RTOL)
 
 
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_ppo_sampling_continues_as_the_models_own_generate(family_dirs, arch):
+    """Greedy rollouts (two prompts longer than the short sliding window, two responses each) are the tokens the
+    model's own ``generate`` gives each prompt alone: the rollout's prefill and cache keep what the model attends to."""
+    from engine.trainers.ppo.sampling import sample_responses
+
+    tok, pairs = _encoded_pairs(family_dirs[arch])
+    prompts = [pairs[0].prompt_ids, pairs[1].prompt_ids]
+    assert min(len(p) for p in prompts) > SHORT_WINDOW and len(prompts[0]) != len(prompts[1])
+    model = AutoModelForCausalLM.from_pretrained(family_dirs[arch], dtype=torch.float32)
+    new = 12
+    sampled = sample_responses(model, prompts, max_new_tokens=new, eos_ids=[tok.eos_token_id],
+                               pad_id=tok.pad_token_id, temperature=0.0, samples_per_prompt=2)
+    width = sampled.prompt_width
+    with _eager_attention(model):
+        for row in range(4):
+            prompt = prompts[row // 2]
+            own = model.generate(torch.tensor([prompt]), attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=new, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id)[0, len(prompt):].tolist()
+            n = int(sampled.response_mask[row].sum())
+            assert sampled.sequences[row, width : width + n].tolist() == own[:n], (arch, row)
+            assert n == len(own)
+
+
 def _own_pair_logprobs_rows(hm: HeadedModel, prompts, responses, pad_id: int) -> list[torch.Tensor]:
     rows = [list(p) + list(r) for p, r in zip(prompts, responses)]
     ids, mask = _padded(rows, pad_id)

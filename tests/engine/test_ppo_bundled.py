@@ -38,7 +38,9 @@ def test_ppo_on_the_bundled_model(project_path, tmp_path):
     with Project.open(project_path) as p:
         assert p.get_run(run_id)["status"] == "done"
         kl = [v for _, _, v in p.metrics(run_id, "rollout/kl")]
-        assert len(kl) == 2 and kl[0] == 0.0  # the first rollout comes from the policy = reference
+        # the first rollout comes from the policy = reference: its KL is zero up to the rounding between the
+        # sampler's cached decode and the reference's fresh forward
+        assert len(kl) == 2 and abs(kl[0]) < 1e-4
         samples = p.responses(source=f"ppo run {run_id}")
         assert samples and all(s.content.strip() for s in samples)
     from peft import PeftModel

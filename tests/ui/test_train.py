@@ -162,6 +162,27 @@ def test_the_memory_estimate_follows_the_settings(page, tmp_path):
     assert "no estimate" in page.fit.text()
 
 
+def test_a_run_that_does_not_fit_is_refused_unless_started_anyway(page, tmp_path):
+    import json
+
+    big = tmp_path / "big"  # a 70B-sized Llama config: hundreds of GB in float32, more than any test machine has
+    big.mkdir()
+    (big / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "intermediate_size": 28672,
+        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 128256,
+        "tie_word_embeddings": False}))
+    page.set_base_model(str(big))
+    refusals = [msg for lvl, msg in page.check() if lvl == "error" and "does NOT fit" in msg]
+    assert refusals and "Settings that would fit" in refusals[0]
+    assert not page.start_button.isEnabled() and page.force_fit.isVisibleTo(page)
+    assert page.start() is False and page.run_id is None
+    page.force_fit.setChecked(True)
+    assert not [msg for lvl, msg in page.check() if "does NOT fit" in msg]
+    page.set_base_model(str(tmp_path / "not-here-yet.gguf"))
+    page.check()
+    assert not page.force_fit.isVisibleTo(page)
+
+
 def test_an_architecture_the_trainers_cannot_train_blocks_start(page, tmp_path):
     import json
 

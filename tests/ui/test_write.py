@@ -64,6 +64,7 @@ def test_ctrl_e_asks_before_replacing_a_draft_and_ctrl_z_brings_it_back(qtbot, w
 
 def test_the_guidelines_key_on_write_opens_them_and_types_nothing(qtbot, window):
     page = window.show_page("write")
+    window.dock.hide()  # the guidelines a new project shows on its first open, closed
     qtbot.keyClicks(page.editor, "draft")
     assert not window.dock.isVisible()
     assert "Ctrl+G guidelines" in page.hint.text()

@@ -409,7 +409,7 @@ def test_a_version_1_file_is_migrated_to_live_counts(project_path: Path) -> None
     conn = sqlite3.connect(project_path)
     from workbench.schema import _counter_sql
 
-    for name in ("ranking_judged", "demonstration_created", "safety_flag_created"):
+    for name in ("ranking_judged", "demonstration_created", "safety_flag_created", "metric_run_key_value"):
         conn.execute(f"DROP INDEX {name}")
     for table in ("ranking", "demonstration"):
         for suffix in ("ins", "del", "upd"):

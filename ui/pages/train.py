@@ -23,6 +23,7 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QGroupBox,
@@ -43,6 +44,7 @@ from PySide6.QtWidgets import (
 
 from workbench.configs import ModelConfig, config_class
 from workbench.errors import InputError, WorkbenchError
+from workbench.fit import FitEstimate
 from workbench.fit import estimate as fit_estimate
 from workbench.jobs.client import Outcome, live_runs
 from workbench.paths import BUNDLED_MODEL_REF
@@ -146,6 +148,11 @@ class TrainPage(Page):
         self.fit = QLabel()
         self.fit.setObjectName("fit")
         self.fit.setWordWrap(True)
+        # a run estimated not to fit is refused (as on the command line) unless the expert says start it anyway
+        self.force_fit = QCheckBox("Start even if it may not fit")
+        self.force_fit.setToolTip("The estimate can be wrong either way; the run may then stop when memory runs out.")
+        self.force_fit.hide()
+        self.force_fit.toggled.connect(self.check_soon)
 
         self.start_button = QPushButton("Start")
         self.start_button.setDefault(True)
@@ -233,6 +240,7 @@ class TrainPage(Page):
         rl = QVBoxLayout(right)
         rl.addLayout(buttons)
         rl.addWidget(self.fit)
+        rl.addWidget(self.force_fit)
         rl.addWidget(self.problems)
         rl.addWidget(self.status)
         row = QHBoxLayout()
@@ -400,20 +408,25 @@ class TrainPage(Page):
             self._show_problems([("error", str(e))])
             return [("error", str(e))]
         problems = [(p.level, p.message) for p in preflight(self.project, self.stage, cfg, counts=self.counts)]
+        est = self._show_fit(cfg)
+        if est is not None and est.fits is False and not self.force_fit.isChecked():
+            problems.append(("error", f"{est.refusal()} Or tick “{self.force_fit.text()}”."))
         self._show_problems(problems)
-        self._show_fit(cfg)
         return problems
 
-    def _show_fit(self, cfg: ModelConfig) -> None:
+    def _show_fit(self, cfg: ModelConfig) -> FitEstimate | None:
+        """Show the run's memory estimate (:class:`workbench.fit.FitEstimate`, or None) and return it."""
         est = fit_estimate(self.stage, cfg)
+        self.force_fit.setVisible(est is not None and est.fits is False)
         if est is None:
             self.fit.setText("Memory: no estimate yet (the model's files are not on this machine before its first run).")
             self.fit.setToolTip("")
             self.fit.setStyleSheet("color: #555;")
-            return
+            return None
         self.fit.setText(est.describe())
         self.fit.setToolTip(est.details())
         self.fit.setStyleSheet({True: "color: #262;", False: "color: #b00; font-weight: bold;"}.get(est.fits, "color: #555;"))
+        return est
 
     def _show_problems(self, problems: list[tuple[str, str]]) -> None:
         if not problems:

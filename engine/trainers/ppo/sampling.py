@@ -6,7 +6,10 @@ How a rollout is sampled (:func:`sample_responses`):
 1. **Prefill, packed**: the rollout's distinct prompts go through the model once, packed into one row without
    padding (the ``wb_pairs`` attention of :mod:`engine.pair_attention` keeps each prompt to itself), and the logits
    are taken only at each prompt's last token. Left-padding the prompts to the longest instead computes every
-   padding position too: on 64 HH-RLHF prompts (4 a step) about 40 % of the padded prefill's rows.
+   padding position too: on 64 HH-RLHF prompts (4 a step) about 40 % of the padded prefill's rows. A model with
+   sliding-window layers (Gemma 2 and 3, Mistral and others with a short window) is prefilled left-padded instead:
+   its sliding layers' cache keeps only the last positions of the row, which in a packed row belong to other
+   prompts (:func:`_padded_prefill`).
 2. **The cache**: each layer's keys and values are cut per prompt from the packed row, left-padded to the longest
    prompt, repeated for the prompt's k responses and copied once into a buffer with room for every new token
    (``GrowingLayer``): a decode step writes one column in place, where transformers' dynamic cache copies the
@@ -95,10 +98,9 @@ def _growing_layer_class():
 def _decode_cache(model: torch.nn.Module, cache, spans: list[tuple[int, int]], width: int, repeats: int,
                   capacity: int):
     """The decode cache: per layer, the packed prefill's keys and values cut per prompt (``spans`` in the packed
-    row), left-padded to ``width``, each prompt's rows repeated ``repeats`` times; in ``GrowingLayer`` buffers
-    of ``capacity`` positions where every layer is a plain dynamic one, else (sliding windows and other special
-    layers) in transformers' own cache made for the model's config."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    row), left-padded to ``width``, each prompt's rows repeated ``repeats`` times, in ``GrowingLayer`` buffers
+    of ``capacity`` positions (every layer a plain dynamic one: :func:`_packs_its_cache`)."""
+    from transformers.cache_utils import DynamicCache
 
     def per_row(t: Tensor) -> Tensor:
         out = t.new_zeros((len(spans), t.shape[1], width, t.shape[3]))
@@ -106,13 +108,10 @@ def _decode_cache(model: torch.nn.Module, cache, spans: list[tuple[int, int]], w
             out[i, :, width - (e - s) :] = t[0, :, s:e]
         return out.repeat_interleave(repeats, dim=0) if repeats > 1 else out
 
-    layers = [(per_row(layer.keys), per_row(layer.values)) for layer in cache.layers]
-    if all(type(layer) is DynamicLayer for layer in cache.layers):
-        growing = _growing_layer_class()
-        grown = DynamicCache()
-        grown.layers = [growing(k, v, capacity) for k, v in layers]
-        return grown
-    return DynamicCache(ddp_cache_data=layers, config=model.config)
+    growing = _growing_layer_class()
+    grown = DynamicCache()
+    grown.layers = [growing(per_row(layer.keys), per_row(layer.values), capacity) for layer in cache.layers]
+    return grown
 
 
 def _prefill(model: torch.nn.Module, prompts: Sequence[Sequence[int]], device: torch.device):
@@ -131,6 +130,25 @@ def _prefill(model: torch.nn.Module, prompts: Sequence[Sequence[int]], device: t
         out = model(input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([pos], device=device),
                     pair_segments=[(s, s, e) for s, e in spans], use_cache=True, logits_to_keep=last)
     return out.past_key_values, out.logits[0].float(), spans
+
+
+def _packs_its_cache(model: torch.nn.Module) -> bool:
+    """Whether every layer of the model's decode cache keeps every position (no sliding window), so that a packed
+    prefill's cache can be cut per prompt."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+def _padded_prefill(model: torch.nn.Module, ids: Tensor, mask: Tensor, repeats: int):
+    """One forward of the prompts left-padded to the longest: (the decode cache, each row repeated ``repeats``
+    times; the logits [n, V] after each prompt's last token)."""
+    positions = (mask.cumsum(1) - 1).clamp_min(0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+    return cache, out.logits[:, -1].float()
 
 
 def draw(probs: Tensor, generator: torch.Generator | None = None, uniform: Tensor | None = None) -> Tensor:
@@ -186,9 +204,12 @@ def sample_responses(
         raise ValueError("every prompt needs at least one token")
     ids, mask = pad_rows(prompts, pad_id, left=True)
     ids, mask = ids.to(device), mask.to(device)
-    prefill_cache, logits, spans = _prefill(model, prompts, device)
-    cache = _decode_cache(model, prefill_cache, spans, width, k, width + max_new_tokens)
-    del prefill_cache
+    if _packs_its_cache(model):
+        prefill_cache, logits, spans = _prefill(model, prompts, device)
+        cache = _decode_cache(model, prefill_cache, spans, width, k, width + max_new_tokens)
+        del prefill_cache
+    else:
+        cache, logits = _padded_prefill(model, ids, mask, k)
     if k > 1:
         logits, ids, mask = (t.repeat_interleave(k, dim=0) for t in (logits, ids, mask))
     b = ids.shape[0]
