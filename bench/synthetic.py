@@ -2,7 +2,7 @@
 
 Layout: N/4 prompts with 4 responses each and 4 comparisons per prompt; the first ``judged`` comparisons carry
 a verdict (drawn from ``verdicts``), the rest are pending (the queue). The file is cached under bench/out/ and
-reused when it exists.
+reused when it exists at the current schema version (rebuilt when an older app made it).
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ ALL_VERDICTS = ("a", "b", "a", "b", "tie", "both_bad")
 def build(path: Path, comparisons: int = 1_000_000, judged: int = 100_000, seed: int = 0,
           verdicts: tuple[str, ...] = ALL_VERDICTS) -> Path:
     if path.exists():
-        return path
+        from workbench.errors import WorkbenchError
+
+        try:
+            with Project.open(path, read_only=True):
+                return path
+        except WorkbenchError:  # an older schema: built again rather than migrated (a backup copy each time)
+            pass
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".building")
     for suffix in ("", "-wal", "-shm"):

@@ -71,7 +71,7 @@ RETAINED = 1.1
 RETAINED_CHECKPOINTED = 0.7
 NF4_BITS = 4 + 8 / 64 + 32 / (64 * 256)  # 4-bit values, absmax per 64 (8-bit), its scale per 256 blocks (float32)
 LOGIT_COPIES = 3  # alive at the start of the backward; the allocator keeps about one more on the CPU
-DPO_HEAD_TOKENS = 1024  # engine.trainers.dpo.HEAD_TOKENS
+HEAD_TOKENS = 512  # engine.token_logprobs.HEAD_TOKENS: rows of logits alive at once where a loss needs them
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "F32": 4, "BF16": 2, "F16": 2, "F64": 8, "I64": 8,
                "I32": 4, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
@@ -363,22 +363,33 @@ def _parts(stage: str, shape: ModelShape, cfg: Any, device: str) -> dict[str, fl
     bs, length = int(cfg.batch_size), int(cfg.max_length)
     base_adapter = _frozen_adapter_params(getattr(cfg, "adapter_from", None))
     trained = base_adapter or lora
+    per_pass = int(getattr(cfg, "tokens_per_pass", 0) or 0)
+
+    def pass_tokens(example: int) -> tuple[int, int]:
+        """(tokens, examples) of one forward and backward: a micro-batch beyond ``tokens_per_pass`` tokens runs as
+        several passes (one example at least)."""
+        total = bs * example
+        tokens = total if per_pass <= 0 else max(example, min(total, per_pass))
+        return tokens, max(1, tokens // example)
+
     if stage == "sft":
-        tokens = bs * length
+        tokens, examples = pass_tokens(length)
         parts = _static(shape, cfg, device, trained, 0)
-        parts.update(_backward_pass(shape, cfg, device, b, tokens, bs, length, ckpt, logit_tokens=tokens))
+        # the output layer runs HEAD_TOKENS rows at a time (engine.token_logprobs)
+        parts.update(_backward_pass(shape, cfg, device, b, tokens, examples, length, ckpt,
+                                    logit_tokens=min(tokens, HEAD_TOKENS)))
     elif stage in ("rm", "safety"):
         per = _pair_tokens(length) if stage == "rm" else length
-        tokens = bs * per
+        tokens, examples = pass_tokens(per)
         parts = _static(shape, cfg, device, trained, 0, heads=shape.hidden * 16)
-        parts.update(_backward_pass(shape, cfg, device, b, tokens, 2 * bs if stage == "rm" else bs, length, ckpt))
+        parts.update(_backward_pass(shape, cfg, device, b, tokens, 2 * examples if stage == "rm" else examples, length,
+                                    ckpt))
     elif stage == "dpo":
-        tokens = bs * _pair_tokens(length)
+        tokens, examples = pass_tokens(_pair_tokens(length))
         reference = _frozen_adapter_params(getattr(cfg, "reference_adapter", None) or getattr(cfg, "adapter_from", None))
         parts = _static(shape, cfg, device, trained, reference)
-        # the output layer runs in checkpointed chunks: one chunk's logits at a time
-        parts.update(_backward_pass(shape, cfg, device, b, tokens, 2 * bs, length, ckpt,
-                                    logit_tokens=min(tokens, DPO_HEAD_TOKENS)))
+        parts.update(_backward_pass(shape, cfg, device, b, tokens, 2 * examples, length, ckpt,
+                                    logit_tokens=min(tokens, HEAD_TOKENS)))
     elif stage == "ppo":
         parts = _ppo_parts(shape, cfg, device, b, trained, lora)
     else:
@@ -407,7 +418,8 @@ def _ppo_parts(shape: ModelShape, cfg: Any, device: str, b: int, policy: int, lo
     # the update: at most backward_rows sequences through one forward/backward (policy, then value)
     back = int(cfg.backward_rows) or int(cfg.batch_size)
     back = min(back, int(cfg.batch_size))
-    update = _backward_pass(shape, cfg, device, b, back * length, back, length, False, logit_tokens=back * new)
+    update = _backward_pass(shape, cfg, device, b, back * length, back, length, False,
+                            logit_tokens=min(back * new, HEAD_TOKENS))
     # the rollout itself (sequences, masks, log-probabilities, values, advantages) stays alive throughout
     parts["experience"] = float(rows * length * (8 + 6 * 4))
     phase = max(sampling, scoring, sum(update.values()))
