@@ -32,9 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="backup-bench-"))
     project_path = tmp / "big.wbp"
     shutil.copy2(source, project_path)  # the benchmark's backups folder must not pile up beside the cache
-    # The window backs up at most every 30 minutes: each backup starts with the disk's write-back of earlier writes
-    # done, not racing the copy just made or the backup before it (os.sync outside the timed part).
-    os.sync()
 
     from workbench.backups import back_up_file, list_backups
 
@@ -44,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         b = back_up_file(project_path, "manual")
         times.append(time.perf_counter() - t0)
-        os.sync()
     size_mb = b.size / 2**20
 
     # 2. The window's automatic backup while a heartbeat measures the event loop.
