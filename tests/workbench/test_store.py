@@ -241,12 +241,12 @@ def test_snapshot_hash_depends_on_content(project: Project) -> None:
     assert project.snapshot_items(s1, "comparison") == [cid]
 
 
-def test_runs_metrics_and_checkpoints(project: Project) -> None:
+def test_runs_metrics_and_checkpoints(project: Project, tmp_path: Path) -> None:
     run = project.create_run("sft", {"lr": 1e-4}, base_model="tiny")
     project.update_run(run, status="running", pid=123)
     project.log_metrics(run, 1, {"train/loss": 2.5, "train/lr": 1e-4})
     project.log_metrics(run, 2, {"train/loss": 2.0})
-    project.add_checkpoint(run, 2, "/tmp/ckpt-2", metrics={"eval/loss": 2.1}, is_best=True)
+    project.add_checkpoint(run, 2, str(tmp_path / "ckpt-2"), metrics={"eval/loss": 2.1}, is_best=True)
     project.update_run(run, status="done", final_metrics={"train/loss": 2.0})
     r = project.get_run(run)
     assert r["status"] == "done" and r["config"] == {"lr": 1e-4} and r["final_metrics"] == {"train/loss": 2.0}
