@@ -38,3 +38,24 @@ def test_header_check_answers_like_the_store(tmp_path):
     assert not is_project_file(other)
     assert not is_project_file(tmp_path / "missing.wbp")
     assert not is_project_file(tmp_path)
+
+
+def test_processes_opening_one_project_at_once_all_open_it_writable(tmp_path):
+    """The processes of a multi-process run open the project at the same moment; each one's check that the folder is
+    writable must not disturb another's, or a process is told the project is read-only."""
+    path = tmp_path / "p.wbp"
+    Project.create(path).close()
+    code = ("import sys, time\n"
+            "from workbench.store import Project\n"
+            "start = float(sys.argv[2])\n"
+            "time.sleep(max(0.0, start - time.time()))\n"
+            "for _ in range(40):\n"
+            "    Project.open(sys.argv[1]).close()\n")
+    import time
+
+    start = time.time() + 3.0
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(start)], stderr=subprocess.PIPE,
+                                text=True) for _ in range(4)]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, "\n".join(errors)
+    assert not list(tmp_path.glob(".*probe*"))

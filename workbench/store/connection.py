@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from contextlib import contextmanager
@@ -130,9 +131,10 @@ def _writable(path: Path) -> bool:
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
-        probe = path.with_name(f".{path.name}.write-probe")
-        probe.touch()
-        probe.unlink()
+        # A name of its own: the processes of one run check the same folder at the same moment.
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".write-probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
         return True
     except (sqlite3.OperationalError, OSError):
         return False
