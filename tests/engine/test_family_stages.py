@@ -1,7 +1,9 @@
 """Every stage finishes on every family: for tiny Llama, Qwen2, Qwen3, Gemma 2, Gemma 3, Mistral and Phi-3
 checkpoints (tests/tiny_models.py), ``workbench train sft|rm|safety|dpo|ppo PROJECT --base DIR --max-steps 1`` and
 ``workbench generate PROJECT --base DIR`` run to the end through the worker, the run log names the family once and
-what the packed layouts honour for it, and every training run records its memory estimate and measured peak.
+what the packed layouts honour for it, and every training run records its memory estimate and measured peak. The
+score job's batched rewards equal each conversation scored alone, and the Playground's greedy reply is the family
+model's own greedy ``generate``.
 
 The command lines are the CLI's own (its parser turns them into the run configs, :class:`JobClient` creates the runs),
 and each job runs in the worker's own entry point, in this process: one import of torch for the whole matrix
@@ -15,12 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from engine.jobs.context import JobContext
+from engine.jobs.playground import run as run_playground
 from engine.worker import run as run_worker
 from tests.tiny_models import FAMILIES, build_tiny_causal_lm
 from workbench.cli import build_parser
 from workbench.cli_train import config_from_args
+from workbench.configs import GenerateConfig, ScoreConfig
 from workbench.jobs import JobClient
 from workbench.jobs.protocol import EVENTS_LOG
+from workbench.reward_scores import SCORE_KEY, run_scores
 from workbench.store import Project
 
 QUESTIONS = [
@@ -80,6 +86,54 @@ def test_every_stage_finishes_on_the_family(tmp_path, arch):
     _run(project, ["generate", *common, "--n", "2", "--max-new-tokens", "12"])
     with Project.open(project) as p:
         assert p.responses(source="generate")  # sampled responses stored (duplicates and empty ones are skipped)
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_score_and_playground_compute_what_the_family_model_computes(tmp_path, arch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.engine.test_score_job import direct_scores
+
+    model = build_tiny_causal_lm(tmp_path / arch, arch=arch)
+    project = family_project(tmp_path / "p.wbp")
+    rm, _ = _run(project, ["train", "rm", str(project), "--base", str(model), "--quiet", "--max-steps", "1"])
+    reward = Path(rm["output_dir"]) / "adapter"
+    with Project.open(project) as p:
+        rows = [(r.id, p.get_prompt(r.prompt_id).messages, r.content) for r in p.responses()]
+    # Batches of 4 conversations of different lengths: padding and the sliding window meet in every batch.
+    cfg = ScoreConfig(reward_model=str(reward), response_ids=[r[0] for r in rows], batch_size=4, max_length=96,
+                      device="cpu", num_threads=1)
+    run_id, run_dir = JobClient(project).prepare("score", cfg)
+    assert run_worker(run_dir, stdout=io.StringIO(), own_process=False) == 0
+    with Project.open(project) as p:
+        scored = run_scores(p, run_id, SCORE_KEY)
+    alone = direct_scores(model, reward, rows)
+    assert set(scored) == set(alone) == {r[0] for r in rows} and len(rows) >= 2 * len(QUESTIONS)
+    for rid, value in alone.items():
+        assert scored[rid] == pytest.approx(value, rel=1e-4, abs=1e-4), rid
+
+    messages = [{"role": "user", "content": QUESTIONS[0]}]
+    out = io.StringIO()
+    ctx = JobContext(stage="playground", run_dir=tmp_path, run_id=None, project_path=None, stdout=out,
+                     config=GenerateConfig(base_model=str(model), device="cpu", dtype="float32", quantize="none",
+                                           max_new_tokens=12, temperature=0.0))
+    ctx.commands.put(("chat", {"id": 1, "messages": messages}))
+    ctx.commands.put(("stop", {}))
+    try:
+        assert run_playground(ctx).status == "done"
+    finally:
+        ctx.close()
+    reply = next(e["data"] for e in map(json.loads, out.getvalue().splitlines()) if e["data"].get("level") == "reply")
+    tok = AutoTokenizer.from_pretrained(model)
+    own = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    ids = tok(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False,
+              return_tensors="pt").input_ids
+    with torch.no_grad():
+        greedy = own.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                              pad_token_id=tok.pad_token_id)
+    assert reply["text"] == tok.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    assert reply["tokens"] == greedy.shape[1] - ids.shape[1]
 
 
 def test_the_command_line_trains_gemma2_in_a_worker_process(tmp_path):
