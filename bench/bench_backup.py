@@ -6,6 +6,10 @@ whether the window stays responsive while its automatic backup runs (event-loop 
 The project is bench/out/synthetic-<N>.wbp (built once by bench.synthetic, as bench_store builds it). The window's
 backup runs exactly as in the app: ``BackupScheduler.back_up`` on its own thread and connection. Targets: a backup in
 under 2 s, and the window not blocked (heartbeat gap p99 within a frame, 16 ms).
+
+The window backs up at most every 30 minutes, so each timed backup starts once the disk has written back earlier
+writes (``os.sync`` outside the timed part), as a backup half an hour after the last one finds it. One more backup
+right after another is timed too and printed apart: it shares the disk with the previous one's write-back.
 """
 
 from __future__ import annotations
@@ -38,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     # 1. The backup alone, from the command line's path (a connection of its own), three times.
     times = []
     for _ in range(3):
+        os.sync()
         t0 = time.perf_counter()
         b = back_up_file(project_path, "manual")
         times.append(time.perf_counter() - t0)
     size_mb = b.size / 2**20
+    t0 = time.perf_counter()
+    back_up_file(project_path, "manual")  # straight after the last one, its write-back still going on
+    back_to_back = time.perf_counter() - t0
+    os.sync()
 
     # 2. The window's automatic backup while a heartbeat measures the event loop.
     from PySide6.QtCore import QEventLoop, Qt, QTimer
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"project: {args.comparisons:,} comparisons, {source.stat().st_size / 2**20:,.0f} MB on disk")
     print(f"backup: {size_mb:,.0f} MB, {statistics.median(times):.2f} s median of {len(times)} "
           f"({', '.join(f'{t:.2f}' for t in times)}), target < 2 s: "
-          f"{'met' if statistics.median(times) < 2 else 'NOT met'}")
+          f"{'met' if statistics.median(times) < 2 else 'NOT met'}; right after another backup: {back_to_back:.2f} s")
     gaps.sort()
     p99 = statistics.quantiles(gaps, n=100)[98] if len(gaps) >= 100 else max(gaps)
     print(f"window's automatic backup: {window_s:.2f} s; heartbeat gaps while it ran: p50 "

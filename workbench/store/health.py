@@ -17,6 +17,8 @@ from typing import Any
 from ..schema import COUNTER_KEYS
 from .snapshots import SnapshotStore
 
+COPY_MMAP_BYTES = 2**40  # a backup reads the whole file: map all of it (SQLite caps this at its own maximum)
+
 # Each counter and the query that gives its true value (what the triggers in schema.py keep up to date).
 _COUNTER_TRUTH = {
     "prompts": "SELECT COUNT(*) FROM prompt",
@@ -130,19 +132,30 @@ class HealthStore(SnapshotStore):
     def copy_to(self, target: str | os.PathLike[str], *, pages_per_step: int = -1) -> Path:
         """Write a consistent copy of the project to the new file ``target`` with SQLite's online backup API,
         which is safe while other connections (a training worker) write; the copy is a plain rollback-journal
-        file that opens on its own. Refuses to overwrite an existing file."""
+        file that opens on its own, flushed to disk before this returns. Refuses to overwrite an existing file."""
         target = Path(target)
         if target.exists():
             raise FileExistsError(f"{target}: a file already exists there")
         dest = sqlite3.connect(target)
+        mmap_size = int(self.conn.execute("PRAGMA mmap_size").fetchone()[0])
         try:
+            # A new file nobody opens before this returns: a rollback journal and SQLite's syncs would only slow the
+            # copy (a failed one is removed), and one fsync at the end makes it durable.
+            dest.execute("PRAGMA journal_mode=OFF")
+            dest.execute("PRAGMA synchronous=OFF")
+            # Pages read through a memory map instead of a system call each (180,000 of them for 711 MB).
+            self.conn.execute(f"PRAGMA mmap_size={COPY_MMAP_BYTES}")
             self.conn.backup(dest, pages=pages_per_step)
             dest.execute("PRAGMA journal_mode=DELETE")
+            dest.close()
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
         except BaseException:
             dest.close()
             target.unlink(missing_ok=True)
             raise
-        dest.close()
+        finally:
+            self.conn.execute(f"PRAGMA mmap_size={mmap_size}")
         return target
 
 
