@@ -11,6 +11,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -201,31 +205,63 @@ def test_backup_writes_a_whole_project_and_refuses_to_overwrite(tmp_path):
     assert again.returncode != 0 and "already exists" in again.stderr and digest(out) == before
 
 
-def test_backup_while_a_worker_writes_is_consistent(tmp_path):
-    path = make_project(tmp_path / "p.wbp", n=200)
+@contextmanager
+def worker_logging_metrics(path: Path) -> Iterator[None]:
+    """A training worker's writes: a process committing one metrics step after another until the block ends."""
     writer = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
         "from workbench.store import Project\n"
         "with Project.open(sys.argv[1]) as p:\n"
         "    run = p.create_run('sft', {})\n"
         "    print('ready', flush=True)\n"
-        "    for step in range(100000):\n"
+        "    for step in range(1000000):\n"
         "        p.log_metrics(run, step, {'train/loss': 1.0 / (step + 1), 'train/lr': 1e-4})\n"
     ), str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "ready"
-        copies = [tmp_path / f"copy{i}.wbp" for i in range(3)]
-        for c in copies:
-            assert run_cli("backup", path, c).returncode == 0
+        yield
     finally:
         writer.kill()
         writer.wait()
-    for c in copies:
-        with Project.open(c) as copy:
-            assert copy.integrity_problems() == [] and copy.counter_mismatches() == []
-            steps = [s for s, _, _ in copy.metrics(1, "train/loss")]
-            assert steps == list(range(len(steps)))  # a prefix of the worker's writes: whole commits only
 
+
+def assert_whole_commits_only(copy_path: Path) -> int:
+    """The copy is sound and holds a prefix of the worker's steps; returns how many."""
+    with Project.open(copy_path) as copy:
+        assert copy.integrity_problems() == [] and copy.counter_mismatches() == []
+        steps = [s for s, _, _ in copy.metrics(1, "train/loss")]
+        assert steps == list(range(len(steps)))
+        return len(steps)
+
+
+def test_backup_while_a_worker_writes_is_consistent(tmp_path):
+    path = make_project(tmp_path / "p.wbp", n=200)
+    copies = [tmp_path / f"copy{i}.wbp" for i in range(3)]
+    with worker_logging_metrics(path):
+        for c in copies:
+            assert run_cli("backup", path, c).returncode == 0
+    for c in copies:
+        assert_whole_commits_only(c)
+
+
+def test_a_backup_in_many_steps_is_one_snapshot_while_a_worker_writes(tmp_path):
+    """A large project is copied in steps; commits landing between the steps neither tear the copy nor restart it
+    (which, with a worker committing all the time, would never finish)."""
+    path = make_project(tmp_path / "p.wbp", n=200)
+    copy = tmp_path / "copy.wbp"
+    outcome: list[object] = []
+    with worker_logging_metrics(path), Project.open(path) as project:
+        time.sleep(0.5)  # the worker is committing steady
+        pages = project.conn.execute("PRAGMA page_count").fetchone()[0]
+        thread = threading.Thread(target=lambda: outcome.append(project.copy_to(copy, pages_per_step=2)), daemon=True)
+        started = time.monotonic()
+        thread.start()
+        thread.join(timeout=30)
+        took = time.monotonic() - started
+        during = len(project.metrics(1, "train/loss"))
+    assert outcome == [copy], f"the copy of {pages} pages in steps of 2 did not finish within {took:.0f} s"
+    assert pages > 20
+    assert 0 < assert_whole_commits_only(copy) <= during
 
 def test_rotation_keeps_the_newest(tmp_path):
     path = make_project(tmp_path / "p.wbp", n=2)
