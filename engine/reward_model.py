@@ -8,8 +8,14 @@ keeps the policy, value and reward adapters on the same ``PeftModel``: ``add_ada
 and call :meth:`HeadedModel.score` with the one wanted; the policy's own LM head is untouched.
 
 On disk an adapter folder is exactly what ``PeftModel.from_pretrained`` loads (``adapter_config.json`` +
-``adapter_model.safetensors``), plus ``head.safetensors`` beside it: the head's weight and bias, with its kind,
-output labels and hidden size in the safetensors metadata. Nothing is ever unpickled.
+``adapter_model.safetensors``), plus ``head.safetensors`` beside it: the head's weight (and bias, for a value
+head), with its kind, output labels and hidden size in the safetensors metadata. Nothing is ever unpickled.
+
+The reward and safety heads have no bias, like the ``score`` layer of transformers' sequence classifiers, so an
+exported classifier computes exactly what the head did (no weight of a transformer can hold a constant). A reward's
+bias would get no gradient from the Bradley–Terry loss anyway, and a safety classifier's adapter learns its labels'
+base rates in the last token's features. The value head keeps its bias: it predicts returns, whose mean is far
+from zero, and it is never exported. (Heads saved with a bias, by earlier versions, load with it.)
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 HEAD_FILE = "head.safetensors"
+BIASED_HEAD_KINDS = frozenset({"value"})
 
 # How to load a saved headed adapter (a reward model, a safety classifier), as the model card shows it.
 HEADED_USAGE = (
@@ -131,11 +138,12 @@ class HeadedModel(nn.Module):
 
     def add_head(self, name: str, *, out_features: int = 1, kind: str = "reward", labels: Sequence[str] = ()) -> None:
         """A fresh head for adapter ``name`` (trainable when the adapter is)."""
-        lin = nn.Linear(self.hidden_size, out_features)
+        lin = nn.Linear(self.hidden_size, out_features, bias=kind in BIASED_HEAD_KINDS)
         # OpenAI's lm-human-preferences initialises the reward head with std 1/sqrt(d+1): rewards start near
         # unit scale instead of the tiny values a 0.02 init gives, so early margins matter.
         nn.init.normal_(lin.weight, std=1.0 / (self.hidden_size + 1) ** 0.5)
-        nn.init.zeros_(lin.bias)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
         self._set_head(name, lin, kind, labels)
         self._refresh_grads()
 
@@ -173,10 +181,11 @@ class HeadedModel(nn.Module):
                 f"{f}: head expects hidden size {weight.shape[1]}, the base model has {self.hidden_size} "
                 "(was it trained on another base?)"
             )
-        lin = nn.Linear(weight.shape[1], weight.shape[0])
+        lin = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in tensors)
         with torch.no_grad():
             lin.weight.copy_(weight)
-            lin.bias.copy_(tensors["bias"])
+            if lin.bias is not None:
+                lin.bias.copy_(tensors["bias"])
         self._set_head(name, lin, str(meta.get("kind", "")), list(meta.get("labels", [])))  # type: ignore[arg-type]
         self._refresh_grads()
 
@@ -198,8 +207,11 @@ class HeadedModel(nn.Module):
 
     def save_head(self, name: str, path: str | os.PathLike[str]) -> None:
         lin = self.heads[name]
+        tensors = {"weight": lin.weight}
+        if lin.bias is not None:
+            tensors["bias"] = lin.bias
         save_file(
-            {"weight": lin.weight.detach().float().cpu().contiguous(), "bias": lin.bias.detach().float().cpu().contiguous()},
+            {key: t.detach().float().cpu().contiguous() for key, t in tensors.items()},
             str(Path(path) / HEAD_FILE),
             metadata={
                 "kind": self.head_kind.get(name, ""),
@@ -221,7 +233,8 @@ class HeadedModel(nn.Module):
             head = self.heads[name]
             with torch.no_grad():
                 head.weight.copy_(tensors["weight"])
-                head.bias.copy_(tensors["bias"])
+                if head.bias is not None:
+                    head.bias.copy_(tensors["bias"])
 
     # ------------------------------------------------------------------ switching and gradients
     def activate(self, name: str | None) -> None:

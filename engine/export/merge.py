@@ -7,11 +7,10 @@ under ``*ForSequenceClassification``'s ``score`` layer, which holds the head's w
 
 transformers' classifiers read the score at the last token that is not ``pad_token_id`` (our head reads the last
 token of the attention mask: the same token for a conversation rendered by its chat template, which never ends on
-the pad token) and their ``score`` layer has no bias, while our head has one, and no weight of the model can hold a
-constant. So the bias is kept in ``config.json`` as ``score_bias`` (one value per output) and the model card says to
-add it to the logits. For a reward model it is a constant shift (preferences and rankings are the same without it;
-the Bradley–Terry loss gives it no gradient, but Adam turns the rounding noise of its gradient into steps of the
-learning rate, so it is small rather than zero); for a safety classifier it moves each category's threshold.
+the pad token), and their ``score`` layer has no bias, as our reward and safety heads have none: the exported
+classifier scores exactly as the adapter and head did. A head saved with a bias by an earlier version cannot be
+held by any weight of the model (nothing in a transformer holds a constant), so that bias is kept in
+``config.json`` as ``score_bias`` (one value per output) and the model card says to add it to the logits.
 """
 
 from __future__ import annotations
@@ -87,8 +86,8 @@ def classifier(hm: HeadedModel, source: ExportSource, pad_token_id: int) -> tupl
         labels = source.labels or [f"label_{i}" for i in range(head.out_features)]
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
-    bias = head.bias.detach().float().cpu()
-    score_bias = None if bool((bias == 0).all()) else [float(b) for b in bias]
+    bias = None if head.bias is None else head.bias.detach().float().cpu()
+    score_bias = None if bias is None or bool((bias == 0).all()) else [float(b) for b in bias]
     if score_bias is not None:
         config.score_bias = score_bias
     # Built on the meta device and given the merged body: no second copy of the weights is ever made.

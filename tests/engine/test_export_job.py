@@ -152,17 +152,16 @@ def test_reward_model_exports_as_a_sequence_classifier_with_equal_scores(runs, t
     assert summary["checks"]["scored"] == 8 and summary["checks"]["score_max_diff"] < 1e-4
     model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
     assert type(model).__name__ == "LlamaForSequenceClassification" and model.config.num_labels == 1
-    bias = torch.tensor(getattr(model.config, "score_bias", None) or [0.0])
-    assert summary.get("score_bias", [0.0]) == bias.tolist()
+    assert "score_bias" not in summary and not hasattr(model.config, "score_bias")
     tokenizer = AutoTokenizer.from_pretrained(out)
     expected, batch = _reference_scores(runs["llama"], runs["rm"], CONVERSATIONS, tokenizer)
     with torch.no_grad():
         got = model(**batch).logits
-    assert got.shape == (3, 1) and torch.allclose(got + bias, expected, atol=1e-4)
+    assert got.shape == (3, 1) and torch.allclose(got, expected, atol=1e-4)
     assert float(expected.std()) > 1e-3  # the scores differ between conversations: a real comparison
 
 
-def test_safety_classifier_keeps_its_bias_beside_the_classifier(runs, tmp_path):
+def test_safety_classifier_exports_as_a_multi_label_classifier_with_equal_scores(runs, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = tmp_path / "safety"
@@ -170,12 +169,40 @@ def test_safety_classifier_keeps_its_bias_beside_the_classifier(runs, tmp_path):
     assert code == 0, events[-1].data
     assert summary["kind"] == "safety-classifier" and summary["labels"] == ["violence", "privacy"]
     config = json.loads((out / "config.json").read_text())
-    assert config["score_bias"] == summary["score_bias"] and any(b != 0 for b in config["score_bias"])
+    assert "score_bias" not in config and "score_bias" not in summary
     assert config["id2label"] == {"0": "violence", "1": "privacy"}
-    assert "score_bias" in (out / "README.md").read_text()
     model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     expected, batch = _reference_scores(runs["llama"], runs["safety"], CONVERSATIONS, tokenizer)
+    with torch.no_grad():
+        got = model(**batch).logits
+    assert got.shape == (3, 2) and torch.allclose(got, expected, atol=1e-4)
+    assert float(expected.std()) > 1e-3
+
+
+def test_a_head_saved_with_a_bias_keeps_it_beside_the_classifier(runs, tmp_path):
+    """A safety classifier whose head was saved with a bias (as earlier versions saved every head): no weight of
+    the model can hold it, so it is kept in config.json and the model card, and the logits plus it are the head's."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from engine.reward_model import HEAD_FILE
+
+    adapter = shutil.copytree(runs["safety"], tmp_path / "biased-adapter")
+    head = load_file(str(adapter / HEAD_FILE))
+    with safe_open(str(adapter / HEAD_FILE), framework="pt") as f:
+        meta = f.metadata()
+    save_file({**head, "bias": torch.tensor([0.75, -0.5])}, str(adapter / HEAD_FILE), metadata=meta)
+    out = tmp_path / "safety"
+    code, events, summary = export(adapter=str(adapter), output=str(out), format="hf")
+    assert code == 0, events[-1].data
+    config = json.loads((out / "config.json").read_text())
+    assert config["score_bias"] == summary["score_bias"] == [0.75, -0.5]
+    assert "score_bias" in (out / "README.md").read_text()
+    model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    expected, batch = _reference_scores(runs["llama"], adapter, CONVERSATIONS, tokenizer)
     with torch.no_grad():
         got = model(**batch).logits + torch.tensor(model.config.score_bias)
     assert got.shape == (3, 2) and torch.allclose(got, expected, atol=1e-4)

@@ -184,7 +184,7 @@ def build_safety_classifier(tiny_model_dir, out, labels=("violence", "hate", "se
     hm.add_adapter("default", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"), out_features=len(labels),
                    kind="safety", labels=list(labels))
     with torch.no_grad():
-        hm.heads["default"].bias.copy_(torch.tensor([0.0, -1.0, 1.0]))
+        hm.heads["default"].weight.mul_(torch.tensor([[1.0], [0.5], [2.0]]))  # labels of different confidence
     hm.save_adapter("default", out)
     (out / "config.yaml").write_text("threshold: 0.6\n")
     return out
