@@ -13,8 +13,9 @@ head), with its kind, output labels and hidden size in the safetensors metadata.
 
 The reward and safety heads have no bias, like the ``score`` layer of transformers' sequence classifiers, so an
 exported classifier computes exactly what the head did (no weight of a transformer can hold a constant). A reward's
-bias would get no gradient from the Bradley–Terry loss anyway, and a safety classifier's adapter learns its labels'
-base rates in the last token's features. The value head keeps its bias: it predicts returns, whose mean is far
+bias would get no gradient from the Bradley–Terry loss anyway, and a safety classifier learns its labels' base
+rates from the last token's features (always the chat template's end-of-turn token, whose own embedding gives the
+head a near-constant feature). The value head keeps its bias: it predicts returns, whose mean is far
 from zero, and it is never exported. (Heads saved with a bias, by earlier versions, load with it.)
 """
 
