@@ -5,7 +5,12 @@ converter; the mapping below is ours, written from the GGUF format's description
 
 - architectures covered: ``llama`` (Llama, SmolLM) and ``qwen2``; any other is refused by name before anything is
   written, as are variants their llama.cpp graphs do not compute (attention or MLP biases on Llama, a sliding window
-  on Qwen2, rope scaling);
+  on Qwen2, rope scaling other than Llama 3's);
+- Llama 3's rope scaling (``rope_type: llama3``, Llama 3.1 and 3.2) is llama.cpp's ``rope_freqs`` tensor: per
+  rotary frequency, the divisor the scaling applies. It is read off the model itself (the default frequencies over
+  those its rotary embedding uses), so it is what transformers computes. transformers' GGUF reader does not rebuild
+  rope scaling, so the export's read-back check puts the file's ``rope_freqs`` into the model it reads back
+  (:func:`apply_rope_factors`), as llama.cpp does;
 - tensor names from ``gguf.get_tensor_name_map`` (``model.layers.3.self_attn.q_proj.weight`` →
   ``blk.3.attn_q.weight``); a tied output layer is left out (llama.cpp then uses ``token_embd``);
 - llama.cpp's Llama applies rotary embeddings to interleaved pairs of each head's dimensions, where transformers'
@@ -34,6 +39,8 @@ from .gguf_vocab import GgufVocab, add_vocab
 from .output import OutputFile
 
 QUANTS = ("f16", "q8_0")
+ROPE_FREQS = "rope_freqs.weight"
+SCALED_ROPE = {"llama": "llama3"}  # the rope scaling each architecture's GGUF can hold (as rope_freqs)
 _Q8_BLOCK, _Q8_BYTES = 32, 34
 
 
@@ -70,7 +77,7 @@ def gguf_architecture(config: Any) -> GgufArchitecture:
                          f"{model_type!r} (export it with --format hf instead)")
     _, rope_type = _rope(config)
     problems = []
-    if rope_type != "default":
+    if rope_type not in ("default", SCALED_ROPE.get(model_type)):
         problems.append(f"rope scaling {rope_type!r}")
     if getattr(config, "hidden_act", "silu") != "silu":
         problems.append(f"activation {config.hidden_act!r}")
@@ -86,6 +93,49 @@ def gguf_architecture(config: Any) -> GgufArchitecture:
 
 def head_dim(config: Any) -> int:
     return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+
+def default_inv_freq(config: Any) -> np.ndarray:
+    """The rotary frequencies without scaling: theta^(-2i/d) for each pair of a head's dimensions."""
+    theta, _ = _rope(config)
+    dim = head_dim(config)
+    return 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+
+
+def _rotary(model: Any) -> Any:
+    import torch
+
+    return next(m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor))
+
+
+def rope_factors(model: Any) -> np.ndarray | None:
+    """llama.cpp's ``rope_freqs`` of ``model``: per rotary frequency, the default frequency over the one the model's
+    rotary embedding uses (None without rope scaling)."""
+    _, kind = _rope(model.config)
+    if kind == "default":
+        return None
+    used = _rotary(model).inv_freq.detach().to("cpu").double().numpy()
+    return (default_inv_freq(model.config) / used).astype(np.float32)
+
+
+def read_rope_factors(path: Path) -> np.ndarray | None:
+    """The ``rope_freqs`` tensor of a GGUF file, if it has one."""
+    import gguf
+
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if t.name == ROPE_FREQS:
+            return np.array(t.data, dtype=np.float32)
+    return None
+
+
+def apply_rope_factors(model: Any, factors: np.ndarray) -> None:
+    """Make ``model`` (a GGUF read back through transformers, which ignores ``rope_freqs``) rotate as llama.cpp
+    does with them: each default frequency divided by its factor."""
+    import torch
+
+    rotary = _rotary(model)
+    freqs = default_inv_freq(model.config) / factors.astype(np.float64)
+    rotary.inv_freq = torch.tensor(freqs, dtype=torch.float32, device=rotary.inv_freq.device)
 
 
 def interleave_rotary_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -135,6 +185,8 @@ def plan_tensors(model: Any, arch: GgufArchitecture, quant: str) -> list[_Planne
         else:
             kind = "f16"
         planned.append(_Planned(gguf_name, hf_name, kind, shape))
+    if _rope(config)[1] != "default":
+        planned.append(_Planned(ROPE_FREQS, "", "f32", (head_dim(config) // 2,)))
     return planned
 
 
@@ -232,8 +284,10 @@ def write_gguf(path: Path, model: Any, vocab: GgufVocab, quant: str, *, name: st
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         state = model.state_dict()
+        factors = rope_factors(model)
         for i, p in enumerate(planned):
-            writer.write_tensor_data(_converted(state[p.hf_name], p, arch, config).view(_PythonWritten))
+            data = factors if p.gguf_name == ROPE_FREQS else _converted(state[p.hf_name], p, arch, config)
+            writer.write_tensor_data(data.view(_PythonWritten))
             if on_tensor is not None:
                 on_tensor(i + 1, len(planned))
         writer.flush()

@@ -38,7 +38,7 @@ from ..jobs import JobError, JobResult
 from ..jobs.context import JobContext
 from . import checks
 from .card import model_card, run_facts
-from .gguf_file import estimated_size, gguf_architecture, write_gguf
+from .gguf_file import apply_rope_factors, estimated_size, gguf_architecture, read_rope_factors, write_gguf
 from .gguf_vocab import gguf_vocab
 from .merge import HEADED_ADAPTER, classifier, export_tokenizer, load_base, merge, with_adapter, with_head
 from .ollama import MODELFILE, modelfile
@@ -210,6 +210,9 @@ def _causal(ctx: JobContext, cfg: ExportConfig, source: ExportSource, tokenizer:
     gc.collect()
     step("checking: the GGUF read back through transformers")
     gguf_model = AutoModelForCausalLM.from_pretrained(build, gguf_file=GGUF_FILE, dtype=torch.float32).to(device)
+    factors = read_rope_factors(build / GGUF_FILE)
+    if factors is not None:
+        apply_rope_factors(gguf_model, factors)
     gguf_tokenizer = AutoTokenizer.from_pretrained(build, gguf_file=GGUF_FILE)
     figures.update(checks.compare_tokenizers(tokenizer, gguf_tokenizer, conversations))
     tolerance = cfg.logit_tolerance if cfg.logit_tolerance is not None else DEFAULT_TOLERANCE[cfg.quant]

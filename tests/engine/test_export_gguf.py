@@ -10,7 +10,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from engine.export.gguf_file import gguf_architecture, interleave_rotary_rows, write_gguf
+from engine.export.gguf_file import (
+    ROPE_FREQS,
+    apply_rope_factors,
+    gguf_architecture,
+    interleave_rotary_rows,
+    read_rope_factors,
+    write_gguf,
+)
 from engine.export.gguf_vocab import CONTROL, NORMAL, UNUSED, gguf_vocab
 from engine.model_errors import ModelError
 from tests.tiny_models import build_tiny_causal_lm, copy_model_folder
@@ -111,5 +118,62 @@ def test_architectures_and_variants_not_covered_are_refused(tiny_model_dir):
         gguf_architecture(config)
     config.attention_bias = False
     config.rope_parameters = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}
-    with pytest.raises(ModelError, match="rope scaling 'llama3'"):
+    assert gguf_architecture(config).gguf_name == "llama"  # Llama 3's scaling is llama.cpp's rope_freqs
+    config.rope_parameters = {"rope_type": "yarn", "rope_theta": 500000.0, "factor": 4.0}
+    with pytest.raises(ModelError, match="rope scaling 'yarn'"):
         gguf_architecture(config)
+
+
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+
+
+@pytest.fixture(scope="module")
+def tiny_llama3_rope(tmp_path_factory):
+    """The tiny Llama with Llama 3's rope scaling, its original context so short (64) that the scaling changes
+    most of the rotary frequencies a few dozen tokens use."""
+    folder = build_tiny_causal_lm(tmp_path_factory.mktemp("llama3-rope") / "tiny-llama")
+    folder = copy_model_folder(folder, folder.parent / "tiny-llama3-rope")
+    config = json.loads((folder / "config.json").read_text())
+    config["rope_parameters"] = LLAMA3_ROPE
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_llama3_rope_scaling_is_written_as_rope_freqs_and_reads_back(tiny_llama3_rope, tmp_path):
+    model = _model(tiny_llama3_rope)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama3_rope)
+    write_gguf(tmp_path / "model.gguf", model, gguf_vocab(tokenizer, model.config.vocab_size), "f16", name="tiny")
+    factors = read_rope_factors(tmp_path / "model.gguf")
+    # head dimension 16: 8 frequencies, wavelengths 6.3, 20, 63, 199, …; below 64/4 unscaled, above 64 divided by
+    # the factor, smoothly in between
+    assert factors is not None and factors.shape == (8,)
+    assert factors[0] == pytest.approx(1.0) and 1.0 < factors[1] < factors[2] < 8.0
+    assert factors[3:] == pytest.approx([8.0] * 5)
+
+    text = "Prices rose 12345% in 2024, and the naïve café owner counted every coin twice before closing. " * 2
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="model.gguf", dtype=torch.float32).eval()
+    with torch.no_grad():
+        ours = model(ids).logits[0]
+        unscaled = back(ids).logits[0]  # transformers' reader leaves rope_freqs out
+        apply_rope_factors(back, factors)
+        theirs = back(ids).logits[0]
+    assert ids.shape[1] > 64
+    assert float((ours - unscaled).abs().max() / ours.abs().max()) > 0.05  # the scaling matters in this model
+    assert float((ours - theirs).abs().max() / ours.abs().max()) < 0.01
+
+
+def test_a_llama3_scaled_model_exports_to_gguf_and_passes_its_checks(tiny_llama3_rope, tmp_path):
+    from engine.export.job import GGUF_FILE
+    from tests.engine.test_export_job import export
+    from tests.tiny_models import build_tiny_lora_adapter
+
+    adapter = build_tiny_lora_adapter(tiny_llama3_rope, tmp_path / "adapter")
+    code, events, summary = export(adapter=str(adapter), output=str(tmp_path / "out"), format="gguf")
+    assert code == 0, events[-1].data
+    checks = summary["checks"]
+    assert checks["greedy_match"] and checks["tokenizer_match"] and 0 < checks["logit_max_diff_frac"] < 0.01
+    from gguf import GGUFReader
+
+    assert ROPE_FREQS in {t.name for t in GGUFReader(str(tmp_path / "out" / GGUF_FILE)).tensors}
