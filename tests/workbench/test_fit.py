@@ -92,6 +92,13 @@ def test_the_parts_follow_the_settings(tiny):
     assert _mb("ppo", ppo, "optimizer") == pytest.approx(2 * _mb("sft", base, "optimizer"), rel=0.01)
     assert _mb("ppo", ppo.replace(advantage_estimator="rloo", samples_per_prompt=2), "optimizer") == pytest.approx(
         _mb("sft", base, "optimizer"), rel=0.01)
+    # with a value model, the value's pass follows the policy's on every chunk: the allocator keeps both
+    # (chunks of 8 rows, so the update is the peak phase of this tiny model)
+    gae = ppo.replace(backward_rows=8)
+    rloo = gae.replace(advantage_estimator="rloo", samples_per_prompt=2)
+    assert _mb("ppo", rloo, "allocator") > 0
+    assert _mb("ppo", gae, "allocator") == pytest.approx(2 * _mb("ppo", rloo, "allocator") - _mb("ppo", rloo, "logits")
+                                                         / 3, rel=0.01)
     # on CUDA: half precision, 4-bit by default, no glibc allocator share
     cuda = DeviceMemory("cuda", 10**6, "test")
     assert _mb("sft", base, "weights", memory=cuda) < _mb("sft", base, "weights") / 4
