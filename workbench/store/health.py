@@ -165,6 +165,9 @@ class HealthStore(SnapshotStore):
             _drop_cached(fd)
         except BaseException:
             dest.close()
+            if fd is not None:  # closed before the removal: some systems refuse to remove an open file
+                os.close(fd)
+                fd = None
             target.unlink(missing_ok=True)
             raise
         finally:
